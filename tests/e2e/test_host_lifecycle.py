@@ -1,0 +1,71 @@
+"""up / up / down / up on a host of its own, and `up` refusing a taken port."""
+
+import os
+import socket
+from pathlib import Path
+
+from vnest.host.local import COMPONENTS, Ports
+from vnest.procs import port_in_use
+
+LIFECYCLE_PORT = 27443
+BUSY_PORT = 28443
+
+
+def _processes_under(folder: Path) -> list[int]:
+    """Pids of processes whose command line mentions the folder (every host process does)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _pids(env) -> dict[str, int]:
+    status = env.vnest("host", "status", "-o", "json").stdout
+    import json
+
+    return {n: c["pid"] for n, c in json.loads(status)["components"].items() if c["running"]}
+
+
+def test_up_twice_down_and_up_again(make_env):
+    env = make_env()
+    home = Path(env.vars["VNEST_HOME"])
+    env.vnest("host", "up", "--nodes", "1", "--port", str(LIFECYCLE_PORT))
+    first = _pids(env)
+    assert set(first) == set(COMPONENTS)
+
+    again = env.vnest("host", "up", "--nodes", "1", "--port", str(LIFECYCLE_PORT))
+    assert "already running" in again.stderr
+    assert _pids(env) == first  # nothing restarted
+
+    env.vnest("host", "down")
+    assert _processes_under(home) == []
+    for port in vars(Ports.starting_at(LIFECYCLE_PORT)).values():
+        assert not port_in_use(port), port
+    assert "vnest-host" not in Path(env.vars["KUBECONFIG"]).read_text()
+
+    env.vnest("host", "up", "--nodes", "1", "--port", str(LIFECYCLE_PORT))
+    assert set(_pids(env)) == set(COMPONENTS)
+    nodes = env.kubectl("--context", "vnest-host", "get", "nodes", "-o", "name").stdout.split()
+    assert nodes == ["node/worker1"]
+    env.vnest("host", "down")
+    assert _processes_under(home) == []
+
+
+def test_up_names_a_taken_port_and_leaves_nothing_running(make_env):
+    env = make_env()
+    home = Path(env.vars["VNEST_HOME"])
+    taken = Ports.starting_at(BUSY_PORT).controller_manager
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", taken))
+        s.listen()
+        proc = env.vnest("host", "up", "--port", str(BUSY_PORT), check=False)
+    assert proc.returncode == 1
+    assert f"port {taken} on 127.0.0.1, needed by kube-controller-manager, is already in use" in proc.stderr
+    assert _processes_under(home) == []

@@ -1,0 +1,52 @@
+import re
+import subprocess
+import sys
+
+from vnest.binaries import build
+
+
+def _go_mod(module: str) -> str:
+    return (build.GO_DIR / module / "go.mod").read_text()
+
+
+def _required(go_mod: str, module: str) -> str:
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", go_mod, re.M)
+    assert match, f"{module} is not required in go.mod"
+    return match.group(1)
+
+
+def test_go_modules_follow_the_pins_file():
+    pins = build.pins()
+    kube_mod = _go_mod("kube")
+    assert _required(kube_mod, "k8s.io/kubernetes") == pins["kubernetes"]["version"]
+    assert _required(kube_mod, "sigs.k8s.io/kwok") == pins["kwok"]["version"]
+    assert _required(kube_mod, "helm.sh/helm/v3") == pins["helm"]["version"]
+    assert _required(_go_mod("kine"), "github.com/k3s-io/kine") == pins["kine"]["version"]
+    assert _required(_go_mod("etcd"), "go.etcd.io/etcd/server/v3") == pins["etcd"]["version"]
+    # Every k8s.io staging module is replaced by the release that matches the pinned Kubernetes.
+    staging = "v0." + pins["kubernetes"]["version"].removeprefix("v1.")
+    replaces = re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", kube_mod, re.M)
+    assert len(replaces) > 20
+    assert {version for _, version in replaces} == {staging}
+
+
+def test_build_key_follows_the_build_inputs(tmp_path, monkeypatch):
+    first = build.build_key()
+    assert first == build.build_key()
+    versions = tmp_path / "versions.toml"
+    versions.write_text(build.VERSIONS_FILE.read_text().replace("v1.36.3", "v1.36.4"))
+    monkeypatch.setattr(build, "VERSIONS_FILE", versions)
+    monkeypatch.setattr(build, "BUILD_DIR", tmp_path)
+    monkeypatch.setattr(build, "GO_DIR", tmp_path / "go")
+    assert build.build_key() != first
+
+
+def test_missing_go_is_a_clear_error(tmp_path):
+    env = {"PATH": f"{tmp_path}:/bin", "HOME": str(tmp_path), "VNEST_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vnest", "binaries", "ensure"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert "`go` is not on PATH" in proc.stderr
+    assert "install Go 1.26 or newer" in proc.stderr
+    assert not (tmp_path / "cache" / "bin" / build.build_key()).exists()

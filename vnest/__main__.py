@@ -1,0 +1,3 @@
+from vnest.cli.main import main
+
+main()

@@ -1,0 +1,291 @@
+"""Builds the pinned upstream binaries from the Go modules under build/go/.
+
+The cache folder is keyed by a hash of everything that decides the build
+(build/versions.toml, every go.mod, go.sum and .go file under build/go, and
+this recipe's version), so a pin change builds into a new folder and an
+unchanged tree finds its binaries without running Go at all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import queue
+import shutil
+import subprocess
+import threading
+import tomllib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from vnest import log
+from vnest.errors import VnestError
+
+_log = log.get("binaries")
+
+# Bump when the recipe below changes in a way that changes the outputs.
+RECIPE_VERSION = "1"
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+BUILD_DIR = SOURCE_ROOT / "build"
+GO_DIR = BUILD_DIR / "go"
+VERSIONS_FILE = BUILD_DIR / "versions.toml"
+
+# Names the multi-call binary `kube` answers to (see build/go/kube/main.go).
+KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# KWOK's own default stages, copied from the pinned module: the same ones kwokctl uses.
+KWOK_STAGE_FILES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+MANIFEST = "manifest.json"
+
+
+def pins() -> dict[str, dict[str, str]]:
+    with VERSIONS_FILE.open("rb") as f:
+        return tomllib.load(f)
+
+
+@dataclass(frozen=True)
+class _Target:
+    output: str
+    module: str  # folder under build/go
+    package: str  # what `go build` builds inside that module
+    ldflags: tuple[str, ...]
+
+
+def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
+    kube = p["kubernetes"]["version"]
+    major, minor = kube.lstrip("v").split(".")[:2]
+    kube_flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        kube_flags += [
+            f"-X {pkg}.gitVersion={kube}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return [
+        _Target("kube", "kube", ".", tuple(kube_flags)),
+        _Target(
+            "kwok",
+            "kube",
+            "sigs.k8s.io/kwok/cmd/kwok",
+            (f"-X sigs.k8s.io/kwok/pkg/consts.Version={p['kwok']['version'].lstrip('v')}",),
+        ),
+        _Target(
+            "helm",
+            "kube",
+            "helm.sh/helm/v3/cmd/helm",
+            (f"-X helm.sh/helm/v3/internal/version.version={p['helm']['version']}",),
+        ),
+        _Target(
+            "kine",
+            "kine",
+            "github.com/k3s-io/kine",
+            (f"-X github.com/k3s-io/kine/pkg/version.Version={p['kine']['version']}",),
+        ),
+        _Target("etcd", "etcd", ".", ()),
+    ]
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths to the pinned upstream binaries in one cache folder."""
+
+    dir: Path
+
+    def __getattr__(self, name: str) -> Path:
+        # kube_apiserver -> <dir>/kube-apiserver, etcd -> <dir>/etcd, ...
+        path = self.dir / name.replace("_", "-")
+        if not path.exists():
+            raise AttributeError(f"no binary {name!r} in {self.dir}")
+        return path
+
+    @property
+    def kwok_stages(self) -> list[Path]:
+        return sorted((self.dir / "kwok-stages").glob("*.yaml"))
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return json.loads((self.dir / MANIFEST).read_text())["versions"]
+
+
+def _cache_root() -> Path:
+    if env := os.environ.get("VNEST_CACHE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vnest"
+
+
+def build_key() -> str:
+    digest = hashlib.sha256()
+    digest.update(f"recipe={RECIPE_VERSION} {platform.system()} {platform.machine()}\n".encode())
+    inputs = [
+        VERSIONS_FILE,
+        *sorted(p for p in GO_DIR.rglob("*") if p.is_file() and p.suffix in (".mod", ".sum", ".go")),
+    ]
+    for path in inputs:
+        digest.update(str(path.relative_to(BUILD_DIR)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def bin_dir() -> Path:
+    """Where the binaries for the current pins live (built or not)."""
+    if env := os.environ.get("VNEST_BIN_DIR"):
+        return Path(env)
+    return _cache_root() / "bin" / build_key()
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def ensure() -> Binaries:
+    """Returns the binaries for the current pins, building whatever is missing."""
+    target = bin_dir()
+    if _complete(target):
+        return Binaries(target)
+    if os.environ.get("VNEST_BIN_DIR"):
+        raise VnestError(
+            f"VNEST_BIN_DIR={target} holds no complete set of binaries ({MANIFEST} is missing)",
+            hint="unset VNEST_BIN_DIR to build them, or point it at a folder `vnest binaries ensure` made",
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        # Two concurrent ensures (two terminals, parallel tests) build once.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _complete(target):
+            _build(target)
+    return Binaries(target)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise VnestError(
+            "Go is needed to build the pinned Kubernetes binaries, and `go` is not on PATH",
+            hint="install Go 1.26 or newer (the official Linux tarball unpacked into /usr/local/go, "
+            "then PATH=$PATH:/usr/local/go/bin), or set VNEST_BIN_DIR to a folder of prebuilt binaries",
+        )
+    return go
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CGO_ENABLED"] = "0"  # static binaries; kine's SQLite driver is pure Go without cgo
+    env["GOFLAGS"] = "-mod=readonly -buildvcs=false"
+    return env
+
+
+def _run_go(args: list[str], module: str, what: str) -> None:
+    """Runs a go command in a module folder, reporting progress from its -v output.
+
+    go prints nothing while it downloads modules, so progress is also reported
+    on a timer, not only when a line arrives.
+    """
+    cmd = [_go(), *args]
+    _log.debug("running", cmd=" ".join(cmd), module=module)
+    tail: deque[str] = deque(maxlen=40)
+    lines: queue.Queue[str | None] = queue.Queue()
+    compiled = 0
+    with log.step(_log, what, every=15) as progress:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=GO_DIR / module,
+            env=_go_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        while True:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                progress.update(f"{compiled} packages compiled")
+                continue
+            if line is None:
+                break
+            tail.append(line)
+            if line.startswith("go: downloading"):
+                _log.debug(line)
+            else:
+                compiled += 1
+                if _log.debugging:
+                    _log.debug(line)
+            progress.update(f"{compiled} packages compiled")
+        if proc.wait() != 0:
+            raise VnestError(
+                f"{what} failed (go exited {proc.returncode}):\n" + "\n".join(tail),
+                hint="run with --debug to see every line go printed",
+            )
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.rstrip())
+    lines.put(None)
+
+
+def _build(target: Path) -> None:
+    p = pins()
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _log.info(
+            "building the pinned upstream binaries; this takes a while the first time", into=str(target)
+        )
+        for t in _targets(p):
+            ldflags = " ".join(("-s", "-w", *t.ldflags))
+            out = staging / t.output
+            _run_go(
+                ["build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(out), t.package],
+                t.module,
+                f"building {t.output}",
+            )
+        for name in KUBE_COMPONENTS:
+            (staging / name).symlink_to("kube")
+        _copy_kwok_stages(staging)
+        manifest = {
+            "key": target.name,
+            "recipe": RECIPE_VERSION,
+            "versions": {name: pin["version"] for name, pin in p.items()},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file() and not f.is_symlink())
+    _log.done("binaries ready", dir=str(target), size=f"{size / 2**20:.0f}MiB")
+
+
+def _copy_kwok_stages(staging: Path) -> None:
+    out = subprocess.run(
+        [_go(), "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
+        cwd=GO_DIR / "kube",
+        env=_go_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kwok_src = Path(out.stdout.strip())
+    stages = staging / "kwok-stages"
+    stages.mkdir()
+    for rel in KWOK_STAGE_FILES:
+        shutil.copyfile(kwok_src / rel, stages / Path(rel).name)

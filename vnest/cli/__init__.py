@@ -1,0 +1,1 @@
+"""The `vnest` command line (verbs and flags follow vCluster's)."""

@@ -1,0 +1,1 @@
+"""The values file: models of the vcluster.yaml shape that vnest supports (not built yet)."""

@@ -1,0 +1,1 @@
+"""The embedded DNS server that answers from the syncer's caches (not built yet)."""

@@ -1,0 +1,467 @@
+"""The embedded local host cluster: real Kubernetes on loopback, with KWOK nodes.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK run as
+processes this module starts and records (see vnest.procs); KWOK plays the
+kubelets, so pods are scheduled, get IPs and reach Running with no container
+runtime. The context ``vnest-host`` is merged into the user's kubeconfig.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vnest import binaries, kubeconfig, log, pki
+from vnest.errors import VnestError
+from vnest.host import kwok
+from vnest.procs import ProcessDir, port_in_use, wait_until
+
+_log = log.get("host")
+
+CONTEXT = "vnest-host"
+SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+POD_CIDR = "10.244.0.0/16"
+CLUSTER_DOMAIN = "cluster.local"
+# Started in this order, stopped in the reverse one.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+DEFAULT_PORT = 16443
+
+
+@dataclass
+class Ports:
+    """Six consecutive loopback ports, the API server's first."""
+
+    apiserver: int
+    etcd: int
+    etcd_peer: int
+    controller_manager: int
+    scheduler: int
+    kwok: int  # KWOK's kubelet server: logs, exec, attach, port-forward
+
+    @classmethod
+    def starting_at(cls, port: int = DEFAULT_PORT) -> Ports:
+        return cls(*range(port, port + 6))
+
+    def named(self) -> dict[str, int]:
+        return {
+            "kube-apiserver": self.apiserver,
+            "etcd": self.etcd,
+            "etcd (peer)": self.etcd_peer,
+            "kube-controller-manager": self.controller_manager,
+            "kube-scheduler": self.scheduler,
+            "kwok": self.kwok,
+        }
+
+
+@dataclass
+class HostState:
+    """What `up` recorded, so that `status` and `down` work from any later command."""
+
+    nodes: int
+    ports: Ports
+    kubeconfig: str  # the user's kubeconfig that holds the vnest-host context
+    binaries: str
+    created: float = field(default_factory=time.time)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> HostState | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        data["ports"] = Ports(**data["ports"])
+        return cls(**data)
+
+
+def vnest_home() -> Path:
+    return Path(os.environ.get("VNEST_HOME") or Path.home() / ".vnest")
+
+
+def node_names(count: int) -> list[str]:
+    return [f"worker{i}" for i in range(1, count + 1)]
+
+
+class LocalHost:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or vnest_home() / "host"
+        self.procs = ProcessDir(self.root)
+        self.pki_dir = self.root / "pki"
+        self.state_file = self.root / "host.json"
+        self.admin_kubeconfig = self.root / "admin.kubeconfig"
+
+    # ---- queries -------------------------------------------------------
+
+    def state(self) -> HostState | None:
+        return HostState.load(self.state_file)
+
+    def running_components(self) -> dict[str, int]:
+        return {n: rec.pid for n in COMPONENTS if (rec := self.procs.running(n))}
+
+    def status(self) -> dict[str, Any]:
+        state = self.state()
+        running = self.running_components()
+        result: dict[str, Any] = {
+            "context": CONTEXT,
+            "stateDir": str(self.root),
+            "components": {n: {"running": n in running, "pid": running.get(n)} for n in COMPONENTS},
+            "apiServer": None,
+            "ready": False,
+            "nodes": [],
+        }
+        if state is None:
+            return result
+        result["apiServer"] = f"https://127.0.0.1:{state.ports.apiserver}"
+        if len(running) == len(COMPONENTS) and self._apiserver_ready(state.ports):
+            nodes = self.nodes()
+            result["nodes"] = nodes
+            ready = sum(1 for n in nodes if n["ready"])
+            result["ready"] = ready >= state.nodes
+        return result
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        bins = binaries.ensure()
+        proc = subprocess.run(
+            [str(bins.kubectl), "--kubeconfig", str(self.admin_kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+        )
+        if check and proc.returncode != 0:
+            raise VnestError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def nodes(self) -> list[dict[str, Any]]:
+        items = json.loads(self.kubectl("get", "nodes", "-o", "json"))["items"]
+        out = []
+        for item in items:
+            conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
+            out.append({"name": item["metadata"]["name"], "ready": conditions.get("Ready") == "True"})
+        return out
+
+    # ---- up --------------------------------------------------------------
+
+    def up(self, nodes: int, ports: Ports | None = None, wait: float = 180.0) -> None:
+        ports = ports or Ports.starting_at()
+        state = self.state()
+        running = self.running_components()
+        if state is not None and len(running) == len(COMPONENTS) and self._apiserver_ready(state.ports):
+            _log.info("the local host is already running", context=CONTEXT)
+            state.nodes = nodes
+            state.save(self.state_file)
+            self._ensure_nodes(nodes, wait)
+            self._merge_kubeconfig(state)
+            return
+        if running:
+            # A half-up host (a crash, a reboot's leftovers): start it over, keeping its data.
+            _log.info("restarting the partly running local host", running=",".join(running))
+            self._stop_components()
+        if state is not None:
+            ports = state.ports
+        for name, port in ports.named().items():
+            if port_in_use(port):
+                raise VnestError(
+                    f"port {port} on 127.0.0.1, needed by {name}, is already in use",
+                    hint="stop whatever listens there (`ss -ltnp`) and run `vnest host up` again",
+                )
+        bins = binaries.ensure()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        self._ensure_pki()
+        state = HostState(
+            nodes=nodes,
+            ports=ports,
+            kubeconfig=str(kubeconfig.user_path()),
+            binaries=str(bins.dir),
+        )
+        state.save(self.state_file)
+        try:
+            with log.step(_log, "starting the local host cluster") as progress:
+                self._start_all(bins, ports, progress, wait)
+                self._ensure_nodes(nodes, wait)
+        except BaseException:
+            self._stop_components()
+            raise
+        self._merge_kubeconfig(state)
+        _log.done(f"the local host is up; kube context {CONTEXT!r}", nodes=nodes)
+
+    def _ensure_pki(self) -> None:
+        if (self.pki_dir / "ca.crt").exists():
+            return
+        d = self.pki_dir
+        ca = pki.new_ca("vnest-host-ca")
+        ca.write(d, "ca")
+        pki.issue(
+            ca,
+            "kube-apiserver",
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+            ),
+            ips=("127.0.0.1", KUBERNETES_SERVICE_IP),
+            server=True,
+        ).write(d, "apiserver")
+        pki.issue(ca, "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True).write(
+            d, "apiserver-kubelet-client"
+        )
+        pki.issue(ca, "kwok", dns_names=("localhost",), ips=("127.0.0.1",), server=True).write(
+            d, "kwok-serving"
+        )
+        sa = pki.new_key()
+        pki.write_private(d / "sa.key", pki.key_pem(sa))
+        pki.write_private(d / "sa.pub", pki.public_key_pem(sa))
+        # One client identity per component, as kubeadm gives them.
+        clients = {
+            "admin": ("kubernetes-admin", ("system:masters",)),
+            "controller-manager": ("system:kube-controller-manager", ()),
+            "scheduler": ("system:kube-scheduler", ()),
+            "kwok": ("kwok-controller", ("system:masters",)),
+        }
+        for stem, (cn, orgs) in clients.items():
+            pki.issue(ca, cn, organizations=orgs, client=True).write(d, stem)
+
+    def _component_kubeconfig(self, stem: str, port: int) -> Path:
+        ca = (self.pki_dir / "ca.crt").read_bytes()
+        client = pki.CertKey.read(self.pki_dir, stem)
+        config = kubeconfig.build(CONTEXT, f"https://127.0.0.1:{port}", ca, client.cert_pem, client.key_pem)
+        path = self.admin_kubeconfig if stem == "admin" else self.root / f"{stem}.kubeconfig"
+        kubeconfig.save(path, config)
+        return path
+
+    def _start_all(self, bins: binaries.Binaries, ports: Ports, progress: log.Progress, wait: float) -> None:
+        p = self.pki_dir
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root)}
+        self.procs.start(
+            "etcd",
+            [
+                bins.etcd,
+                "--name=host",
+                f"--data-dir={self.root / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{ports.etcd}",
+                f"--advertise-client-urls=http://127.0.0.1:{ports.etcd}",
+                f"--listen-peer-urls=http://127.0.0.1:{ports.etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ports.etcd_peer}",
+                f"--initial-cluster=host=http://127.0.0.1:{ports.etcd_peer}",
+                # A throwaway dev host: fsync costs more than the data is worth here.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            env=env,
+        )
+        self._wait_http("etcd", f"http://127.0.0.1:{ports.etcd}/health", wait, progress)
+
+        self.procs.start(
+            "kube-apiserver",
+            [
+                bins.kube_apiserver,
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports.apiserver}",
+                f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # Loopback may not be an Endpoints address, so nothing would
+                # reconcile default/kubernetes; no KWOK pod dials it anyway.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+            ],
+            env=env,
+        )
+        self._wait_http(
+            "kube-apiserver", f"https://127.0.0.1:{ports.apiserver}/readyz", wait, progress, client=True
+        )
+        common = ["--bind-address=127.0.0.1", "--leader-elect=false", "--profiling=false"]
+
+        def kubeconfig_flags(stem: str) -> list[str]:
+            path = self._component_kubeconfig(stem, ports.apiserver)
+            return [
+                f"--kubeconfig={path}",
+                f"--authentication-kubeconfig={path}",
+                f"--authorization-kubeconfig={path}",
+            ]
+
+        self._component_kubeconfig("admin", ports.apiserver)
+        self.procs.start(
+            "kube-controller-manager",
+            [
+                bins.kube_controller_manager,
+                *common,
+                *kubeconfig_flags("controller-manager"),
+                f"--secure-port={ports.controller_manager}",
+                f"--cert-dir={self.root / 'controller-manager-certs'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                "--use-service-account-credentials=true",
+                "--allocate-node-cidrs=true",
+                f"--cluster-cidr={POD_CIDR}",
+                "--node-cidr-mask-size=24",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cluster-name={CONTEXT}",
+            ],
+            env=env,
+        )
+        self.procs.start(
+            "kube-scheduler",
+            [
+                bins.kube_scheduler,
+                *common,
+                *kubeconfig_flags("scheduler"),
+                f"--secure-port={ports.scheduler}",
+                f"--cert-dir={self.root / 'scheduler-certs'}",
+            ],
+            env=env,
+        )
+        kwok_dir = self.root / "kwok"
+        config = kwok.render_config(
+            stages=bins.kwok_stages,
+            folder=kwok_dir,
+            node_port=ports.kwok,
+            tls_cert=p / "kwok-serving.crt",
+            tls_key=p / "kwok-serving.key",
+            pod_cidr=POD_CIDR,
+        )
+        (kwok_dir / "kwok.yaml").write_text(config)
+        self.procs.start(
+            "kwok",
+            [
+                bins.kwok,
+                f"--kubeconfig={self._component_kubeconfig('kwok', ports.apiserver)}",
+                f"--config={kwok_dir / 'kwok.yaml'}",
+            ],
+            env=env,
+        )
+        self._wait_http(
+            "kube-controller-manager", f"https://127.0.0.1:{ports.controller_manager}/healthz", wait, progress
+        )
+        self._wait_http("kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", wait, progress)
+        self._wait_http("kwok", f"https://127.0.0.1:{ports.kwok}/healthz", wait, progress)
+        # Pods can be created once the default ServiceAccount exists in `default`.
+        wait_until(
+            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False),
+            wait,
+            "the default ServiceAccount",
+            interval=0.5,
+            on_wait=lambda: self._check_alive(progress, "the default ServiceAccount"),
+        )
+
+    def _check_alive(self, progress: log.Progress, waiting_for: str) -> None:
+        for name in self.procs.names():
+            if self.procs.running(name) is None:
+                raise VnestError(
+                    f"{name} exited while starting the local host:\n{self.procs.tail(name)}",
+                    hint=f"full log: {self.procs.log_file(name)}",
+                )
+        progress.update(f"waiting for {waiting_for}")
+
+    def _ssl_context(self, client: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        if client:
+            ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        else:
+            # Controller manager and scheduler serve self-signed certificates of their own.
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _get_ok(self, url: str, client: bool = False) -> bool:
+        verify: ssl.SSLContext | bool = self._ssl_context(client) if url.startswith("https") else True
+        try:
+            return httpx.get(url, verify=verify, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _apiserver_ready(self, ports: Ports) -> bool:
+        return self._get_ok(f"https://127.0.0.1:{ports.apiserver}/readyz", client=True)
+
+    def _wait_http(
+        self, name: str, url: str, wait: float, progress: log.Progress, client: bool = False
+    ) -> None:
+        _log.debug("waiting for health", component=name, url=url)
+        wait_until(
+            lambda: self._get_ok(url, client),
+            wait,
+            f"{name} to report healthy at {url}",
+            on_wait=lambda: self._check_alive(progress, name),
+        )
+        _log.info(f"{name} is ready")
+
+    def _ensure_nodes(self, count: int, wait: float) -> None:
+        wanted = node_names(count)
+        existing = {n["name"] for n in self.nodes()}
+        for name in wanted:
+            if name not in existing:
+                self.kubectl("apply", "-f", "-", input=json.dumps(kwok.node_manifest(name)))
+        extra = sorted(existing - set(wanted))
+        if extra:
+            self.kubectl("delete", "node", *extra)
+        with log.step(_log, f"waiting for {count} Ready node(s)") as progress:
+            wait_until(
+                lambda: sum(1 for n in self.nodes() if n["ready"] and n["name"] in wanted) == count,
+                wait,
+                f"{count} Ready nodes",
+                interval=0.3,
+                on_wait=lambda: self._check_alive(progress, "nodes to be Ready"),
+            )
+
+    def _merge_kubeconfig(self, state: HostState) -> None:
+        path = Path(state.kubeconfig)
+        user = kubeconfig.load(path)
+        kubeconfig.merge_into(user, kubeconfig.load(self.admin_kubeconfig))
+        user["current-context"] = CONTEXT
+        kubeconfig.save(path, user)
+        _log.info(f"switched the current kube context to {CONTEXT!r}", kubeconfig=str(path))
+
+    # ---- down ------------------------------------------------------------
+
+    def _stop_components(self) -> list[str]:
+        stopped = []
+        for name in reversed(COMPONENTS):
+            if self.procs.stop(name):
+                stopped.append(name)
+        return stopped
+
+    def down(self, keep_data: bool = False) -> None:
+        state = self.state()
+        stopped = self._stop_components()
+        if state is not None:
+            for name, port in state.ports.named().items():
+                wait_until(lambda p=port: not port_in_use(p), 10, f"{name} to free port {port}")
+            path = Path(state.kubeconfig)
+            if path.exists():
+                user = kubeconfig.load(path)
+                kubeconfig.remove_context(user, CONTEXT)
+                kubeconfig.save(path, user)
+        if not keep_data and self.root.exists():
+            import shutil
+
+            shutil.rmtree(self.root)
+        if stopped or state is not None:
+            _log.done("the local host is down", stopped=",".join(stopped) or "nothing")
+        else:
+            _log.info("no local host was running")

@@ -1,0 +1,1 @@
+"""The syncer: one module per synced resource on a shared informer/workqueue engine (not built yet)."""
