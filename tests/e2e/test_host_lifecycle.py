@@ -4,11 +4,12 @@ import os
 import socket
 from pathlib import Path
 
+from tests.conftest import SESSION_HOST_PORT
 from vnest.host.local import COMPONENTS, Ports
 from vnest.procs import port_in_use
 
-LIFECYCLE_PORT = 27443
-BUSY_PORT = 28443
+LIFECYCLE_PORT = SESSION_HOST_PORT + 1000
+BUSY_PORT = SESSION_HOST_PORT + 2000
 
 
 def _processes_under(folder: Path) -> list[int]:

@@ -1,0 +1,94 @@
+"""Names, labels and annotations of the host objects vnest creates (SPEC.md section 4).
+
+Everything that decides what a host object is called or how vnest recognises
+its own objects lives here, so that the CLI, the drivers, the chart values and
+the syncer cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PREFIX = "vnest.io"
+
+# On every host object that belongs to a virtual cluster's control plane
+# (chart objects, process-driver objects, the Secrets the control plane writes).
+LABEL_CLUSTER = f"{PREFIX}/cluster"
+# What a control-plane object is: config, kubeconfig, certs, control-plane, rbac, service.
+LABEL_COMPONENT = f"{PREFIX}/component"
+# On every host object the syncer creates: the virtual cluster that owns it.
+LABEL_MANAGED_BY = f"{PREFIX}/managed-by"
+
+# On synced host objects: which virtual object they are the copy of.
+ANNOTATION_NAME = f"{PREFIX}/object-name"
+ANNOTATION_NAMESPACE = f"{PREFIX}/object-namespace"
+ANNOTATION_UID = f"{PREFIX}/object-uid"
+ANNOTATION_KIND = f"{PREFIX}/object-kind"
+
+# On the config Secret: facts `vnest list` reports without asking anything else.
+ANNOTATION_DRIVER = f"{PREFIX}/driver"
+ANNOTATION_KUBERNETES_VERSION = f"{PREFIX}/kubernetes-version"
+ANNOTATION_VNEST_VERSION = f"{PREFIX}/vnest-version"
+ANNOTATION_PAUSED = f"{PREFIX}/paused"
+
+MAX_NAME = 63
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_dns_label(name: str) -> bool:
+    return len(name) <= MAX_NAME and bool(_DNS_LABEL.match(name))
+
+
+def _shorten(joined: str) -> str:
+    if len(joined) <= MAX_NAME:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:10]
+    return f"{joined[:52]}-{digest}"
+
+
+def host_name(name: str, namespace: str, vcluster: str) -> str:
+    """The host name of a namespaced virtual object: ``<name>-x-<namespace>-x-<vcluster>``."""
+    return _shorten(f"{name}-x-{namespace}-x-{vcluster}")
+
+
+def host_cluster_scoped_name(name: str, host_namespace: str, vcluster: str) -> str:
+    """The host name of a cluster-scoped object the syncer creates."""
+    return _shorten(f"vnest-{name}-x-{host_namespace}-x-{vcluster}")
+
+
+# The control plane's own host objects (SPEC.md section 4).
+def service_name(vcluster: str) -> str:
+    return vcluster
+
+
+def headless_service_name(vcluster: str) -> str:
+    return f"{vcluster}-headless"
+
+
+def kubeconfig_secret(vcluster: str) -> str:
+    return f"vc-{vcluster}"
+
+
+def config_secret(vcluster: str) -> str:
+    return f"vc-config-{vcluster}"
+
+
+def certs_secret(vcluster: str) -> str:
+    return f"{vcluster}-certs"
+
+
+def service_account(vcluster: str) -> str:
+    return f"vc-{vcluster}"
+
+
+def statefulset(vcluster: str) -> str:
+    return vcluster
+
+
+def kube_context(vcluster: str, namespace: str, parent_context: str) -> str:
+    return f"vnest_{vcluster}_{namespace}_{parent_context}"
+
+
+def control_plane_labels(vcluster: str, component: str) -> dict[str, str]:
+    return {LABEL_CLUSTER: vcluster, LABEL_COMPONENT: component}
