@@ -8,6 +8,8 @@ import click
 
 from vnest import __version__, log
 from vnest.cli.binaries import binaries
+from vnest.cli.clusters import COMMANDS
+from vnest.cli.controlplane import controlplane
 from vnest.cli.host import host
 from vnest.errors import VnestError
 
@@ -39,8 +41,11 @@ def cli(debug: bool) -> None:
     log.setup(debug)
 
 
-cli.add_command(binaries)
+for command in COMMANDS:
+    cli.add_command(command)
 cli.add_command(host)
+cli.add_command(binaries)
+cli.add_command(controlplane)
 
 
 def main() -> None:

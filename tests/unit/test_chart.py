@@ -1,0 +1,478 @@
+"""The chart of the kubernetes driver renders the host objects of SPEC.md section 4 from the config."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vnest import chart, naming
+from vnest.binaries import build
+from vnest.errors import VnestError
+
+NAME = "my-vcluster"
+NS = "vcluster1"
+
+# The defaults the templates rely on, used as the base config while
+# chart/values.yaml (generated from the config models) does not exist yet.
+DEFAULTS = {
+    "controlPlane": {
+        "statefulSet": {
+            "image": {"registry": "", "repository": "vnest", "tag": ""},
+            "imagePullPolicy": "",
+            "persistence": {
+                "volumeClaim": {
+                    "enabled": True,
+                    "size": "5Gi",
+                    "storageClass": "",
+                    "accessModes": ["ReadWriteOnce"],
+                }
+            },
+            "resources": {"limits": {}, "requests": {}},
+            "labels": {},
+            "annotations": {},
+            "pods": {"labels": {}, "annotations": {}},
+            "scheduling": {"nodeSelector": {}, "tolerations": [], "affinity": {}, "priorityClassName": ""},
+            "env": [],
+        },
+        "distro": {
+            "k8s": {
+                "version": None,
+                "apiServer": {
+                    "image": {"registry": "registry.k8s.io", "repository": "kube-apiserver", "tag": ""}
+                },
+                "controllerManager": {
+                    "image": {
+                        "registry": "registry.k8s.io",
+                        "repository": "kube-controller-manager",
+                        "tag": "",
+                    }
+                },
+                "scheduler": {
+                    "enabled": False,
+                    "image": {"registry": "registry.k8s.io", "repository": "kube-scheduler", "tag": ""},
+                },
+            }
+        },
+        "advanced": {"virtualScheduler": {"enabled": False}},
+        "service": {"enabled": True, "labels": {}, "annotations": {}, "spec": {"type": "ClusterIP"}},
+        "proxy": {"port": 8443, "extraSANs": []},
+    },
+    "networking": {"advanced": {"clusterDomain": "cluster.local"}},
+}
+
+ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Deep-merges `override` into a copy of `base`, as helm merges a values file over the chart's."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _base() -> dict:
+    values_file = chart.CHART_DIR / "values.yaml"
+    if values_file.exists():
+        return yaml.safe_load(values_file.read_text()) or {}
+    return copy.deepcopy(DEFAULTS)
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return build.Binaries(build.bin_dir()).helm
+
+
+def _render(helm: Path, override: dict | None = None) -> tuple[dict, list[dict]]:
+    values = _merge(_base(), override or {})
+    return values, chart.render(NAME, NS, values, helm=helm)
+
+
+def _kinds_and_names(manifests: list[dict]) -> set[tuple[str, str]]:
+    return {(m["kind"], m["metadata"]["name"]) for m in manifests}
+
+
+def _pod_spec(manifests: list[dict]) -> dict:
+    return chart.get(manifests, "StatefulSet", NAME)["spec"]["template"]["spec"]
+
+
+def test_chart_pins_the_kubernetes_version_of_build_versions():
+    meta = yaml.safe_load((chart.CHART_DIR / "Chart.yaml").read_text())
+    with build.VERSIONS_FILE.open("rb") as f:
+        kubernetes = tomllib.load(f)["kubernetes"]["version"]
+    assert meta["annotations"][naming.ANNOTATION_KUBERNETES_VERSION] == kubernetes
+    assert meta["appVersion"] == "0.1.0"
+
+
+def test_objects_and_their_labels(helm):
+    _, manifests = _render(helm)
+    assert _kinds_and_names(manifests) == {
+        ("ServiceAccount", naming.service_account(NAME)),
+        ("Role", f"vc-{NAME}"),
+        ("RoleBinding", f"vc-{NAME}"),
+        ("Service", naming.service_name(NAME)),
+        ("Service", naming.headless_service_name(NAME)),
+        ("Secret", naming.config_secret(NAME)),
+        ("StatefulSet", naming.statefulset(NAME)),
+    }
+    assert not chart.by_kind(manifests, "ClusterRole", "ClusterRoleBinding")
+    components = {
+        "ServiceAccount": "rbac",
+        "Role": "rbac",
+        "RoleBinding": "rbac",
+        "Service": "service",
+        "Secret": "config",
+        "StatefulSet": "control-plane",
+    }
+    for m in manifests:
+        assert m["metadata"]["namespace"] == NS
+        labels = m["metadata"]["labels"]
+        assert labels["app"] == "vnest"
+        assert labels["release"] == NAME
+        assert labels[naming.LABEL_CLUSTER] == NAME
+        assert labels[naming.LABEL_COMPONENT] == components[m["kind"]]
+        assert labels["helm.sh/chart"] == "vnest-0.1.0"
+        assert labels["app.kubernetes.io/instance"] == NAME
+        assert all(isinstance(v, str) for v in labels.values())
+
+
+def test_role_is_limited_to_what_the_syncer_needs(helm):
+    _, manifests = _render(helm)
+    role = chart.get(manifests, "Role", f"vc-{NAME}")
+    rules = {
+        (rule["apiGroups"][0], resource): rule["verbs"]
+        for rule in role["rules"]
+        for resource in rule["resources"]
+    }
+    core = [
+        "pods",
+        "pods/status",
+        "pods/log",
+        "pods/exec",
+        "pods/attach",
+        "pods/portforward",
+        "pods/ephemeralcontainers",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "serviceaccounts",
+        "serviceaccounts/token",
+        "events",
+    ]
+    expected = {("", r): ALL_VERBS for r in core}
+    expected[("discovery.k8s.io", "endpointslices")] = ALL_VERBS
+    expected[("networking.k8s.io", "ingresses")] = ALL_VERBS
+    expected[("networking.k8s.io", "networkpolicies")] = ALL_VERBS
+    for r in ("statefulsets", "replicasets", "deployments"):
+        expected[("apps", r)] = ["get", "list", "watch"]
+    expected[("coordination.k8s.io", "leases")] = ALL_VERBS
+    assert rules == expected
+    assert all(len(rule["apiGroups"]) == 1 for rule in role["rules"])
+
+    binding = chart.get(manifests, "RoleBinding", f"vc-{NAME}")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": f"vc-{NAME}",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": naming.service_account(NAME), "namespace": NS}
+    ]
+
+
+def test_services(helm):
+    _, manifests = _render(helm)
+    selector = {"app": "vnest", "release": NAME}
+    service = chart.get(manifests, "Service", NAME)["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["selector"] == selector
+    assert service["ports"] == [
+        {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"},
+        {"name": "kubelet", "port": 10250, "targetPort": 8443, "protocol": "TCP"},
+    ]
+    headless = chart.get(manifests, "Service", f"{NAME}-headless")["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["publishNotReadyAddresses"] is True
+    assert headless["selector"] == selector
+    assert headless["ports"] == [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]
+
+
+def test_service_spec_labels_and_annotations_from_the_config(helm):
+    _, manifests = _render(
+        helm,
+        {
+            "controlPlane": {
+                "service": {
+                    "labels": {"team": "a", "app": "not-vnest"},
+                    "annotations": {"example.com/lb": "internal"},
+                    "spec": {"type": "NodePort", "selector": {"app": "other"}},
+                }
+            }
+        },
+    )
+    service = chart.get(manifests, "Service", NAME)
+    assert service["spec"]["type"] == "NodePort"
+    # The selector and the chart's own labels cannot be overridden: the pod must stay selected.
+    assert service["spec"]["selector"] == {"app": "vnest", "release": NAME}
+    assert service["metadata"]["labels"]["app"] == "vnest"
+    assert service["metadata"]["labels"]["team"] == "a"
+    assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
+    assert [p["name"] for p in service["spec"]["ports"]] == ["https", "kubelet"]
+
+
+def test_service_can_be_disabled(helm):
+    _, manifests = _render(helm, {"controlPlane": {"service": {"enabled": False}}})
+    names = _kinds_and_names(manifests)
+    assert ("Service", NAME) not in names
+    assert ("Service", f"{NAME}-headless") in names
+
+
+def test_statefulset(helm):
+    _, manifests = _render(helm)
+    sts = chart.get(manifests, "StatefulSet", NAME)
+    spec = sts["spec"]
+    assert spec["serviceName"] == f"{NAME}-headless"
+    assert spec["replicas"] == 1
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    assert spec["selector"]["matchLabels"] == {"app": "vnest", "release": NAME}
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert {k: pod_labels[k] for k in ("app", "release", naming.LABEL_CLUSTER)} == {
+        "app": "vnest",
+        "release": NAME,
+        naming.LABEL_CLUSTER: NAME,
+    }
+
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == naming.service_account(NAME)
+    init = pod["initContainers"]
+    assert [c["name"] for c in init] == ["vnest-copy", "kube-apiserver", "kube-controller-manager"]
+    assert [c["image"] for c in init] == [
+        "vnest:0.1.0",
+        "registry.k8s.io/kube-apiserver:v1.36.3",
+        "registry.k8s.io/kube-controller-manager:v1.36.3",
+    ]
+    assert init[0]["command"] == [
+        "cp",
+        "/usr/local/bin/busybox",
+        "/usr/local/bin/kine",
+        "/usr/local/bin/etcd",
+        "/binaries/",
+    ]
+    assert init[1]["command"] == [
+        "/binaries/busybox",
+        "cp",
+        "/usr/local/bin/kube-apiserver",
+        "/binaries/kube-apiserver",
+    ]
+    for c in init:
+        assert c["volumeMounts"] == [{"name": "binaries", "mountPath": "/binaries"}]
+
+    [syncer] = pod["containers"]
+    assert syncer["name"] == "syncer"
+    assert syncer["image"] == "vnest:0.1.0"
+    assert "imagePullPolicy" not in syncer
+    assert syncer["command"] == [
+        "vnest",
+        "controlplane",
+        "run",
+        "--name",
+        NAME,
+        "--namespace",
+        NS,
+        "--config",
+        "/etc/vnest/config.yaml",
+        "--data-dir",
+        "/data",
+        "--bin-dir",
+        "/binaries",
+        "--listen-address",
+        "0.0.0.0",
+        "--api-port",
+        "8443",
+    ]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in syncer["env"]}
+    assert env == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_IP": "status.podIP",
+    }
+    assert syncer["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    assert syncer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8443, "scheme": "HTTPS"}
+    assert syncer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}
+    assert syncer["securityContext"]["allowPrivilegeEscalation"] is False
+    assert syncer["volumeMounts"] == [
+        {"name": "binaries", "mountPath": "/binaries"},
+        {"name": "config", "mountPath": "/etc/vnest", "readOnly": True},
+        {"name": "data", "mountPath": "/data"},
+    ]
+    assert pod["volumes"] == [
+        {"name": "binaries", "emptyDir": {}},
+        {"name": "config", "secret": {"secretName": naming.config_secret(NAME)}},
+    ]
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert "storageClassName" not in claim["spec"]
+
+
+def test_statefulset_follows_the_config(helm):
+    _, manifests = _render(
+        helm,
+        {
+            "controlPlane": {
+                "statefulSet": {
+                    "image": {"registry": "ghcr.io/acme", "repository": "vnest", "tag": "dev"},
+                    "imagePullPolicy": "Always",
+                    "persistence": {"volumeClaim": {"size": "20Gi", "storageClass": "fast"}},
+                    "resources": {
+                        "requests": {"cpu": "300m", "memory": "512Mi"},
+                        "limits": {"memory": "1Gi"},
+                    },
+                    "labels": {"tier": "gold"},
+                    "annotations": {"example.com/owner": "team-a"},
+                    "pods": {"labels": {"team": "a", "release": "forged"}, "annotations": {"a": "b"}},
+                    "scheduling": {
+                        "nodeSelector": {"disk": "ssd"},
+                        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+                        "priorityClassName": "high",
+                    },
+                    "env": [{"name": "EXTRA", "value": "1"}],
+                },
+                "distro": {
+                    "k8s": {"version": "v1.35.0", "apiServer": {"image": {"registry": "mirror.example.com"}}}
+                },
+                "proxy": {"port": 9443, "bindAddress": "::"},
+            }
+        },
+    )
+    sts = chart.get(manifests, "StatefulSet", NAME)
+    assert sts["metadata"]["labels"]["tier"] == "gold"
+    assert sts["metadata"]["annotations"] == {"example.com/owner": "team-a"}
+    template = sts["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "a"
+    assert template["metadata"]["labels"]["release"] == NAME
+    assert template["metadata"]["annotations"]["a"] == "b"
+    pod = template["spec"]
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["priorityClassName"] == "high"
+    images = {c["name"]: c["image"] for c in pod["initContainers"]}
+    assert images == {
+        "vnest-copy": "ghcr.io/acme/vnest:dev",
+        "kube-apiserver": "mirror.example.com/kube-apiserver:v1.35.0",
+        "kube-controller-manager": "registry.k8s.io/kube-controller-manager:v1.35.0",
+    }
+    [syncer] = pod["containers"]
+    assert syncer["image"] == "ghcr.io/acme/vnest:dev"
+    assert {c["imagePullPolicy"] for c in [*pod["initContainers"], syncer]} == {"Always"}
+    assert syncer["resources"] == {
+        "requests": {"cpu": "300m", "memory": "512Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert syncer["env"][-1] == {"name": "EXTRA", "value": "1"}
+    assert syncer["command"][-4:] == ["--listen-address", "::", "--api-port", "9443"]
+    assert syncer["ports"][0]["containerPort"] == 9443
+    assert syncer["readinessProbe"]["httpGet"]["port"] == 9443
+    [claim] = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert {p["targetPort"] for p in chart.get(manifests, "Service", NAME)["spec"]["ports"]} == {9443}
+    secret = chart.get(manifests, "Secret", naming.config_secret(NAME))
+    assert secret["metadata"]["annotations"][naming.ANNOTATION_KUBERNETES_VERSION] == "v1.35.0"
+
+
+def test_without_persistence_data_is_an_empty_dir(helm):
+    _, manifests = _render(
+        helm, {"controlPlane": {"statefulSet": {"persistence": {"volumeClaim": {"enabled": False}}}}}
+    )
+    spec = chart.get(manifests, "StatefulSet", NAME)["spec"]
+    assert "volumeClaimTemplates" not in spec
+    assert {"name": "data", "emptyDir": {}} in spec["template"]["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"controlPlane": {"distro": {"k8s": {"scheduler": {"enabled": True}}}}},
+        {"controlPlane": {"advanced": {"virtualScheduler": {"enabled": True}}}},
+    ],
+    ids=["distro.k8s.scheduler", "advanced.virtualScheduler"],
+)
+def test_scheduler_init_container_when_enabled(helm, override):
+    _, manifests = _render(helm, override)
+    init = _pod_spec(manifests)["initContainers"]
+    assert [c["name"] for c in init] == [
+        "vnest-copy",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]
+    assert init[-1]["image"] == "registry.k8s.io/kube-scheduler:v1.36.3"
+    assert init[-1]["command"] == [
+        "/binaries/busybox",
+        "cp",
+        "/usr/local/bin/kube-scheduler",
+        "/binaries/kube-scheduler",
+    ]
+
+
+def test_config_secret_holds_the_config_in_effect(helm):
+    values, manifests = _render(helm, {"networking": {"advanced": {"clusterDomain": "example.local"}}})
+    secret = chart.get(manifests, "Secret", naming.config_secret(NAME))
+    assert secret["type"] == "Opaque"
+    assert secret["metadata"]["annotations"] == {
+        naming.ANNOTATION_DRIVER: "kubernetes",
+        naming.ANNOTATION_KUBERNETES_VERSION: "v1.36.3",
+        naming.ANNOTATION_VNEST_VERSION: "0.1.0",
+    }
+    assert set(secret["data"]) == {"config.yaml"}
+    config = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    assert config == values
+    assert config["networking"]["advanced"]["clusterDomain"] == "example.local"
+    # A config change rolls the pod.
+    _, other = _render(helm, {"networking": {"advanced": {"clusterDomain": "other.local"}}})
+    checksum = "vnest.io/config-checksum"
+    sts = chart.get(manifests, "StatefulSet", NAME)
+    assert (
+        sts["spec"]["template"]["metadata"]["annotations"][checksum]
+        != chart.get(other, "StatefulSet", NAME)["spec"]["template"]["metadata"]["annotations"][checksum]
+    )
+
+
+def test_helm_failure_is_a_vnest_error(helm):
+    with pytest.raises(VnestError, match="invalid release name"):
+        chart.render("Not_A_Name", NS, _base(), helm=helm)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def test_values_file_has_the_defaults_the_templates_rely_on():
+    values_file = chart.CHART_DIR / "values.yaml"
+    if not values_file.exists():
+        pytest.skip("chart/values.yaml is not generated yet")
+    shipped = _leaves(yaml.safe_load(values_file.read_text()))
+    expected = {k: v for k, v in _leaves(DEFAULTS).items() if ".resources." not in k}
+    assert {k: shipped.get(k, "<missing>") for k in expected} == expected

@@ -1,0 +1,42 @@
+"""`vnest controlplane run`: the entrypoint both drivers start (not for everyday use)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from vnest.controlplane.run import Options, main
+
+
+@click.group()
+def controlplane() -> None:
+    """Run a virtual control plane (what the drivers start; rarely run by hand)."""
+
+
+@controlplane.command()
+@click.option("--name", required=True, help="Name of the virtual cluster.")
+@click.option("--namespace", required=True, help="Host namespace it lives in.")
+@click.option(
+    "--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--bin-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder with kube-apiserver, kube-controller-manager, kine, etcd (default: the pinned build).",
+)
+@click.option("--listen-address", default="127.0.0.1", show_default=True)
+@click.option("--api-port", type=int, default=0, help="API server port (0: any free port).")
+@click.option(
+    "--host-kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Kubeconfig for the host cluster (default: in-cluster service account).",
+)
+@click.option("--advertise-address", default=lambda: os.environ.get("POD_IP", "127.0.0.1"))
+@click.option("--public-server", default="", help="API server URL written into the published kubeconfig.")
+def run(**kwargs: object) -> None:
+    """Start the datastore, API server, controller manager (and scheduler), then keep them running."""
+    sys.exit(main(Options(**kwargs)))  # type: ignore[arg-type]

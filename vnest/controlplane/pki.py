@@ -1,0 +1,112 @@
+"""The virtual cluster's PKI, kept in the host Secret ``NAME-certs``.
+
+Generated once, then read back on every start, so a restarted control plane
+keeps its identity (tokens, kubeconfigs and the CA stay valid). When the
+serving names grow (a new extraSAN, a new host Service IP), only the API
+server's certificate is issued again, by the same CA.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from vnest import pki
+
+# Client identities, as kubeadm names them; system:masters where RBAC must not stand in the way.
+CLIENTS = {
+    "admin": ("kubernetes-admin", ("system:masters",)),
+    "controller-manager": ("system:kube-controller-manager", ()),
+    "scheduler": ("system:kube-scheduler", ()),
+    "syncer": ("vnest:syncer", ("system:masters",)),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
+}
+
+
+@dataclass(frozen=True)
+class ServingNames:
+    dns: tuple[str, ...]
+    ips: tuple[str, ...]
+
+
+def serving_names(
+    name: str,
+    namespace: str,
+    cluster_domain: str,
+    host_service_ip: str | None,
+    kubernetes_service_ip: str,
+    extra_sans: list[str],
+) -> ServingNames:
+    dns = [
+        "localhost",
+        name,
+        f"{name}.{namespace}",
+        f"{name}.{namespace}.svc",
+        f"{name}.{namespace}.svc.{cluster_domain}",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{cluster_domain}",
+    ]
+    ips = ["127.0.0.1", kubernetes_service_ip]
+    if host_service_ip and host_service_ip != "None":
+        ips.append(host_service_ip)
+    for san in extra_sans:
+        try:
+            ipaddress.ip_address(san)
+            ips.append(san)
+        except ValueError:
+            dns.append(san)
+    return ServingNames(tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
+
+
+def generate(names: ServingNames) -> dict[str, bytes]:
+    """Every file of a fresh PKI, by file name."""
+    files: dict[str, bytes] = {}
+    ca = pki.new_ca("vnest-ca")
+    front_proxy_ca = pki.new_ca("vnest-front-proxy-ca")
+    _put(files, "ca", ca)
+    _put(files, "front-proxy-ca", front_proxy_ca)
+    _put(files, "front-proxy-client", pki.issue(front_proxy_ca, "front-proxy-client", client=True))
+    for stem, (cn, orgs) in CLIENTS.items():
+        _put(files, stem, pki.issue(ca, cn, organizations=orgs, client=True))
+    sa = pki.new_key()
+    files["sa.key"] = pki.key_pem(sa)
+    files["sa.pub"] = pki.public_key_pem(sa)
+    files.update(issue_apiserver(files, names))
+    return files
+
+
+def issue_apiserver(files: dict[str, bytes], names: ServingNames) -> dict[str, bytes]:
+    ca = _read(files, "ca")
+    cert = pki.issue(ca, "kube-apiserver", dns_names=names.dns, ips=names.ips, server=True)
+    return {"apiserver.crt": cert.cert_pem, "apiserver.key": cert.key_pem}
+
+
+def covers(files: dict[str, bytes], names: ServingNames) -> bool:
+    """Whether the API server certificate already serves every name."""
+    cert = x509.load_pem_x509_certificate(files["apiserver.crt"])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    have_dns = set(sans.get_values_for_type(x509.DNSName))
+    have_ips = {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
+    return set(names.dns) <= have_dns and set(names.ips) <= have_ips
+
+
+def write(files: dict[str, bytes], folder: Path) -> None:
+    for fname, data in files.items():
+        pki.write_private(folder / fname, data)
+
+
+def _put(files: dict[str, bytes], stem: str, ck: pki.CertKey) -> None:
+    files[f"{stem}.crt"] = ck.cert_pem
+    files[f"{stem}.key"] = ck.key_pem
+
+
+def _read(files: dict[str, bytes], stem: str) -> pki.CertKey:
+    cert = x509.load_pem_x509_certificate(files[f"{stem}.crt"])
+    key = serialization.load_pem_private_key(files[f"{stem}.key"], None)
+    return pki.CertKey(cert, key)  # type: ignore[arg-type]

@@ -1,0 +1,482 @@
+"""`vnest controlplane run`: the one entrypoint of a virtual control plane.
+
+The same code runs as the syncer container of the StatefulSet pod (kubernetes
+driver) and as a local process (process driver). It starts the datastore,
+kube-apiserver, kube-controller-manager and optionally kube-scheduler, keeps
+them running (vnest.controlplane.supervisor), publishes the admin kubeconfig
+to the host, and then runs the syncer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from vnest import __version__, binaries, kubeconfig, log, naming
+from vnest.config import load_config, to_values
+from vnest.controlplane import pki as cppki
+from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
+from vnest.errors import VnestError
+from vnest.kube.client import ApiError, KubeClient
+
+_log = log.get("controlplane")
+
+# Controllers a virtual cluster must not run, as in vCluster: its nodes,
+# volumes and load balancers belong to the host, which runs these itself.
+DISABLED_CONTROLLERS = (
+    "node-ipam-controller",  # pod CIDRs come from the host's nodes
+    "node-lifecycle-controller",  # the syncer keeps node status; evicting would fight the host
+    "persistentvolume-binder-controller",  # claims bind on the host and sync back
+    "persistentvolume-attach-detach-controller",  # volumes attach on the host
+    "persistentvolume-expander-controller",
+    "cloud-node-lifecycle-controller",
+    "node-route-controller",
+    "service-lb-controller",  # load balancers are the host's
+    "ttl-controller",  # annotates nodes for kubelets that do not exist here
+)
+READY_TIMEOUT = 120.0
+
+
+@dataclass
+class Options:
+    name: str
+    namespace: str
+    config: Path
+    data_dir: Path
+    bin_dir: Path | None
+    listen_address: str
+    api_port: int
+    host_kubeconfig: Path | None
+    advertise_address: str
+    # The server address written into the published admin kubeconfig.
+    public_server: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def detect_service_cidr(host: KubeClient, namespace: str) -> str:
+    """The host's Service CIDR, read from the error a dry-run Service with an impossible IP gets.
+
+    The virtual API server must hand out ClusterIPs from the host's range, so
+    that a virtual Service can carry the IP of its host copy. No API tells the
+    range; the validation error does, as vCluster found too.
+    """
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"generateName": "vnest-cidr-probe-"},
+        "spec": {"clusterIP": "4.4.4.4", "ports": [{"port": 80}]},
+    }
+    try:
+        await host.request(
+            "POST", f"/api/v1/namespaces/{namespace}/services", params={"dryRun": "All"}, body=probe
+        )
+    except ApiError as e:
+        match = re.search(r"valid IPs is ([0-9a-fA-F.:/]+)", str(e))
+        if match:
+            return match.group(1).split(",")[0]
+    raise VnestError("could not learn the host's service CIDR from the API server")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def load_or_create_pki(host: KubeClient, opts: Options, names: cppki.ServingNames) -> dict[str, bytes]:
+    secret_name = naming.certs_secret(opts.name)
+    secret = await host.get_or_none("Secret", secret_name, opts.namespace)
+    if secret is not None:
+        files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        if cppki.covers(files, names):
+            return files
+        _log.info("serving names changed; issuing a new API server certificate")
+        files.update(cppki.issue_apiserver(files, names))
+    else:
+        _log.info("generating the virtual cluster's PKI")
+        files = cppki.generate(names)
+    await host.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret_name,
+                "namespace": opts.namespace,
+                "labels": naming.control_plane_labels(opts.name, "certs"),
+            },
+            "type": "Opaque",
+            "data": {k: _b64(v) for k, v in files.items()},
+        }
+    )
+    return files
+
+
+class ControlPlane:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.cfg = load_config([opts.config], [])
+        self.values: dict[str, Any] = to_values(self.cfg)
+        self.bins = binaries.Binaries(opts.bin_dir) if opts.bin_dir else binaries.ensure()
+        self.pki_dir = opts.data_dir / "pki"
+        self.logs = opts.data_dir / "logs"
+        self.status_file = opts.data_dir / "status.json"
+        self.supervisor = Supervisor()
+        self.api_port = opts.api_port or _free_port()
+        self.local_server = f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def cluster_domain(self) -> str:
+        return self.values["networking"]["advanced"]["clusterDomain"]
+
+    def _k8s(self, component: str) -> dict[str, Any]:
+        return self.values["controlPlane"]["distro"]["k8s"][component]
+
+    # ---- status file: how the process driver learns progress -------------
+
+    def write_status(self, phase: str, **extra: Any) -> None:
+        status = {"phase": phase, "pid": os.getpid(), "apiServer": self.local_server, "time": time.time()}
+        status.update(extra)
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status) + "\n")
+        tmp.replace(self.status_file)
+
+    # ---- start-up -----------------------------------------------------------
+
+    async def run(self) -> None:
+        self.opts.data_dir.mkdir(parents=True, exist_ok=True)
+        self.write_status("Starting")
+        host = KubeClient.from_kubeconfig(self.opts.host_kubeconfig)
+        try:
+            service_cidr = await detect_service_cidr(host, self.opts.namespace)
+            kubernetes_ip = str(next(ipaddress.ip_network(service_cidr, strict=False).hosts()))
+            host_service = await host.get_or_none(
+                "Service", naming.service_name(self.opts.name), self.opts.namespace
+            )
+            host_ip = (host_service or {}).get("spec", {}).get("clusterIP")
+            names = cppki.serving_names(
+                self.opts.name,
+                self.opts.namespace,
+                self.cluster_domain,
+                host_ip,
+                kubernetes_ip,
+                self.values["controlPlane"]["proxy"]["extraSANs"],
+            )
+            files = await load_or_create_pki(host, self.opts, names)
+            cppki.write(files, self.pki_dir)
+            await self._start_components(service_cidr)
+            await self._publish_kubeconfig(host)
+            self.write_status("Running", serviceCIDR=service_cidr)
+            _log.done("control plane ready", api=self.local_server)
+            await asyncio.gather(self.supervisor.watch(), self._keep_host_objects(host))
+        finally:
+            await host.close()
+
+    async def _start_components(self, service_cidr: str) -> None:
+        sup = self.supervisor
+        etcd_servers = await self._start_datastore()
+        await sup.start(
+            Child(
+                "kube-apiserver",
+                self._apiserver_argv(etcd_servers, service_cidr),
+                self.logs / "kube-apiserver.log",
+            )
+        )
+        await self._wait(self._apiserver_ready, "kube-apiserver to be ready")
+        for component in ("controller-manager", "scheduler", "admin"):
+            self._write_kubeconfig(component)
+        await sup.start(
+            Child(
+                "kube-controller-manager",
+                self._controller_manager_argv(service_cidr),
+                self.logs / "kube-controller-manager.log",
+            )
+        )
+        if self.cfg.scheduler_enabled:
+            await sup.start(Child("kube-scheduler", self._scheduler_argv(), self.logs / "kube-scheduler.log"))
+        # The controller manager is working once it made the default ServiceAccount.
+        async with self.virtual_client() as virtual:
+            await self._wait(
+                lambda: self._exists(virtual, "ServiceAccount", "default", "default"),
+                "the controller manager to create the default ServiceAccount",
+            )
+
+    async def _start_datastore(self) -> str:
+        store = self.cfg.datastore
+        backing = self.values["controlPlane"]["backingStore"]
+        data = self.opts.data_dir / "datastore"
+        data.mkdir(parents=True, exist_ok=True)
+        if store in ("embedded-database", "external-database"):
+            sock = self.opts.data_dir / "kine.sock"
+            sock.unlink(missing_ok=True)
+            endpoint = (
+                backing["database"]["external"]["dataSource"]
+                if store == "external-database"
+                # WAL lets the API server's many readers go on while kine writes.
+                else f"sqlite://{data / 'state.db'}?_journal=WAL&cache=shared&_busy_timeout=30000"
+            )
+            await self.supervisor.start(
+                Child(
+                    "kine",
+                    [self.bins.kine, f"--endpoint={endpoint}", f"--listen-address=unix://{sock}"],
+                    self.logs / "kine.log",
+                )
+            )
+            await self._wait(lambda: _unix_socket_accepts(sock), "kine to listen")
+            return f"unix://{sock}"
+        if store == "embedded-etcd":
+            client, peer = _free_port(), _free_port()
+            await self.supervisor.start(
+                Child(
+                    "etcd",
+                    [
+                        self.bins.etcd,
+                        f"--name={self.opts.name}",
+                        f"--data-dir={data / 'etcd'}",
+                        f"--listen-client-urls=http://127.0.0.1:{client}",
+                        f"--advertise-client-urls=http://127.0.0.1:{client}",
+                        f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                        f"--initial-cluster={self.opts.name}=http://127.0.0.1:{peer}",
+                        "--log-level=warn",
+                    ],
+                    self.logs / "etcd.log",
+                )
+            )
+            url = f"http://127.0.0.1:{client}"
+            await self._wait(lambda: _http_ok(f"{url}/health"), "etcd to be healthy")
+            return url
+        return backing["etcd"]["external"]["endpoint"]
+
+    def _apiserver_argv(self, etcd_servers: str, service_cidr: str) -> list[Any]:
+        p = self.pki_dir
+        argv: list[Any] = [
+            self.bins.kube_apiserver,
+            f"--bind-address={self.opts.listen_address}",
+            f"--advertise-address={self.opts.advertise_address}",
+            f"--secure-port={self.api_port}",
+            f"--etcd-servers={etcd_servers}",
+            f"--service-cluster-ip-range={service_cidr}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            f"--service-account-issuer=https://kubernetes.default.svc.{self.cluster_domain}",
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            # The syncer points default/kubernetes at the host Service instead.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+        ]
+        external = self.values["controlPlane"]["backingStore"]["etcd"]["external"]
+        if self.cfg.datastore == "external-etcd":
+            tls = external["tls"]
+            argv += [f"--etcd-cafile={tls['caFile']}"] if tls["caFile"] else []
+            argv += [f"--etcd-certfile={tls['certFile']}"] if tls["certFile"] else []
+            argv += [f"--etcd-keyfile={tls['keyFile']}"] if tls["keyFile"] else []
+            argv.append(f"--etcd-prefix=/vnest/{self.opts.namespace}/{self.opts.name}")
+        return argv + list(self._k8s("apiServer")["extraArgs"])
+
+    def _kubeconfig_path(self, component: str) -> Path:
+        return self.opts.data_dir / f"{component}.kubeconfig"
+
+    def _write_kubeconfig(self, component: str) -> None:
+        config = kubeconfig.build(
+            "vnest",
+            self.local_server,
+            (self.pki_dir / "ca.crt").read_bytes(),
+            (self.pki_dir / f"{component}.crt").read_bytes(),
+            (self.pki_dir / f"{component}.key").read_bytes(),
+        )
+        kubeconfig.save(self._kubeconfig_path(component), config)
+
+    def _controller_manager_argv(self, service_cidr: str) -> list[Any]:
+        kc = self._kubeconfig_path("controller-manager")
+        p = self.pki_dir
+        return [
+            self.bins.kube_controller_manager,
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",  # no serving: readiness is judged from what it does
+            "--leader-elect=false",
+            "--profiling=false",
+            f"--controllers=*,{','.join('-' + c for c in DISABLED_CONTROLLERS)}",
+            f"--root-ca-file={p / 'ca.crt'}",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--cluster-signing-cert-file={p / 'ca.crt'}",
+            f"--cluster-signing-key-file={p / 'ca.key'}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={service_cidr}",
+            *self._k8s("controllerManager")["extraArgs"],
+        ]
+
+    def _scheduler_argv(self) -> list[Any]:
+        kc = self._kubeconfig_path("scheduler")
+        return [
+            self.bins.kube_scheduler,
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--profiling=false",
+            *self._k8s("scheduler")["extraArgs"],
+        ]
+
+    def virtual_client(self) -> KubeClient:
+        return KubeClient.from_kubeconfig(self._kubeconfig_path("admin"))
+
+    async def _apiserver_ready(self) -> bool:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        try:
+            async with httpx.AsyncClient(verify=ctx, timeout=2.0) as http:
+                return (await http.get(f"{self.local_server}/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @staticmethod
+    async def _exists(client: KubeClient, kind: str, name: str, namespace: str) -> bool:
+        try:
+            return await client.get_or_none(kind, name, namespace) is not None
+        except ApiError:
+            return False
+
+    async def _wait(self, check: Any, what: str, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.supervisor.check_alive()
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if time.monotonic() > deadline:
+                raise Unrecoverable(f"timed out after {timeout:.0f}s waiting for {what}")
+            await asyncio.sleep(0.2)
+
+    # ---- host objects ------------------------------------------------------
+
+    def _admin_kubeconfig(self) -> dict[str, Any]:
+        return kubeconfig.build(
+            "vnest",
+            self.opts.public_server or self.local_server,
+            (self.pki_dir / "ca.crt").read_bytes(),
+            (self.pki_dir / "admin.crt").read_bytes(),
+            (self.pki_dir / "admin.key").read_bytes(),
+        )
+
+    async def _publish_kubeconfig(self, host: KubeClient) -> None:
+        config = yaml.safe_dump(self._admin_kubeconfig(), sort_keys=False).encode()
+        await host.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": naming.kubeconfig_secret(self.opts.name),
+                    "namespace": self.opts.namespace,
+                    "labels": naming.control_plane_labels(self.opts.name, "kubeconfig"),
+                    "annotations": {naming.ANNOTATION_VNEST_VERSION: __version__},
+                },
+                "type": "Opaque",
+                "data": {
+                    "config": _b64(config),
+                    "certificate-authority": _b64((self.pki_dir / "ca.crt").read_bytes()),
+                    "client-certificate": _b64((self.pki_dir / "admin.crt").read_bytes()),
+                    "client-key": _b64((self.pki_dir / "admin.key").read_bytes()),
+                },
+            }
+        )
+
+    async def _keep_host_objects(self, host: KubeClient, every: float = 30.0) -> None:
+        """The syncer's first duty: the control plane's own host objects stay in place."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                secret = naming.kubeconfig_secret(self.opts.name)
+                if await host.get_or_none("Secret", secret, self.opts.namespace) is None:
+                    _log.warning("the kubeconfig Secret was deleted; publishing it again", secret=secret)
+                    await self._publish_kubeconfig(host)
+            except ApiError as e:
+                _log.warning("cannot check the control plane's host objects", error=str(e))
+
+
+def _unix_socket_accepts(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main(opts: Options) -> int:
+    """Runs until SIGTERM/SIGINT (exit 0) or until the control plane cannot recover (exit 1)."""
+    plane = ControlPlane(opts)
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(plane.run())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if task in done:
+            exc = task.exception()
+            if exc is not None:
+                _log.error(f"the control plane cannot go on: {exc}")
+                with contextlib.suppress(Exception):
+                    plane.write_status("Failed", error=str(exc))
+                code = 1
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        stopper.cancel()
+        await plane.supervisor.stop_all()
+        if code == 0:
+            plane.write_status("Stopped")
+        return code
+
+    return asyncio.run(runner())

@@ -1,0 +1,189 @@
+"""The `process` driver: the control plane runs as local processes beside the CLI.
+
+Its host objects are the chart's own ServiceAccount, Role, RoleBinding, Service
+and config Secret, applied as rendered, and the control plane reaches the host
+with a token of that ServiceAccount: every test of this driver exercises the
+permissions the kubernetes driver's pod gets.
+
+State: $VNEST_HOME/clusters/<namespace>/<name>/ holds the config in effect,
+the host kubeconfig, the datastore and PKI copy (data/), one log per
+component (data/logs/), and the supervisor's pid and log (pids/, logs/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vnest import binaries, kubeconfig, log, naming
+from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target
+from vnest.errors import VnestError
+from vnest.host.local import vnest_home
+from vnest.kube.client import Obj
+from vnest.procs import ProcessDir, free_port, port_in_use
+
+_log = log.get("driver.process")
+
+SUPERVISOR = "controlplane"
+# Objects of the chart that make sense without a pod to run in.
+APPLIED_KINDS = ("ServiceAccount", "Role", "RoleBinding", "Service", "Secret")
+TOKEN_SECONDS = 365 * 24 * 3600
+
+
+def state_dir(name: str, namespace: str) -> Path:
+    return vnest_home() / "clusters" / namespace / name
+
+
+class ProcessDriver(Driver):
+    name = "process"
+
+    def _dir(self, t: Target) -> Path:
+        return state_dir(t.name, t.namespace)
+
+    def _procs(self, t: Target) -> ProcessDir:
+        return ProcessDir(self._dir(t))
+
+    def _meta(self, t: Target) -> dict[str, Any]:
+        try:
+            return json.loads((self._dir(t) / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    async def install(self, t: Target, manifests: list[Obj], values: dict[str, Any]) -> None:
+        folder = self._dir(t)
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        (folder / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+        for obj in manifests:
+            if obj["kind"] not in APPLIED_KINDS or obj["metadata"]["name"] == naming.headless_service_name(
+                t.name
+            ):
+                continue
+            if obj["kind"] == "Secret" and obj["metadata"]["name"] == naming.config_secret(t.name):
+                obj["metadata"].setdefault("annotations", {})[naming.ANNOTATION_DRIVER] = self.name
+            await t.host.apply(obj, namespace=t.namespace)
+        meta = self._meta(t)
+        if not meta.get("apiPort") or port_in_use(meta["apiPort"]):
+            meta["apiPort"] = free_port()
+        (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
+        if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
+            self._procs(t).stop(SUPERVISOR)
+        await self.start(t)
+
+    async def _write_host_kubeconfig(self, t: Target) -> Path:
+        """A kubeconfig for the host that authenticates as the chart's ServiceAccount."""
+        resp = await t.host.request(
+            "POST",
+            f"/api/v1/namespaces/{t.namespace}/serviceaccounts/{naming.service_account(t.name)}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": TOKEN_SECONDS},
+            },
+        )
+        user = kubeconfig.load(kubeconfig.user_path())
+        ctx = next((c["context"] for c in user["contexts"] if c["name"] == t.host_context), None)
+        cluster = next((c["cluster"] for c in user["clusters"] if ctx and c["name"] == ctx["cluster"]), None)
+        if cluster is None:
+            raise VnestError(f"context {t.host_context!r} is not in {kubeconfig.user_path()}")
+        config = kubeconfig.empty()
+        config["clusters"] = [{"name": "host", "cluster": dict(cluster)}]
+        config["users"] = [{"name": "host", "user": {"token": resp["status"]["token"]}}]
+        config["contexts"] = [{"name": "host", "context": {"cluster": "host", "user": "host"}}]
+        config["current-context"] = "host"
+        path = self._dir(t) / "host.kubeconfig"
+        kubeconfig.save(path, config)
+        return path
+
+    async def start(self, t: Target) -> None:
+        folder = self._dir(t)
+        if not (folder / "config.yaml").exists():
+            raise VnestError(
+                f"virtual cluster {t.name} runs with the process driver, and its state is not on this machine",
+                hint=f"it lives in {folder} on the machine that created it",
+            )
+        meta = self._meta(t)
+        if port_in_use(meta["apiPort"]):
+            meta["apiPort"] = free_port()
+            (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
+        host_kubeconfig = await self._write_host_kubeconfig(t)
+        (folder / "data" / "status.json").unlink(missing_ok=True)
+        self._procs(t).start(
+            SUPERVISOR,
+            [
+                sys.executable,
+                "-m",
+                "vnest",
+                "controlplane",
+                "run",
+                f"--name={t.name}",
+                f"--namespace={t.namespace}",
+                f"--config={folder / 'config.yaml'}",
+                f"--data-dir={folder / 'data'}",
+                f"--bin-dir={binaries.ensure().dir}",
+                "--listen-address=127.0.0.1",
+                f"--api-port={meta['apiPort']}",
+                f"--host-kubeconfig={host_kubeconfig}",
+                "--advertise-address=127.0.0.1",
+                f"--public-server=https://127.0.0.1:{meta['apiPort']}",
+            ],
+        )
+
+    def _status_file(self, t: Target) -> dict[str, Any]:
+        try:
+            return json.loads((self._dir(t) / "data" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    async def wait_ready(self, t: Target, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        procs = self._procs(t)
+        last_phase = ""
+        while True:
+            phase = self._status_file(t).get("phase", "Starting")
+            if phase != last_phase:
+                _log.info(f"control plane: {phase}")
+                last_phase = phase
+            if phase == "Running":
+                break
+            if phase == "Failed" or procs.running(SUPERVISOR) is None:
+                raise VnestError(
+                    f"the control plane of {t.name} failed to start:\n{procs.tail(SUPERVISOR)}",
+                    hint=f"logs: {procs.log_file(SUPERVISOR)} and {self._dir(t) / 'data' / 'logs'}",
+                )
+            if time.monotonic() > deadline:
+                raise VnestError(f"timed out after {timeout:.0f}s waiting for the control plane of {t.name}")
+            await asyncio.sleep(0.2)
+
+    async def stop(self, t: Target) -> None:
+        self._procs(t).stop(SUPERVISOR, timeout=30)
+
+    async def uninstall(self, t: Target, keep_data: bool) -> None:
+        await self.stop(t)
+        folder = self._dir(t)
+        if keep_data:
+            for name in ("host.kubeconfig", "cluster.json"):
+                (folder / name).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def status(self, t: Target) -> str:
+        if not self._dir(t).exists():
+            return FAILED
+        if self._procs(t).running(SUPERVISOR) is None:
+            return FAILED
+        phase = self._status_file(t).get("phase")
+        if phase == "Running":
+            return RUNNING
+        return FAILED if phase == "Failed" else PENDING
+
+    def local_processes(self, t: Target) -> int | None:
+        rec = self._procs(t).running(SUPERVISOR)
+        return rec.pid if rec else None

@@ -1,0 +1,1 @@
+"""Talking to Kubernetes API servers (host and virtual) with raw JSON."""

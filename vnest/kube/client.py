@@ -1,0 +1,227 @@
+"""A small async Kubernetes client that speaks raw JSON.
+
+Transport and authentication (kubeconfig files, in-cluster service accounts,
+client certificates, bearer tokens, exec plugins) come from lightkube's config
+layer, which hands us a configured ``httpx.AsyncClient``. Objects stay plain
+dicts: vnest copies objects between clusters and never needs typed models,
+which would only cost time on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import KubeConfig
+
+from vnest.errors import VnestError
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API."""
+
+    group_version: str  # "v1", "apps/v1"
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:
+        base = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+# The kinds vnest itself creates or reads; the syncer registers more.
+RESOURCES: dict[str, Resource] = {
+    "Namespace": Resource("v1", "namespaces", namespaced=False),
+    "Node": Resource("v1", "nodes", namespaced=False),
+    "Pod": Resource("v1", "pods"),
+    "Service": Resource("v1", "services"),
+    "Endpoints": Resource("v1", "endpoints"),
+    "Secret": Resource("v1", "secrets"),
+    "ConfigMap": Resource("v1", "configmaps"),
+    "ServiceAccount": Resource("v1", "serviceaccounts"),
+    "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
+    "Event": Resource("v1", "events"),
+    "StatefulSet": Resource("apps/v1", "statefulsets"),
+    "Deployment": Resource("apps/v1", "deployments"),
+    "Role": Resource("rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": Resource("rbac.authorization.k8s.io/v1", "rolebindings"),
+    "ClusterRole": Resource("rbac.authorization.k8s.io/v1", "clusterroles", namespaced=False),
+    "ClusterRoleBinding": Resource("rbac.authorization.k8s.io/v1", "clusterrolebindings", namespaced=False),
+    "EndpointSlice": Resource("discovery.k8s.io/v1", "endpointslices"),
+    "Ingress": Resource("networking.k8s.io/v1", "ingresses"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
+}
+
+
+def resource_of(kind: str) -> Resource:
+    try:
+        return RESOURCES[kind]
+    except KeyError:
+        raise VnestError(f"vnest does not know where kind {kind} lives in the API") from None
+
+
+class ApiError(VnestError):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class KubeClient:
+    FIELD_MANAGER = "vnest"
+
+    def __init__(self, http: httpx.AsyncClient, context: str | None = None) -> None:
+        self.http = http
+        self.context = context
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: Path | None = None, context: str | None = None, timeout: float = 30.0
+    ) -> KubeClient:
+        """From a kubeconfig file (default: $KUBECONFIG / ~/.kube/config, else in-cluster)."""
+        try:
+            config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+            single = config.get(context)
+        except Exception as e:  # lightkube raises several kinds for bad files
+            raise VnestError(
+                f"cannot use kubeconfig {path or ''} context {context or '(current)'}: {e}"
+            ) from e
+        params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
+        return cls(_lightkube_async_client(single, params), context=single.context_name)
+
+    @classmethod
+    def from_dict(cls, kubeconfig: Obj, context: str | None = None, timeout: float = 30.0) -> KubeClient:
+        single = KubeConfig.from_dict(kubeconfig).get(context)
+        params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
+        return cls(_lightkube_async_client(single, params), context=single.context_name)
+
+    @property
+    def server(self) -> str:
+        return str(self.http.base_url).rstrip("/")
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Obj | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        content = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        try:
+            resp = await self.http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.HTTPError as e:
+            raise ApiError(0, "Unreachable", f"{method} {self.server}{path}: {e}") from e
+        if resp.status_code >= 400:
+            try:
+                status = resp.json()
+                message, reason = status.get("message", resp.text), status.get("reason", "")
+            except ValueError:
+                message, reason = resp.text, ""
+            raise ApiError(resp.status_code, reason, f"{method} {path}: {message}")
+        return resp.json() if resp.content else {}
+
+    # ---- conveniences over request() --------------------------------------
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> Obj:
+        return await self.request("GET", resource_of(kind).path(namespace, name))
+
+    async def get_or_none(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return await self.get(kind, name, namespace)
+        except ApiError as e:
+            if e.not_found:
+                return None
+            raise
+
+    async def list(self, kind: str, namespace: str | None = None, label_selector: str = "") -> list[Obj]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        items = (await self.request("GET", resource_of(kind).path(namespace), params=params))["items"]
+        for item in items:  # list items carry no kind of their own
+            item.setdefault("kind", kind)
+        return items
+
+    async def create(self, obj: Obj, namespace: str | None = None) -> Obj:
+        ns = namespace or obj.get("metadata", {}).get("namespace")
+        return await self.request("POST", resource_of(obj["kind"]).path(ns), body=obj)
+
+    async def apply(self, obj: Obj, namespace: str | None = None, force: bool = True) -> Obj:
+        """Server-side apply: creates or updates the fields vnest owns."""
+        meta = obj["metadata"]
+        ns = namespace or meta.get("namespace")
+        return await self.request(
+            "PATCH",
+            resource_of(obj["kind"]).path(ns, meta["name"]),
+            params={"fieldManager": self.FIELD_MANAGER, "force": str(force).lower()},
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def patch(self, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        return await self.request(
+            "PATCH",
+            resource_of(kind).path(namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    async def delete(
+        self, kind: str, name: str, namespace: str | None = None, wait_gone: bool = False
+    ) -> bool:
+        """Deletes (foreground for owners); True if it existed."""
+        try:
+            await self.request(
+                "DELETE",
+                resource_of(kind).path(namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+        except ApiError as e:
+            if e.not_found:
+                return False
+            raise
+        return True
+
+    async def stream_lines(self, path: str, params: dict[str, Any]) -> AsyncIterator[Obj]:
+        """One JSON object per line, as watches send them."""
+        async with self.http.stream("GET", path, params=params, timeout=None) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise ApiError(resp.status_code, "", f"GET {path}: {resp.text}")
+            async for line in resp.aiter_lines():
+                if line:
+                    yield json.loads(line)

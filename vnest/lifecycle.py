@@ -1,0 +1,475 @@
+"""The lifecycle of virtual clusters: create, list, connect, disconnect, delete, pause, resume, describe.
+
+Everything vnest knows about a virtual cluster it reads from the host: the
+config Secret `vc-config-NAME` (labelled vnest.io/component=config) says that
+it exists, with which driver and version, and whether it is paused. Local
+files only hold what the process driver needs to run its processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vnest import __version__, chart, drivers, kubeconfig, log, naming
+from vnest.config import load_config, to_values
+from vnest.drivers.base import PAUSED, Target
+from vnest.errors import UsageError, VnestError
+from vnest.host.local import CONTEXT as LOCAL_HOST_CONTEXT
+from vnest.kube.client import ApiError, KubeClient, Obj
+
+_log = log.get("lifecycle")
+
+SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
+# Host kinds that carry a cluster's labels and go when it is deleted.
+CONTROL_PLANE_KINDS = (
+    "StatefulSet",
+    "Service",
+    "Secret",
+    "ConfigMap",
+    "RoleBinding",
+    "Role",
+    "ServiceAccount",
+)
+SYNCED_KINDS = (
+    "Pod",
+    "Service",
+    "Endpoints",
+    "EndpointSlice",
+    "ConfigMap",
+    "Secret",
+    "PersistentVolumeClaim",
+    "ServiceAccount",
+    "Ingress",
+    "NetworkPolicy",
+)
+
+
+# ---- contexts ----------------------------------------------------------------
+
+
+def parent_of(context: str) -> str | None:
+    """The parent context recorded in a vnest context's name: vnest_<name>_<ns>_<parent>."""
+    if not context.startswith("vnest_"):
+        return None
+    parts = context.split("_", 3)  # names and namespaces are DNS labels: no '_' in them
+    return parts[3] if len(parts) == 4 else None
+
+
+def current_context() -> str:
+    return kubeconfig.load(kubeconfig.user_path()).get("current-context") or ""
+
+
+def host_context(explicit: str | None = None) -> str:
+    context = explicit or current_context()
+    if not context:
+        raise VnestError(
+            f"no current kube context in {kubeconfig.user_path()}",
+            hint="run `vnest host up` for a local host cluster, or `kubectl config use-context` for yours",
+        )
+    return parent_of(context) or context
+
+
+def _validate_names(name: str, namespace: str) -> None:
+    for what, value in (("NAME", name), ("--namespace", namespace)):
+        if not naming.is_dns_label(value):
+            raise UsageError(
+                f"{what} {value!r} is not a valid name: use a DNS label (lowercase letters, digits "
+                "and '-', starting and ending with a letter or digit, at most 63 characters)"
+            )
+
+
+@dataclass
+class Session:
+    """A host connection for one command."""
+
+    host: KubeClient
+    context: str
+
+    @classmethod
+    def open(cls, context: str | None = None) -> Session:
+        ctx = host_context(context)
+        return cls(KubeClient.from_kubeconfig(kubeconfig.user_path(), ctx), ctx)
+
+    def target(self, name: str, namespace: str) -> Target:
+        return Target(name, namespace, self.host, self.context)
+
+    async def config_secret(self, name: str, namespace: str) -> Obj | None:
+        return await self.host.get_or_none("Secret", naming.config_secret(name), namespace)
+
+    async def require(self, name: str, namespace: str) -> Obj:
+        secret = await self.config_secret(name, namespace)
+        if secret is None:
+            raise VnestError(f"virtual cluster {name!r} not found in namespace {namespace!r}")
+        return secret
+
+
+def _driver_of(secret: Obj) -> str:
+    return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_DRIVER, "kubernetes")
+
+
+def _paused(secret: Obj) -> bool:
+    return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true"
+
+
+async def _virtual_client(s: Session, name: str, namespace: str) -> KubeClient:
+    secret = await s.host.get_or_none("Secret", naming.kubeconfig_secret(name), namespace)
+    if secret is None:
+        raise VnestError(f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet")
+    return KubeClient.from_dict(yaml.safe_load(base64.b64decode(secret["data"]["config"])), timeout=5)
+
+
+async def _wait_system_namespaces(s: Session, name: str, namespace: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with await _virtual_client(s, name, namespace) as virtual:
+        while True:
+            try:
+                found = {ns["metadata"]["name"] for ns in await virtual.list("Namespace")}
+                if found >= SYSTEM_NAMESPACES:
+                    return
+            except ApiError:
+                pass
+            if time.monotonic() > deadline:
+                raise VnestError(f"timed out waiting for the virtual API of {name} to list its namespaces")
+            await asyncio.sleep(0.2)
+
+
+# ---- create --------------------------------------------------------------------
+
+
+async def create(
+    name: str,
+    namespace: str,
+    files: list[Path],
+    sets: list[str],
+    driver_name: str | None,
+    connect_after: bool,
+    upgrade: bool,
+    wait: bool,
+    timeout: float,
+) -> None:
+    _validate_names(name, namespace)
+    values = to_values(load_config(files, sets))  # bad config: exit 2 before touching the host
+    s = Session.open()
+    driver_name = driver_name or ("process" if s.context == LOCAL_HOST_CONTEXT else "kubernetes")
+    driver = drivers.get(driver_name)
+    target = s.target(name, namespace)
+    async with s.host:
+        existing = await s.config_secret(name, namespace)
+        if existing is not None and not upgrade:
+            raise VnestError(
+                f"virtual cluster {name!r} already exists in namespace {namespace!r}",
+                hint="use --upgrade to apply a new config to it, or pick another NAME",
+            )
+        if existing is not None and _driver_of(existing) != driver_name:
+            raise UsageError(
+                f"virtual cluster {name!r} runs with the {_driver_of(existing)} driver; "
+                f"--driver {driver_name} cannot upgrade it"
+            )
+        manifests = chart.render(name, namespace, values)
+        created_namespace = await _ensure_namespace(s.host, namespace)
+        _log.info(
+            f"{'upgrading' if existing else 'creating'} virtual cluster {name}",
+            namespace=namespace,
+            driver=driver_name,
+        )
+        try:
+            await driver.install(target, manifests, values)
+            if wait:
+                with log.step(_log, "waiting for the virtual cluster to come up"):
+                    await driver.wait_ready(target, timeout)
+                    await _wait_system_namespaces(s, name, namespace, timeout)
+        except BaseException:
+            if existing is None:
+                _log.info("cleaning up after the failed create")
+                await _remove(s, target, driver_name, keep_data=False)
+                if created_namespace:
+                    await s.host.delete("Namespace", namespace)
+            raise
+        _log.done(
+            f"virtual cluster {name} is up and running" if wait else f"virtual cluster {name} installed"
+        )
+    if connect_after and wait:
+        await connect(name, namespace)
+
+
+async def _ensure_namespace(host: KubeClient, namespace: str) -> bool:
+    if await host.get_or_none("Namespace", namespace) is not None:
+        return False
+    await host.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    return True
+
+
+# ---- connect / disconnect -----------------------------------------------------
+
+
+async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -> tuple[str, dict[str, Any]]:
+    s = Session.open()
+    async with s.host:
+        await s.require(name, namespace)
+        secret = await s.host.get_or_none("Secret", naming.kubeconfig_secret(name), namespace)
+    if secret is None:
+        raise VnestError(
+            f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet (is it running?)"
+        )
+    vc = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
+    ctx = naming.kube_context(name, namespace, s.context)
+    cluster = dict(vc["clusters"][0]["cluster"])
+    if server:
+        cluster["server"] = server
+    config = kubeconfig.empty()
+    config["clusters"] = [{"name": ctx, "cluster": cluster}]
+    config["users"] = [{"name": ctx, "user": vc["users"][0]["user"]}]
+    config["contexts"] = [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}]
+    config["current-context"] = ctx
+    return ctx, config
+
+
+async def connect(
+    name: str,
+    namespace: str,
+    print_only: bool = False,
+    out_file: Path | None = None,
+    command: list[str] | None = None,
+    server: str | None = None,
+) -> int:
+    ctx, config = await kubeconfig_for(name, namespace, server)
+    if command:
+        with tempfile.TemporaryDirectory(prefix="vnest-connect-") as tmp:
+            path = Path(tmp) / "kubeconfig"
+            kubeconfig.save(path, config)
+            env = dict(os.environ, KUBECONFIG=str(path))
+            try:
+                return subprocess.run(command, env=env).returncode
+            except FileNotFoundError:
+                raise VnestError(f"command not found: {command[0]}") from None
+    if print_only:
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        return 0
+    if out_file:
+        kubeconfig.save(out_file, config)
+        _log.done(f"wrote the kubeconfig of {name} to {out_file}", context=ctx)
+        return 0
+    path = kubeconfig.user_path()
+    user = kubeconfig.load(path)
+    kubeconfig.merge_into(user, config)
+    user["current-context"] = ctx
+    kubeconfig.save(path, user)
+    _log.done(f"switched active kube context to {ctx}")
+    _log.info("use `vnest disconnect` to return to your previous kube context")
+    return 0
+
+
+def disconnect() -> None:
+    path = kubeconfig.user_path()
+    user = kubeconfig.load(path)
+    current = user.get("current-context") or ""
+    parent = parent_of(current)
+    if parent is None:
+        raise VnestError(f"the current kube context {current!r} is not a vnest virtual cluster")
+    if not any(c["name"] == parent for c in user["contexts"]):
+        raise VnestError(f"the parent context {parent!r} of {current!r} is no longer in {path}")
+    user["current-context"] = parent
+    kubeconfig.save(path, user)
+    _log.done(f"disconnected and switched back to the original context: {parent}")
+
+
+# ---- list / describe ------------------------------------------------------------
+
+
+def _age(created: str) -> str:
+    then = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+async def _summary(s: Session, secret: Obj, current: str) -> dict[str, Any]:
+    meta = secret["metadata"]
+    name = meta["labels"][naming.LABEL_CLUSTER]
+    namespace = meta["namespace"]
+    annotations = meta.get("annotations", {})
+    driver_name = _driver_of(secret)
+    status = PAUSED if _paused(secret) else await drivers.get(driver_name).status(s.target(name, namespace))
+    return {
+        "name": name,
+        "namespace": namespace,
+        "status": status,
+        "version": annotations.get(naming.ANNOTATION_KUBERNETES_VERSION, ""),
+        "connected": current.startswith(f"vnest_{name}_{namespace}_"),
+        "created": meta["creationTimestamp"],
+        "driver": driver_name,
+    }
+
+
+async def list_clusters(namespace: str | None) -> list[dict[str, Any]]:
+    s = Session.open()
+    current = current_context()
+    async with s.host:
+        secrets = await s.host.list("Secret", namespace, label_selector=f"{naming.LABEL_COMPONENT}=config")
+        rows = [
+            await _summary(s, sec, current)
+            for sec in secrets
+            if naming.LABEL_CLUSTER in sec["metadata"].get("labels", {})
+        ]
+    return sorted(rows, key=lambda r: (r["namespace"], r["name"]))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = ["NAME", "NAMESPACE", "STATUS", "VERSION", "CONNECTED", "AGE"]
+    body = [
+        [r["name"], r["namespace"], r["status"], r["version"], str(r["connected"]), _age(r["created"])]
+        for r in rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in [header, *body]
+    )
+
+
+async def describe(name: str, namespace: str) -> dict[str, Any]:
+    s = Session.open()
+    current = current_context()
+    async with s.host:
+        secret = await s.require(name, namespace)
+        summary = await _summary(s, secret, current)
+        config = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+        service = await s.host.get_or_none("Service", naming.service_name(name), namespace)
+        counts = {}
+        for kind in SYNCED_KINDS:
+            try:
+                counts[kind] = len(
+                    await s.host.list(kind, namespace, label_selector=f"{naming.LABEL_MANAGED_BY}={name}")
+                )
+            except ApiError:
+                counts[kind] = None
+        health: dict[str, Any] = {"status": summary["status"]}
+        endpoint = None
+        try:
+            async with await _virtual_client(s, name, namespace) as virtual:
+                endpoint = virtual.server
+                health["apiServer"] = (await virtual.http.get("/readyz")).text.strip()
+        except Exception as e:
+            health["apiServer"] = f"unreachable: {e}"
+    return {
+        **summary,
+        "versions": {
+            "kubernetes": summary["version"],
+            "vnest": secret["metadata"]
+            .get("annotations", {})
+            .get(naming.ANNOTATION_VNEST_VERSION, __version__),
+        },
+        "endpoints": {
+            "apiServer": endpoint,
+            "hostService": (service or {}).get("spec", {}).get("clusterIP"),
+            "kubeContext": naming.kube_context(name, namespace, s.context),
+        },
+        "health": health,
+        "syncedObjects": counts,
+        "config": config,
+    }
+
+
+# ---- delete / pause / resume -----------------------------------------------------
+
+
+async def _remove(s: Session, t: Target, driver_name: str, keep_data: bool) -> None:
+    await drivers.get(driver_name).uninstall(t, keep_data)
+    for kind, label in [(k, naming.LABEL_CLUSTER) for k in CONTROL_PLANE_KINDS] + [
+        (k, naming.LABEL_MANAGED_BY) for k in SYNCED_KINDS
+    ]:
+        try:
+            objs = await s.host.list(kind, t.namespace, label_selector=f"{label}={t.name}")
+        except ApiError as e:
+            if e.not_found:
+                continue
+            raise
+        for obj in objs:
+            await s.host.delete(kind, obj["metadata"]["name"], t.namespace)
+    if not keep_data:
+        pvcs = await s.host.list(
+            "PersistentVolumeClaim", t.namespace, label_selector=f"{naming.LABEL_CLUSTER}={t.name}"
+        )
+        for pvc in pvcs:
+            await s.host.delete("PersistentVolumeClaim", pvc["metadata"]["name"], t.namespace)
+
+
+async def delete(name: str, namespace: str, delete_namespace: bool, keep_data: bool) -> None:
+    s = Session.open()
+    async with s.host:
+        secret = await s.require(name, namespace)
+        with log.step(_log, f"deleting virtual cluster {name}"):
+            await _remove(s, s.target(name, namespace), _driver_of(secret), keep_data)
+            if delete_namespace:
+                await s.host.delete("Namespace", namespace)
+    _forget_contexts(name, namespace)
+
+
+def _forget_contexts(name: str, namespace: str) -> None:
+    path = kubeconfig.user_path()
+    if not path.exists():
+        return
+    user = kubeconfig.load(path)
+    prefix = f"vnest_{name}_{namespace}_"
+    current = user.get("current-context") or ""
+    for ctx in [c["name"] for c in user["contexts"] if c["name"].startswith(prefix)]:
+        kubeconfig.remove_context(user, ctx)
+    if current.startswith(prefix):
+        user["current-context"] = parent_of(current) or ""
+        _log.info(f"switched back to {user['current-context']!r}")
+    kubeconfig.save(path, user)
+
+
+async def pause(name: str, namespace: str) -> None:
+    s = Session.open()
+    async with s.host:
+        secret = await s.require(name, namespace)
+        if _paused(secret):
+            _log.info(f"virtual cluster {name} is already paused")
+            return
+        t = s.target(name, namespace)
+        await drivers.get(_driver_of(secret)).stop(t)
+        # Its workloads stop too; their virtual objects stay and come back on resume.
+        for pod in await s.host.list("Pod", namespace, label_selector=f"{naming.LABEL_MANAGED_BY}={name}"):
+            await s.host.delete("Pod", pod["metadata"]["name"], namespace)
+        await s.host.patch(
+            "Secret",
+            naming.config_secret(name),
+            {"metadata": {"annotations": {naming.ANNOTATION_PAUSED: "true"}}},
+            namespace,
+        )
+    _log.done(f"paused virtual cluster {name}")
+
+
+async def resume(name: str, namespace: str, timeout: float) -> None:
+    s = Session.open()
+    async with s.host:
+        secret = await s.require(name, namespace)
+        t = s.target(name, namespace)
+        driver = drivers.get(_driver_of(secret))
+        if not _paused(secret) and await driver.status(t) != "Failed":
+            _log.info(f"virtual cluster {name} is not paused")
+            return
+        await driver.start(t)
+        with log.step(_log, "waiting for the virtual cluster to come up"):
+            await driver.wait_ready(t, timeout)
+            await _wait_system_namespaces(s, name, namespace, timeout)
+        await s.host.patch(
+            "Secret",
+            naming.config_secret(name),
+            {"metadata": {"annotations": {naming.ANNOTATION_PAUSED: None}}},
+            namespace,
+        )
+    _log.done(f"resumed virtual cluster {name}")
