@@ -46,6 +46,12 @@ class Env:
             )
         return proc
 
+    @property
+    def kubectl_path(self) -> str:
+        from vnest import binaries
+
+        return str(binaries.ensure().kubectl)
+
     def kubectl(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:

@@ -235,7 +235,12 @@ class ControlPlane:
             await self.supervisor.start(
                 Child(
                     "kine",
-                    [self.bins.kine, f"--endpoint={endpoint}", f"--listen-address=unix://{sock}"],
+                    [
+                        self.bins.kine,
+                        f"--endpoint={endpoint}",
+                        f"--listen-address=unix://{sock}",
+                        "--metrics-bind-address=0",  # its default is :8080 on every interface
+                    ],
                     self.logs / "kine.log",
                 )
             )
