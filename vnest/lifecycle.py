@@ -80,7 +80,13 @@ def host_context(explicit: str | None = None) -> str:
     return parent_of(context) or context
 
 
+# Helm's limit on release names, which the kubernetes driver's release is named after.
+MAX_CLUSTER_NAME = 53
+
+
 def _validate_names(name: str, namespace: str) -> None:
+    if len(name) > MAX_CLUSTER_NAME:
+        raise UsageError(f"NAME {name!r} is {len(name)} characters long; at most {MAX_CLUSTER_NAME} are allowed")
     for what, value in (("NAME", name), ("--namespace", namespace)):
         if not naming.is_dns_label(value):
             raise UsageError(

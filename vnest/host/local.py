@@ -446,8 +446,18 @@ class LocalHost:
                 stopped.append(name)
         return stopped
 
+    def _stop_virtual_clusters(self) -> list[str]:
+        """Process-driver control planes of this VNEST_HOME: their host is about to go."""
+        stopped = []
+        for folder in sorted((self.root.parent / "clusters").glob("*/*")):
+            if ProcessDir(folder).stop("controlplane", timeout=30):
+                stopped.append(f"{folder.parent.name}/{folder.name}")
+        return stopped
+
     def down(self, keep_data: bool = False) -> None:
         state = self.state()
+        for name in self._stop_virtual_clusters():
+            _log.info(f"stopped virtual cluster {name} (its host is going down)")
         stopped = self._stop_components()
         if state is not None:
             for name, port in state.ports.named().items():
