@@ -86,7 +86,9 @@ MAX_CLUSTER_NAME = 53
 
 def _validate_names(name: str, namespace: str) -> None:
     if len(name) > MAX_CLUSTER_NAME:
-        raise UsageError(f"NAME {name!r} is {len(name)} characters long; at most {MAX_CLUSTER_NAME} are allowed")
+        raise UsageError(
+            f"NAME {name!r} is {len(name)} characters long; at most {MAX_CLUSTER_NAME} are allowed"
+        )
     for what, value in (("NAME", name), ("--namespace", namespace)):
         if not naming.is_dns_label(value):
             raise UsageError(

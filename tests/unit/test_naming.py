@@ -11,7 +11,10 @@ def test_host_names_follow_the_seed():
         naming.host_name("nginx-vcluster1-694d446f64-ld6qb", "nginx1", "my-vcluster")
         == "nginx-vcluster1-694d446f64-ld6qb-x-nginx1-x-my-vcluster"
     )
-    assert naming.host_cluster_scoped_name("fast", "vcluster1", "my-vcluster") == "vnest-fast-x-vcluster1-x-my-vcluster"
+    assert (
+        naming.host_cluster_scoped_name("fast", "vcluster1", "my-vcluster")
+        == "vnest-fast-x-vcluster1-x-my-vcluster"
+    )
 
 
 def test_long_names_are_cut_and_hashed():
