@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,14 @@ def run_vnest(*args: str, timeout: float = 600) -> float:
     if proc.returncode != 0:
         raise BenchError(f"vnest {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.strip()}")
     return seconds
+
+
+def vnest_output(*args: str, timeout: float = 120) -> str:
+    """Runs `vnest ARGS...` to completion; returns its stdout, raises if it failed."""
+    proc = subprocess.run([*VNEST, *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"vnest {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.strip()}")
+    return proc.stdout
 
 
 @contextlib.contextmanager
@@ -254,6 +263,93 @@ def controlplane_footprint(env: Env, name: str, namespace: str) -> Footprint:
     if "controlplane" not in pids:
         raise BenchError(f"the control plane of {namespace}/{name} is not running")
     return tree_footprint(pids["controlplane"], root_name="supervisor")
+
+
+def host_processes(env: Env) -> dict[str, psutil.Process]:
+    """The local host's processes (etcd, kube-apiserver, ..., kwok), by the names of their pid files."""
+    return {name: psutil.Process(pid) for name, pid in recorded_pids(env.home / "host").items()}
+
+
+def controlplane_processes(env: Env, name: str, namespace: str) -> dict[str, psutil.Process]:
+    """A process-driver virtual cluster's processes under its supervisor, by component name.
+
+    The syncer is `python -m vnest syncer run ...`, so it is named by its command line
+    ("syncer"), not by argv[0]; the supervisor itself is "supervisor".
+    """
+    pids = recorded_pids(env.home / "clusters" / namespace / name)
+    if "controlplane" not in pids:
+        raise BenchError(f"the control plane of {namespace}/{name} is not running")
+    supervisor = psutil.Process(pids["controlplane"])
+    out = {"supervisor": supervisor}
+    for child in supervisor.children(recursive=True):
+        argv = " ".join(_cmdline(child))
+        out["syncer" if "syncer run" in argv else process_name(child)] = child
+    return out
+
+
+@dataclass
+class ProcUsage:
+    pid: int
+    cpu_seconds: float = 0.0  # user + system over the span
+    peak_rss_mib: float = 0.0
+    exited: bool = False  # died during the span: cpu_seconds counts up to its last sample
+
+
+class UsageSampler:
+    """CPU seconds (user+system, delta over the span) and peak RSS of named processes.
+
+    A context manager: entering reads each process's CPU times, a thread then samples
+    CPU times and RSS every ``interval`` seconds, exiting reads them a last time. Sampling
+    in a thread keeps it on time while the benchmark's own event loop is busy.
+    """
+
+    def __init__(self, procs: dict[str, psutil.Process], interval: float = 0.2) -> None:
+        self.procs = procs
+        self.interval = interval
+        self.usage = {name: ProcUsage(p.pid) for name, p in procs.items()}
+        self._start: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="usage-sampler", daemon=True)
+        self.samples = 0
+
+    def __enter__(self) -> UsageSampler:
+        for name, proc in self.procs.items():
+            try:
+                t = proc.cpu_times()
+                self._start[name] = t.user + t.system
+            except psutil.NoSuchProcess:
+                self.usage[name].exited = True
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        self.samples += 1
+        for name, proc in self.procs.items():
+            usage = self.usage[name]
+            if usage.exited:
+                continue
+            try:
+                with proc.oneshot():
+                    t = proc.cpu_times()
+                    rss = proc.memory_info().rss / MIB
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                usage.exited = True
+                continue
+            usage.cpu_seconds = round(t.user + t.system - self._start.get(name, 0.0), 2)
+            usage.peak_rss_mib = round(max(usage.peak_rss_mib, rss), 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: asdict(u) for name, u in self.usage.items()}
 
 
 # ---- reporting -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from vnest.cli.binaries import binaries
 from vnest.cli.clusters import COMMANDS
 from vnest.cli.controlplane import controlplane
 from vnest.cli.host import host
+from vnest.cli.syncer import syncer
 from vnest.errors import VnestError
 
 
@@ -46,6 +47,7 @@ for command in COMMANDS:
 cli.add_command(host)
 cli.add_command(binaries)
 cli.add_command(controlplane)
+cli.add_command(syncer)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,28 @@ class ControlPlane:
                 lambda: self._exists(virtual, "ServiceAccount", "default", "default"),
                 "the controller manager to create the default ServiceAccount",
             )
+        await self._start_syncer()
+
+    async def _start_syncer(self) -> None:
+        self._write_kubeconfig("syncer")
+        ready = self.opts.data_dir / "syncer-ready.json"
+        ready.unlink(missing_ok=True)
+        argv: list[Any] = [
+            sys.executable,
+            "-m",
+            "vnest",
+            "syncer",
+            "run",
+            f"--name={self.opts.name}",
+            f"--namespace={self.opts.namespace}",
+            f"--config={self.opts.config}",
+            f"--virtual-kubeconfig={self._kubeconfig_path('syncer')}",
+            f"--ready-file={ready}",
+        ]
+        if self.opts.host_kubeconfig:
+            argv.append(f"--host-kubeconfig={self.opts.host_kubeconfig}")
+        await self.supervisor.start(Child("syncer", argv, self.logs / "syncer.log"))
+        await self._wait(ready.exists, "the syncer to sync its caches")
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore

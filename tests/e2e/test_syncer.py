@@ -1,0 +1,357 @@
+"""The syncer against the real local host: the seed's deployment and service demo, and its edges."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from vnest import naming
+from vnest.procs import wait_until
+
+HOST = "vnest-host"
+
+
+@pytest.fixture
+def env(host_env):
+    yield host_env
+    host_env.kubectl("config", "use-context", HOST)
+
+
+class Cluster:
+    """A virtual cluster made for one test, deleted after it."""
+
+    def __init__(self, env, name: str, namespace: str) -> None:
+        self.env, self.name, self.namespace = env, name, namespace
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return self.env.vnest(
+            "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
+        ).stdout
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def host_json(self, *args: str) -> dict:
+        out = self.env.kubectl("--context", HOST, *args, "-n", self.namespace, "-o", "json").stdout
+        return json.loads(out)
+
+    def host_pods(self, selector: str = "") -> list[dict]:
+        return self.host_json("get", "pods", "-l", selector or f"vnest.io/managed-by={self.name}")["items"]
+
+    def state(self) -> Path:
+        return Path(self.env.vars["VNEST_HOME"]) / "clusters" / self.namespace / self.name
+
+
+@pytest.fixture
+def make_cluster(env):
+    made: list[Cluster] = []
+
+    def make(name: str, namespace: str) -> Cluster:
+        env.vnest("create", name, "-n", namespace, "--no-connect")
+        made.append(Cluster(env, name, namespace))
+        return made[-1]
+
+    yield make
+    for c in made:
+        env.vnest("delete", c.name, "-n", c.namespace, check=False)
+
+
+def _running(pods: list[dict]) -> list[dict]:
+    return [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+
+
+def test_seed_demo_deployment_and_service(make_cluster):
+    vc = make_cluster("my-vcluster", "vcluster1")
+    vc.kubectl("create", "namespace", "nginx1")
+    vc.kubectl("create", "deployment", "nginx-vcluster1", "-n", "nginx1", "--image=nginx", "--replicas=2")
+
+    def virtual_running():
+        pods = _running(vc.json("get", "pods", "-n", "nginx1")["items"])
+        return pods if len(pods) == 2 else None
+
+    vpods = wait_until(virtual_running, 60, "2 Running virtual pods")
+    hpods = wait_until(
+        lambda: (p := _running(vc.host_pods())) and len(p) == 2 and p, 30, "2 Running host pods"
+    )
+    names = sorted(p["metadata"]["name"] for p in hpods)
+    for name in names:
+        assert re.fullmatch(r"nginx-vcluster1-[a-z0-9]+-[a-z0-9]{5}-x-nginx1-x-my-vcluster", name), name
+    assert names == sorted(f"{p['metadata']['name']}-x-nginx1-x-my-vcluster" for p in vpods)
+    # Status came back: the virtual pods carry their host pods' IPs and nodes.
+    host_by_name = {p["metadata"]["name"]: p for p in hpods}
+    for vpod in vpods:
+        hpod = host_by_name[f"{vpod['metadata']['name']}-x-nginx1-x-my-vcluster"]
+        assert vpod["status"]["podIP"] == hpod["status"]["podIP"]
+        assert vpod["spec"]["nodeName"] == hpod["spec"]["nodeName"]
+    assert vc.host_json("get", "deployments")["items"] == []
+    nodes = vc.json("get", "nodes")["items"]
+    assert {n["metadata"]["name"] for n in nodes} == {p["spec"]["nodeName"] for p in hpods}
+
+    vc.kubectl("create", "service", "clusterip", "nginx-vcluster1", "--tcp=80:80", "-n", "nginx1")
+    host_svc = wait_until(
+        lambda: vc.host_json("get", "services", "-l", "vnest.io/managed-by=my-vcluster")["items"],
+        30,
+        "the host Service",
+    )[0]
+    assert host_svc["metadata"]["name"] == "nginx-vcluster1-x-nginx1-x-my-vcluster"
+    assert host_svc["spec"]["selector"] == {
+        "app": "nginx-vcluster1",
+        "vnest.io/managed-by": "my-vcluster",
+        "vnest.io/namespace": "nginx1",
+    }
+    wait_until(
+        lambda: (
+            vc.json("get", "service", "nginx-vcluster1", "-n", "nginx1")["spec"]["clusterIP"]
+            == host_svc["spec"]["clusterIP"]
+        ),
+        30,
+        "the virtual ClusterIP to equal the host's",
+    )
+    pod_ips = {p["status"]["podIP"] for p in hpods}
+
+    def virtual_endpoint_ips():
+        ep = vc.json("get", "endpoints", "nginx-vcluster1", "-n", "nginx1")
+        return {a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or []} == pod_ips
+
+    wait_until(virtual_endpoint_ips, 30, "the virtual Endpoints to list the 2 pod IPs")
+
+    # Deletion both ways: a host pod deleted takes its virtual pod (the ReplicaSet makes a new one).
+    gone = hpods[0]["metadata"]["name"]
+    vc.env.kubectl("--context", HOST, "delete", "pod", gone, "-n", "vcluster1", "--wait=false")
+    wait_until(
+        lambda: (
+            gone.split("-x-")[0]
+            not in {p["metadata"]["name"] for p in vc.json("get", "pods", "-n", "nginx1")["items"]}
+        ),
+        30,
+        "the virtual pod of the deleted host pod to go",
+    )
+    wait_until(virtual_running, 60, "the ReplicaSet's replacement to run")
+    vc.kubectl("delete", "service", "nginx-vcluster1", "-n", "nginx1")
+    wait_until(
+        lambda: not vc.host_json("get", "services", "-l", "vnest.io/managed-by=my-vcluster")["items"],
+        30,
+        "the host Service to go with the virtual one",
+    )
+
+
+def test_configmaps_and_secrets_follow_the_pods_that_use_them(env, make_cluster):
+    vc = make_cluster("cfg", "cfg-host")
+    vc.kubectl("create", "namespace", "app")
+    vc.kubectl("create", "configmap", "settings", "-n", "app", "--from-literal=mode=fast")
+    vc.kubectl("create", "secret", "generic", "creds", "-n", "app", "--from-literal=password=s3cret")
+    vc.kubectl("create", "configmap", "unused", "-n", "app", "--from-literal=x=y")
+    # A Secret that exists only on the host: the tenant must not get it by naming it.
+    env.kubectl(
+        "--context", HOST, "create", "secret", "generic", "hostonly", "-n", "cfg-host", "--from-literal=k=v"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "app"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "nginx",
+                    "env": [
+                        {
+                            "name": "MODE",
+                            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+                        },
+                        {
+                            "name": "PASSWORD",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                        },
+                    ],
+                    "volumeMounts": [
+                        {"name": "cfg", "mountPath": "/cfg"},
+                        {"name": "sec", "mountPath": "/sec"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "settings"}},
+                {"name": "sec", "secret": {"secretName": "creds"}},
+                {"name": "other", "secret": {"secretName": "hostonly"}},
+            ],
+        },
+    }
+    manifest = env.root / "pod.json"
+    manifest.write_text(json.dumps(pod))
+    vc.kubectl("apply", "-f", str(manifest))
+    hpod = wait_until(lambda: vc.host_pods(), 30, "the host pod")[0]
+    vols = {v["name"]: v for v in hpod["spec"]["volumes"]}
+    assert vols["cfg"]["configMap"]["name"] == "settings-x-app-x-cfg"
+    assert vols["sec"]["secret"]["secretName"] == "creds-x-app-x-cfg"
+    assert vols["other"]["secret"]["secretName"] == "hostonly-x-app-x-cfg"  # never the host's own "hostonly"
+    env_vars = {e["name"]: e for e in hpod["spec"]["containers"][0]["env"]}
+    assert env_vars["MODE"]["valueFrom"]["configMapKeyRef"]["name"] == "settings-x-app-x-cfg"
+    assert env_vars["PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "creds-x-app-x-cfg"
+    assert hpod["spec"]["automountServiceAccountToken"] is False
+
+    cm = wait_until(
+        lambda: _get_host(env, "configmap", "settings-x-app-x-cfg", "cfg-host"), 30, "the host ConfigMap"
+    )
+    assert cm["data"] == {"mode": "fast"}
+    assert cm["metadata"]["labels"][naming.LABEL_MANAGED_BY] == "cfg"
+    secret = wait_until(
+        lambda: _get_host(env, "secret", "creds-x-app-x-cfg", "cfg-host"), 30, "the host Secret"
+    )
+    assert secret["data"]["password"] == "czNjcmV0"
+    assert _get_host(env, "configmap", "unused-x-app-x-cfg", "cfg-host") is None  # not used by any pod
+    assert _get_host(env, "secret", "hostonly-x-app-x-cfg", "cfg-host") is None
+
+    vc.kubectl("patch", "configmap", "settings", "-n", "app", "-p", '{"data":{"mode":"slow"}}')
+    wait_until(
+        lambda: (
+            (_get_host(env, "configmap", "settings-x-app-x-cfg", "cfg-host") or {}).get("data")
+            == {"mode": "slow"}
+        ),
+        30,
+        "the edit to reach the host copy",
+    )
+    host_only = _get_host(env, "secret", "hostonly", "cfg-host")
+    assert naming.LABEL_MANAGED_BY not in (host_only["metadata"].get("labels") or {})
+
+    vc.kubectl("delete", "pod", "web", "-n", "app", "--wait=false")
+    wait_until(
+        lambda: _get_host(env, "configmap", "settings-x-app-x-cfg", "cfg-host") is None,
+        30,
+        "the unused copy to go",
+    )
+    assert _get_host(env, "secret", "hostonly", "cfg-host") is not None
+
+
+def _get_host(env, kind: str, name: str, namespace: str) -> dict | None:
+    proc = env.kubectl("--context", HOST, "get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_cluster):
+    a = make_cluster("tenant-a", "shared-host")
+    b = make_cluster("tenant-b", "shared-host")
+    for vc in (a, b):
+        vc.kubectl("create", "namespace", "team")
+        vc.kubectl("run", "same", "-n", "team", "--image=nginx")  # same virtual names in both clusters
+    # Tenant A labels a pod as if tenant B managed it.
+    a.kubectl("run", "forger", "-n", "team", "--image=nginx", "--labels=vnest.io/managed-by=tenant-b")
+    wait_until(lambda: len(a.host_pods()) == 2 and len(b.host_pods()) == 1, 30, "both clusters' host pods")
+    forged = next(p for p in a.host_pods() if p["metadata"]["name"].startswith("forger-"))
+    labels = forged["metadata"]["labels"]
+    assert labels[naming.LABEL_MANAGED_BY] == "tenant-a"
+    assert (
+        labels["vnest.io/label-" + __import__("hashlib").sha256(b"vnest.io/managed-by").hexdigest()[:10]]
+        == "tenant-b"
+    )
+    assert {p["metadata"]["name"] for p in b.host_pods()} == {"same-x-team-x-tenant-b"}
+
+    # A host object vnest does not manage, holding the name a virtual pod would get: left alone.
+    squatter = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "taken-x-team-x-tenant-a",
+            "namespace": "shared-host",
+            "labels": {"owner": "admin"},
+        },
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    manifest = env.root / "squatter.json"
+    manifest.write_text(json.dumps(squatter))
+    env.kubectl("--context", HOST, "apply", "-f", str(manifest))
+    a.kubectl("run", "taken", "-n", "team", "--image=nginx")
+    events = wait_until(
+        lambda: [
+            e
+            for e in a.json("get", "events", "-n", "team", "--field-selector", "reason=SyncError")["items"]
+            if e["involvedObject"]["name"] == "taken"
+        ],
+        30,
+        "a SyncError event on the virtual pod",
+    )
+    assert "not managed by this virtual cluster" in events[0]["message"]
+    host = _get_host(env, "pod", "taken-x-team-x-tenant-a", "shared-host")
+    assert host["metadata"]["labels"] == {"owner": "admin"}
+    assert host["spec"]["containers"][0]["image"] == "busybox"
+
+    # Deleting tenant A's pods never touches tenant B's.
+    a.kubectl("delete", "pod", "--all", "-n", "team", "--wait=false")
+    wait_until(lambda: not a.host_pods(), 30, "tenant A's host pods to go")
+    assert {p["metadata"]["name"] for p in b.host_pods()} == {"same-x-team-x-tenant-b"}
+    assert _get_host(env, "pod", "taken-x-team-x-tenant-a", "shared-host") is not None
+
+
+def test_long_names_translate_and_map_back(make_cluster):
+    vc = make_cluster("long", "long-host")
+    ns = "a-rather-long-virtual-namespace-name"
+    pod = "a-pod-with-a-name-long-enough-to-push-the-host-name-over"
+    vc.kubectl("create", "namespace", ns)
+    vc.kubectl("run", pod, "-n", ns, "--image=nginx")
+    hpod = wait_until(lambda: _running(vc.host_pods()), 60, "the host pod to run")[0]
+    assert hpod["metadata"]["name"] == naming.host_name(pod, ns, "long")
+    assert len(hpod["metadata"]["name"]) == 63
+    assert hpod["metadata"]["annotations"][naming.ANNOTATION_NAME] == pod
+    wait_until(
+        lambda: vc.json("get", "pod", pod, "-n", ns)["status"].get("podIP") == hpod["status"]["podIP"],
+        30,
+        "the status to map back",
+    )
+
+
+def _syncer_pid(state: Path) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "syncer\0run" in cmdline and str(state) in cmdline:
+                return int(entry)
+    return None
+
+
+def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
+    vc = make_cluster("burst", "burst-host")
+    vc.kubectl("create", "namespace", "load")
+    pods = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{i:03d}", "namespace": "load", "labels": {"burst": "yes"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            }
+            for i in range(200)
+        ],
+    }
+    manifest = env.root / "burst.json"
+    manifest.write_text(json.dumps(pods))
+    vc.kubectl("create", "-f", str(manifest))
+    pid = _syncer_pid(vc.state())
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # mid-burst; the supervisor starts a new one after its backoff
+    deleted = [f"p{i:03d}" for i in range(0, 200, 10)]
+    vc.kubectl("delete", "pod", *deleted, "-n", "load", "--wait=false")
+
+    want = {f"p{i:03d}-x-load-x-burst" for i in range(200)} - {f"{n}-x-load-x-burst" for n in deleted}
+
+    def converged():
+        host = {p["metadata"]["name"] for p in vc.host_pods("burst=yes,vnest.io/managed-by=burst")}
+        virtual = {
+            p["metadata"]["name"] + "-x-load-x-burst" for p in vc.json("get", "pods", "-n", "load")["items"]
+        }
+        return host == want and virtual == want
+
+    wait_until(converged, 180, "host and virtual pods to converge", interval=2)
+    new_pid = _syncer_pid(vc.state())
+    assert new_pid is not None and new_pid != pid
+    running = _running(vc.json("get", "pods", "-n", "load")["items"])
+    assert len(running) == len(want)

@@ -1,0 +1,41 @@
+"""`vnest syncer run`: the syncer process the control plane starts (not for everyday use)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from vnest.config import load_config, to_values
+
+_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.group()
+def syncer() -> None:
+    """Run a virtual cluster's syncer (what the control plane starts; rarely run by hand)."""
+
+
+@syncer.command()
+@click.option("--name", required=True, help="Name of the virtual cluster.")
+@click.option("--namespace", required=True, help="Host namespace it lives in.")
+@click.option("--config", type=_file, required=True, help="The config in effect (vcluster.yaml shape).")
+@click.option("--virtual-kubeconfig", type=_file, required=True)
+@click.option("--host-kubeconfig", type=_file, help="Default: in-cluster service account.")
+@click.option(
+    "--ready-file", type=click.Path(dir_okay=False, path_type=Path), help="Written once caches synced."
+)
+def run(
+    name: str,
+    namespace: str,
+    config: Path,
+    virtual_kubeconfig: Path,
+    host_kubeconfig: Path | None,
+    ready_file: Path | None,
+) -> None:
+    """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
+    from vnest.syncer.run import main
+
+    values = to_values(load_config([config], []))
+    sys.exit(main(name, namespace, virtual_kubeconfig, host_kubeconfig, values, ready_file))

@@ -1,0 +1,140 @@
+"""ConfigMaps and Secrets: only those the synced pods use (all of them with `all: true`).
+
+A host copy appears when the first pod that references it does, follows every
+edit of the virtual object, and goes when no pod references it any more. The
+virtual `kube-root-ca.crt` of each namespace becomes e.g.
+`kube-root-ca.crt-x-default-x-NAME` on the host, beside (never over) the
+host namespace's own. Service-account token Secrets are copied as Opaque: the
+host would reject their type, and it has no such ServiceAccount.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import ClassVar
+
+from vnest.kube.client import Obj
+from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
+from vnest.syncer.informer import key_of
+from vnest.syncer.pods import references
+
+
+class ReferenceIndex:
+    """Which virtual pods reference which objects of one kind ("ns/name" -> pod keys)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.by_object: dict[str, set[str]] = defaultdict(set)
+        self.by_pod: dict[str, set[str]] = {}
+
+    def update(self, old: Obj | None, new: Obj | None) -> set[str]:
+        """Records a pod change; returns the object keys whose referenced-ness may have changed."""
+        pod_key = key_of(new or old)  # type: ignore[arg-type]
+        before = self.by_pod.pop(pod_key, set())
+        after: set[str] = set()
+        if new is not None:
+            ns = new["metadata"]["namespace"]
+            after = {f"{ns}/{name}" for name in references(new)[self.kind]}
+            self.by_pod[pod_key] = after
+        for key in before - after:
+            self.by_object[key].discard(pod_key)
+            if not self.by_object[key]:
+                del self.by_object[key]
+        for key in after:
+            self.by_object[key].add(pod_key)
+        return before ^ after
+
+    def referenced(self, key: str) -> bool:
+        return bool(self.by_object.get(key))
+
+
+class ConfigSyncer(ResourceSyncer):
+    """Shared by ConfigMaps and Secrets: their syncing differs only in data fields and types."""
+
+    config_key: ClassVar[str]
+
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx)
+        self.sync_all = bool(ctx.values["sync"]["toHost"][self.config_key].get("all"))
+        self.index = ReferenceIndex(self.kind)
+        self.pods = ctx.informer("virtual", "Pod")
+
+    def setup(self) -> None:
+        super().setup()
+
+        def on_pod(old: Obj | None, new: Obj | None) -> None:
+            for key in self.index.update(old, new):
+                self.queue.add(key)
+
+        self.pods.add_handler(on_pod)
+
+    def wanted(self, vkey: str) -> bool:
+        return self.sync_all or self.index.referenced(vkey)
+
+    def payload(self, vobj: Obj) -> Obj:
+        return {k: vobj[k] for k in ("data", "binaryData", "immutable") if k in vobj}
+
+    def translate(self, vobj: Obj) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": self.kind,
+            "metadata": self.ctx.host_metadata(vobj),
+            **self.payload(vobj),
+        }
+
+    async def reconcile(self, vkey: str) -> None:
+        vobj = self.virtual.get(vkey)
+        hobj = self.host.get(self.ctx.host_key(vkey))
+        if hobj is not None and not self.ctx.owns(hobj):
+            hobj = None
+        if vobj is None or not self.wanted(vkey):
+            if hobj is not None:
+                await self.delete_host(hobj)
+            return
+        desired = self.translate(vobj)
+        if hobj is None:
+            await self.create_host(vobj, desired)
+        elif not self.uid_matches(vobj, hobj) or hobj.get("immutable"):
+            await self.delete_host(hobj)  # recreated when its DELETED event comes back
+        elif not (
+            is_subset(desired["metadata"]["labels"], hobj["metadata"].get("labels"))
+            and is_subset(desired["metadata"]["annotations"], hobj["metadata"].get("annotations"))
+            and all(desired.get(k) == hobj.get(k) for k in ("data", "binaryData"))
+        ):
+            desired["metadata"]["resourceVersion"] = hobj["metadata"]["resourceVersion"]
+            await self.ctx.host.request(
+                "PUT", self.resource.path(self.ctx.host_namespace, hobj["metadata"]["name"]), body=desired
+            )
+
+
+class ConfigMapSyncer(ConfigSyncer):
+    kind = "ConfigMap"
+    config_key = "configMaps"
+
+
+class SecretSyncer(ConfigSyncer):
+    kind = "Secret"
+    config_key = "secrets"
+
+    def payload(self, vobj: Obj) -> Obj:
+        out = super().payload(vobj)
+        out.pop("binaryData", None)
+        kind = vobj.get("type", "Opaque")
+        out["type"] = "Opaque" if kind == "kubernetes.io/service-account-token" else kind
+        return out
+
+    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
+        # Pod token Secrets are the pod syncer's, not copies of virtual Secrets.
+        obj = new or old
+        if obj and obj["metadata"].get("annotations", {}).get("vnest.io/object-kind") == "PodToken":
+            return
+        super()._on_host(old, new)
+
+    async def reconcile(self, vkey: str) -> None:
+        hobj = self.host.get(self.ctx.host_key(vkey))
+        if (
+            hobj is not None
+            and hobj["metadata"].get("annotations", {}).get("vnest.io/object-kind") == "PodToken"
+        ):
+            return
+        await super().reconcile(vkey)

@@ -1,0 +1,163 @@
+"""An informer: list, then watch, one resource into an in-memory store.
+
+No Python Kubernetes library ships an informer (client-go's reflector +
+store + handlers), so this is written by hand after client-go's design:
+- list (paginated) and remember the list's resourceVersion;
+- watch from there with bookmarks, so a quiet resource still advances its
+  resourceVersion and a reconnect does not need a fresh list;
+- when the server ends a watch (timeoutSeconds), watch again from the last
+  resourceVersion; on a dropped connection, the same after a backoff;
+- on 410 Gone (the resourceVersion was compacted away), list again and tell
+  handlers what changed in between, deletions included.
+Handlers run inline on the event loop and must only enqueue work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from vnest import log
+from vnest.kube.client import ApiError, KubeClient, Obj, Resource
+
+_log = log.get("informer")
+
+Handler = Callable[[Obj | None, Obj | None], None]  # (old, new): add has no old, delete no new
+PAGE = 500
+WATCH_SECONDS = 300
+BACKOFF_MAX = 30.0
+
+
+def key_of(obj: Obj) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+class Informer:
+    def __init__(
+        self,
+        client: KubeClient,
+        resource: Resource,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str = "",
+        name: str = "",
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.kind = kind
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.name = name or f"{kind}@{client.server}"
+        self.store: dict[str, Obj] = {}
+        self.handlers: list[Handler] = []
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+        self.relists = 0  # how often a 410 forced a new list (tests and metrics read it)
+
+    def add_handler(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+
+    def get(self, key: str) -> Obj | None:
+        return self.store.get(key)
+
+    def _emit(self, old: Obj | None, new: Obj | None) -> None:
+        for handler in self.handlers:
+            try:
+                handler(old, new)
+            except Exception:  # one broken handler must not stop the informer
+                _log.error("informer handler failed", informer=self.name, exc_info=True)
+
+    def _typed(self, obj: Obj) -> Obj:
+        obj.setdefault("kind", self.kind)
+        obj.setdefault("apiVersion", self.resource.group_version)
+        return obj
+
+    async def run(self) -> None:
+        need_list = True
+        backoff = 0.5
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                    self.synced.set()
+                await self._watch()
+                backoff = 0.5
+            except Gone:
+                self.relists += 1
+                _log.debug("watch expired; listing again", informer=self.name)
+                need_list = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                _log.warning(
+                    "list/watch failed; retrying", informer=self.name, error=str(e), backoff=f"{backoff:.1f}s"
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                if isinstance(e, ApiError) and e.status == 410:
+                    need_list = True
+
+    def _params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        return params
+
+    async def _list(self) -> None:
+        items: dict[str, Obj] = {}
+        params = {**self._params(), "limit": PAGE}
+        while True:
+            page = await self.client.request("GET", self.resource.path(self.namespace), params=params)
+            for item in page["items"]:
+                items[key_of(item)] = self._typed(item)
+            cont = page["metadata"].get("continue")
+            if not cont:
+                self.resource_version = page["metadata"]["resourceVersion"]
+                break
+            params["continue"] = cont
+        old_store, self.store = self.store, items
+        for key, old in old_store.items():
+            if key not in items:
+                self._emit(old, None)
+        for key, new in items.items():
+            old = old_store.get(key)
+            if old is None or old["metadata"].get("resourceVersion") != new["metadata"].get(
+                "resourceVersion"
+            ):
+                self._emit(old, new)
+
+    async def _watch(self) -> None:
+        params = {
+            **self._params(),
+            "watch": "1",
+            "resourceVersion": self.resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": WATCH_SECONDS,
+        }
+        async for event in self.client.stream_lines(self.resource.path(self.namespace), params):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Gone()
+                raise ApiError(obj.get("code", 500), obj.get("reason", ""), obj.get("message", "watch error"))
+            rv = obj.get("metadata", {}).get("resourceVersion")
+            if rv:
+                self.resource_version = rv
+            if kind == "BOOKMARK":
+                continue
+            obj = self._typed(obj)
+            key = key_of(obj)
+            old = self.store.get(key)
+            if kind == "DELETED":
+                self.store.pop(key, None)
+                self._emit(old or obj, None)
+            else:
+                self.store[key] = obj
+                self._emit(old, obj)

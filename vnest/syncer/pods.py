@@ -1,0 +1,414 @@
+"""Pods: the virtual pod runs as a host pod under a translated name; its status comes back.
+
+What the host pod gets, compared with the virtual one:
+- names of ConfigMaps, Secrets and PVCs it references (volumes, projected
+  volumes, env, envFrom, imagePullSecrets) rewritten to their host copies';
+- the service-account token volume replaced by a host Secret holding a token
+  the *virtual* API server issued, so in-pod clients talk to the virtual API;
+  the host's own token is never mounted;
+- KUBERNETES_SERVICE_HOST/PORT and a hostAlias for kubernetes.default that
+  point at the virtual cluster's host Service; service links off, since the
+  host namespace's services are not the tenant's;
+- downward-API fields that would tell the host's names (metadata.name, ...)
+  read the vnest.io/object-* annotations instead;
+- pod (anti-)affinity and topology spread selectors confined to the pods of
+  the same virtual namespace of this virtual cluster;
+- no nodeName, scheduler or priority of the virtual cluster's: the host
+  schedules (unless the virtual scheduler is enabled).
+Status flows back; the virtual pod is bound to the node the host chose, which
+appears in the virtual cluster as a fake node (vnest.syncer.nodes).
+Deletion goes both ways: the virtual pod deleted, its host pod goes; the host
+pod gone while the virtual pod was running, the virtual pod goes too (its
+controller makes a new one), as in vCluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+from vnest import log, naming
+from vnest.kube.client import ApiError, Obj
+from vnest.syncer.engine import ResourceSyncer, SyncContext, split_key, translate_label_key
+from vnest.syncer.informer import key_of
+
+_log = log.get("syncer.pods")
+
+TOKEN_SECONDS = 3600 * 24 * 365
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+_FIELD_ANNOTATIONS = {
+    "metadata.name": naming.ANNOTATION_NAME,
+    "metadata.namespace": naming.ANNOTATION_NAMESPACE,
+    "metadata.uid": naming.ANNOTATION_UID,
+}
+
+
+def references(pod: Obj) -> dict[str, set[str]]:
+    """Names of the ConfigMaps, Secrets and PVCs a pod uses, by kind."""
+    refs: dict[str, set[str]] = {"ConfigMap": set(), "Secret": set(), "PersistentVolumeClaim": set()}
+    spec = pod.get("spec", {})
+    for vol in spec.get("volumes") or []:
+        if "configMap" in vol:
+            refs["ConfigMap"].add(vol["configMap"]["name"])
+        if "secret" in vol:
+            refs["Secret"].add(vol["secret"]["secretName"])
+        if "persistentVolumeClaim" in vol:
+            refs["PersistentVolumeClaim"].add(vol["persistentVolumeClaim"]["claimName"])
+        for src in (vol.get("projected") or {}).get("sources") or []:
+            if "configMap" in src:
+                refs["ConfigMap"].add(src["configMap"]["name"])
+            if "secret" in src:
+                refs["Secret"].add(src["secret"]["name"])
+    for group in _CONTAINER_LISTS:
+        for c in spec.get(group) or []:
+            for env in c.get("env") or []:
+                src = env.get("valueFrom") or {}
+                if "configMapKeyRef" in src:
+                    refs["ConfigMap"].add(src["configMapKeyRef"]["name"])
+                if "secretKeyRef" in src:
+                    refs["Secret"].add(src["secretKeyRef"]["name"])
+            for env_from in c.get("envFrom") or []:
+                if "configMapRef" in env_from:
+                    refs["ConfigMap"].add(env_from["configMapRef"]["name"])
+                if "secretRef" in env_from:
+                    refs["Secret"].add(env_from["secretRef"]["name"])
+    for pull in spec.get("imagePullSecrets") or []:
+        refs["Secret"].add(pull["name"])
+    return refs
+
+
+def token_secret_name(ctx: SyncContext, pod: Obj) -> str:
+    meta = pod["metadata"]
+    return naming.host_name(f"vnest-token-{meta['name']}", meta["namespace"], ctx.name)
+
+
+class PodSyncer(ResourceSyncer):
+    kind = "Pod"
+    workers = 8
+
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx)
+        self.nodes: Any = None  # the fake-node syncer, set by the syncer runner
+        self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
+        self.virtual_scheduler = bool(
+            ctx.values["controlPlane"]["distro"]["k8s"]["scheduler"]["enabled"]
+            or ctx.values["controlPlane"]["advanced"]["virtualScheduler"]["enabled"]
+        )
+
+    # ---- translation -------------------------------------------------------------
+
+    def translate(self, vpod: Obj) -> Obj:
+        ctx = self.ctx
+        meta = vpod["metadata"]
+        ns = meta["namespace"]
+        spec = copy.deepcopy(vpod["spec"])
+        for drop in (
+            "serviceAccountName",
+            "serviceAccount",
+            "priorityClassName",
+            "priority",
+            "preemptionPolicy",
+        ):
+            spec.pop(drop, None)
+        if not self.virtual_scheduler:
+            spec.pop("nodeName", None)
+            spec.pop("schedulerName", None)
+        spec["automountServiceAccountToken"] = False
+        spec["enableServiceLinks"] = False
+
+        def cm(name: str) -> str:
+            return ctx.host_name(name, ns)
+
+        for vol in spec.get("volumes") or []:
+            if "configMap" in vol:
+                vol["configMap"]["name"] = cm(vol["configMap"]["name"])
+            if "secret" in vol:
+                vol["secret"]["secretName"] = cm(vol["secret"]["secretName"])
+            if "persistentVolumeClaim" in vol:
+                vol["persistentVolumeClaim"]["claimName"] = cm(vol["persistentVolumeClaim"]["claimName"])
+            if "projected" in vol:
+                vol["projected"]["sources"] = self._projected_sources(
+                    vpod, vol["projected"].get("sources") or []
+                )
+            if "downwardAPI" in vol:
+                for item in vol["downwardAPI"].get("items") or []:
+                    self._remap_field(item)
+        ip = ctx.host_service_ip
+        for group in _CONTAINER_LISTS:
+            for c in spec.get(group) or []:
+                env = [e for e in c.get("env") or [] if not e["name"].startswith("KUBERNETES_")]
+                for e in env:
+                    src = e.get("valueFrom") or {}
+                    if "configMapKeyRef" in src:
+                        src["configMapKeyRef"]["name"] = cm(src["configMapKeyRef"]["name"])
+                    if "secretKeyRef" in src:
+                        src["secretKeyRef"]["name"] = cm(src["secretKeyRef"]["name"])
+                    if "fieldRef" in src:
+                        self._remap_field(src)
+                if ip:
+                    env += [
+                        {"name": "KUBERNETES_SERVICE_HOST", "value": ip},
+                        {"name": "KUBERNETES_SERVICE_PORT", "value": "443"},
+                        {"name": "KUBERNETES_SERVICE_PORT_HTTPS", "value": "443"},
+                        {"name": "KUBERNETES_PORT", "value": f"tcp://{ip}:443"},
+                        {"name": "KUBERNETES_PORT_443_TCP", "value": f"tcp://{ip}:443"},
+                        {"name": "KUBERNETES_PORT_443_TCP_ADDR", "value": ip},
+                        {"name": "KUBERNETES_PORT_443_TCP_PORT", "value": "443"},
+                        {"name": "KUBERNETES_PORT_443_TCP_PROTO", "value": "tcp"},
+                    ]
+                c["env"] = env
+                for env_from in c.get("envFrom") or []:
+                    if "configMapRef" in env_from:
+                        env_from["configMapRef"]["name"] = cm(env_from["configMapRef"]["name"])
+                    if "secretRef" in env_from:
+                        env_from["secretRef"]["name"] = cm(env_from["secretRef"]["name"])
+        for pull in spec.get("imagePullSecrets") or []:
+            pull["name"] = cm(pull["name"])
+        if ip:
+            domain = ctx.values["networking"]["advanced"]["clusterDomain"]
+            aliases = [a for a in spec.get("hostAliases") or [] if a.get("ip") != ip]
+            aliases.append(
+                {
+                    "ip": ip,
+                    "hostnames": [
+                        "kubernetes",
+                        "kubernetes.default",
+                        "kubernetes.default.svc",
+                        f"kubernetes.default.svc.{domain}",
+                    ],
+                }
+            )
+            spec["hostAliases"] = aliases
+        self._confine_selectors(spec, ns)
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": ctx.host_metadata(vpod),
+            "spec": spec,
+        }
+
+    @staticmethod
+    def _remap_field(holder: Obj) -> None:
+        ref = holder.get("fieldRef")
+        if ref and ref.get("fieldPath") in _FIELD_ANNOTATIONS:
+            ref["fieldPath"] = f"metadata.annotations['{_FIELD_ANNOTATIONS[ref['fieldPath']]}']"
+
+    def _projected_sources(self, vpod: Obj, sources: list[Obj]) -> list[Obj]:
+        ns = vpod["metadata"]["namespace"]
+        out = []
+        for src in sources:
+            if "serviceAccountToken" in src:
+                # The token comes from the virtual API server, via a host Secret.
+                out.append(
+                    {
+                        "secret": {
+                            "name": token_secret_name(self.ctx, vpod),
+                            "items": [{"key": "token", "path": src["serviceAccountToken"]["path"]}],
+                        }
+                    }
+                )
+                continue
+            if "configMap" in src:
+                src["configMap"]["name"] = self.ctx.host_name(src["configMap"]["name"], ns)
+            if "secret" in src:
+                src["secret"]["name"] = self.ctx.host_name(src["secret"]["name"], ns)
+            if "downwardAPI" in src:
+                for item in src["downwardAPI"].get("items") or []:
+                    self._remap_field(item)
+            out.append(src)
+        return out
+
+    def _confine_selector(self, selector: Obj | None, namespaces: list[str]) -> Obj | None:
+        if selector is None:
+            return None
+        out: Obj = {
+            "matchLabels": {
+                translate_label_key(k): v for k, v in (selector.get("matchLabels") or {}).items()
+            },
+            "matchExpressions": [
+                {**e, "key": translate_label_key(e["key"])} for e in selector.get("matchExpressions") or []
+            ],
+        }
+        out["matchLabels"][naming.LABEL_MANAGED_BY] = self.ctx.name
+        out["matchExpressions"].append(
+            {"key": "vnest.io/namespace", "operator": "In", "values": sorted(set(namespaces))}
+        )
+        return out
+
+    def _confine_selectors(self, spec: Obj, ns: str) -> None:
+        affinity = spec.get("affinity") or {}
+        for kind in ("podAffinity", "podAntiAffinity"):
+            rules = affinity.get(kind) or {}
+            terms = list(rules.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+            terms += [
+                w["podAffinityTerm"]
+                for w in rules.get("preferredDuringSchedulingIgnoredDuringExecution") or []
+            ]
+            for term in terms:
+                term["labelSelector"] = self._confine_selector(
+                    term.get("labelSelector") or {}, term.get("namespaces") or [ns]
+                )
+                term.pop("namespaces", None)
+                term.pop("namespaceSelector", None)
+        for constraint in spec.get("topologySpreadConstraints") or []:
+            constraint["labelSelector"] = self._confine_selector(constraint.get("labelSelector") or {}, [ns])
+
+    # ---- reconcile ----------------------------------------------------------------
+
+    async def reconcile(self, vkey: str) -> None:
+        vpod = self.virtual.get(vkey)
+        hpod = self.host.get(self.ctx.host_key(vkey))
+        if hpod is not None and not self.ctx.owns(hpod):
+            hpod = None
+        if vpod is None:
+            if hpod is not None:
+                await self.delete_host(hpod)
+            await self._delete_token_secret_by_key(vkey)
+            return
+        if vpod["metadata"].get("deletionTimestamp"):
+            if hpod is not None and self.uid_matches(vpod, hpod):
+                if not hpod["metadata"].get("deletionTimestamp"):
+                    await self.delete_host(hpod, grace=vpod["metadata"].get("deletionGracePeriodSeconds"))
+                return
+            await self._delete_virtual(vpod)  # acting as its kubelet: nothing runs it any more
+            await self._delete_token_secret(vpod)
+            return
+        if hpod is not None and not self.uid_matches(vpod, hpod):
+            # A host copy of an earlier pod of the same name: replace it.
+            await self.delete_host(hpod, grace=0)
+            return  # its DELETED event brings us back
+        if hpod is None:
+            if vpod["spec"].get("nodeName") and not self.virtual_scheduler:
+                # It ran on the host and its host pod is gone: so goes the virtual pod.
+                await self._delete_virtual(vpod)
+                return
+            await self._ensure_token_secret(vpod)
+            await self.create_host(vpod, self.translate(vpod))
+            return
+        await self._update_host(vpod, hpod)
+        await self._sync_status(vpod, hpod)
+
+    async def _delete_virtual(self, vpod: Obj) -> None:
+        meta = vpod["metadata"]
+        try:
+            await self.ctx.virtual.request(
+                "DELETE",
+                self.resource.path(meta["namespace"], meta["name"]),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": meta["uid"]},
+                },
+            )
+        except ApiError as e:
+            if not (e.not_found or e.conflict):
+                raise
+
+    async def _update_host(self, vpod: Obj, hpod: Obj) -> None:
+        desired = self.translate(vpod)
+        patch: Obj = {}
+        if not (
+            desired["metadata"]["labels"] == hpod["metadata"].get("labels")
+            and all(
+                hpod["metadata"].get("annotations", {}).get(k) == v
+                for k, v in desired["metadata"]["annotations"].items()
+            )
+        ):
+            patch["metadata"] = {
+                "labels": desired["metadata"]["labels"],
+                "annotations": desired["metadata"]["annotations"],
+            }
+        images = {c["name"]: c["image"] for c in vpod["spec"].get("containers", [])}
+        if any(images.get(c["name"], c["image"]) != c["image"] for c in hpod["spec"].get("containers", [])):
+            # Images are the one part of a running pod's spec that may change.
+            patch["spec"] = {"containers": [{"name": n, "image": i} for n, i in images.items()]}
+        if patch:
+            await self.ctx.host.request(
+                "PATCH",
+                self.resource.path(self.ctx.host_namespace, hpod["metadata"]["name"]),
+                body=patch,
+                content_type="application/strategic-merge-patch+json",
+            )
+
+    async def _sync_status(self, vpod: Obj, hpod: Obj) -> None:
+        node = hpod["spec"].get("nodeName")
+        meta = vpod["metadata"]
+        if node and not vpod["spec"].get("nodeName"):
+            if self.nodes is not None:
+                await self.nodes.ensure(node)
+            await self.ctx.virtual.request(
+                "POST",
+                self.resource.path(meta["namespace"], meta["name"], "binding"),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                },
+            )
+            return  # the binding's event brings us back for the status
+        status = hpod.get("status") or {}
+        if not status or vpod.get("status") == status:
+            return
+        updated = dict(vpod)
+        updated["status"] = status
+        await self.ctx.virtual.request(
+            "PUT", self.resource.path(meta["namespace"], meta["name"], "status"), body=updated
+        )
+
+    # ---- the service-account token ---------------------------------------------
+
+    async def _ensure_token_secret(self, vpod: Obj) -> None:
+        uses_token = any(
+            "serviceAccountToken" in src
+            for vol in vpod["spec"].get("volumes") or []
+            for src in (vol.get("projected") or {}).get("sources") or []
+        )
+        if not uses_token:
+            return
+        meta = vpod["metadata"]
+        sa = vpod["spec"].get("serviceAccountName") or "default"
+        resp = await self.ctx.virtual.request(
+            "POST",
+            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "expirationSeconds": TOKEN_SECONDS,
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                },
+            },
+        )
+        secret_meta = self.ctx.host_metadata(vpod)
+        secret_meta["name"] = token_secret_name(self.ctx, vpod)
+        secret_meta["annotations"][naming.ANNOTATION_KIND] = "PodToken"
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": secret_meta,
+            "type": "Opaque",
+            "data": {"token": base64.b64encode(resp["status"]["token"].encode()).decode()},
+        }
+        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{secret_meta['name']}")
+        if existing is None:
+            await self.ctx.host.create(secret, namespace=self.ctx.host_namespace)
+        elif self.ctx.owns(existing):
+            await self.ctx.host.apply(secret, namespace=self.ctx.host_namespace)
+
+    async def _delete_token_secret(self, vpod: Obj) -> None:
+        await self._delete_token_secret_by_key(key_of(vpod))
+
+    async def _delete_token_secret_by_key(self, vkey: str) -> None:
+        ns, name = split_key(vkey)
+        secret_name = naming.host_name(f"vnest-token-{name}", ns, self.ctx.name)
+        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{secret_name}")
+        if existing is not None and self.ctx.owns(existing):
+            await self.delete_host_object("Secret", existing)

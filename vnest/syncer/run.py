@@ -1,0 +1,113 @@
+"""`vnest syncer run`: the syncer process the control plane supervises.
+
+It runs apart from the supervisor so that it can be restarted (or killed, in
+tests) on its own, and so that its CPU and memory can be measured on their own.
+Start-up is a full resync: both sides are listed before any worker runs, then
+every key either side knows is reconciled, so whatever changed while the
+syncer was down converges without duplicates or leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from vnest import log, naming
+from vnest.kube.client import KubeClient
+from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
+from vnest.syncer.engine import ResourceSyncer, SyncContext
+from vnest.syncer.nodes import FakeNodes
+from vnest.syncer.pods import PodSyncer
+from vnest.syncer.services import ServiceSyncer
+
+_log = log.get("syncer")
+
+SYNC_TIMEOUT = 120.0
+
+
+class Syncer:
+    def __init__(
+        self,
+        name: str,
+        host_namespace: str,
+        virtual: KubeClient,
+        host: KubeClient,
+        values: dict[str, Any],
+    ) -> None:
+        self.ctx = SyncContext(name, host_namespace, virtual, host, values)
+        to_host = values["sync"]["toHost"]
+        self.syncers: list[ResourceSyncer] = []
+        self.pods: PodSyncer | None = None
+        if to_host["pods"]["enabled"]:
+            self.pods = PodSyncer(self.ctx)
+            self.syncers.append(self.pods)
+        if to_host["services"]["enabled"]:
+            self.syncers.append(ServiceSyncer(self.ctx))
+        if to_host["configMaps"]["enabled"]:
+            self.syncers.append(ConfigMapSyncer(self.ctx))
+        if to_host["secrets"]["enabled"]:
+            self.syncers.append(SecretSyncer(self.ctx))
+        self.nodes = FakeNodes(self.ctx)
+        if self.pods is not None:
+            self.pods.nodes = self.nodes
+        self.ready = asyncio.Event()
+
+    async def run(self, ready_file: Path | None = None) -> None:
+        self.nodes.version = (await self.ctx.virtual.request("GET", "/version"))["gitVersion"]
+        service = await self.ctx.host.get_or_none(
+            "Service", naming.service_name(self.ctx.name), self.ctx.host_namespace
+        )
+        self.ctx.host_service_ip = (service or {}).get("spec", {}).get("clusterIP") or ""
+        for syncer in self.syncers:
+            syncer.setup()
+        informers = [asyncio.create_task(inf.run(), name=inf.name) for inf in self.ctx.informers.values()]
+        started = time.monotonic()
+        await asyncio.wait_for(
+            asyncio.gather(*(inf.synced.wait() for inf in self.ctx.informers.values())), SYNC_TIMEOUT
+        )
+        for syncer in self.syncers:
+            syncer.resync()
+        _log.info(
+            "caches synced; reconciling",
+            took=f"{time.monotonic() - started:.2f}s",
+            objects=sum(len(i.store) for i in self.ctx.informers.values()),
+        )
+        self.ready.set()
+        if ready_file is not None:
+            ready_file.write_text(json.dumps({"ready": True, "time": time.time()}) + "\n")
+        await asyncio.gather(*informers, *(s.run() for s in self.syncers), self.nodes.run())
+
+
+def main(
+    name: str,
+    namespace: str,
+    virtual_kubeconfig: Path,
+    host_kubeconfig: Path | None,
+    values: dict[str, Any],
+    ready_file: Path | None,
+) -> int:
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with (
+            KubeClient.from_kubeconfig(virtual_kubeconfig) as virtual,
+            KubeClient.from_kubeconfig(host_kubeconfig) as host,
+        ):
+            syncer = Syncer(name, namespace, virtual, host, values)
+            task = asyncio.create_task(syncer.run(ready_file))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done and task.exception() is not None:
+                _log.error(f"the syncer stopped: {task.exception()}")
+                return 1
+            task.cancel()
+            stopper.cancel()
+        return 0
+
+    return asyncio.run(runner())

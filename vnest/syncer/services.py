@@ -1,0 +1,192 @@
+"""Services: a host copy with a confined selector, and the same ClusterIP on both sides.
+
+The virtual API server allocates from the host's Service CIDR (the control
+plane learns it at start), so the syncer first asks the host for the very IP
+the virtual Service got. It is almost always free; when it is not (a host
+Service holds it), the host allocates another one and the virtual Service is
+created again with that IP, as vCluster does, since a ClusterIP cannot change
+in place. Either way a virtual Service and its host copy share one ClusterIP,
+so in-pod clients that resolve the virtual name reach the host Service.
+
+The selector selects the same labels among this virtual cluster's pods of the
+same virtual namespace only. Endpoints come from each side's own controllers
+(the virtual pods carry their host pods' IPs). LoadBalancer status and
+NodePorts the host assigned flow back. `default/kubernetes` is the virtual API
+server's own and stays virtual.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from vnest import log
+from vnest.kube.client import ApiError, Obj
+from vnest.syncer.engine import ResourceSyncer, is_subset
+
+_log = log.get("syncer.services")
+
+_SPEC_FIELDS = (
+    "type",
+    "ports",
+    "sessionAffinity",
+    "sessionAffinityConfig",
+    "externalTrafficPolicy",
+    "internalTrafficPolicy",
+    "publishNotReadyAddresses",
+    "ipFamilyPolicy",
+    "ipFamilies",
+    "loadBalancerSourceRanges",
+    "externalName",
+    "externalIPs",
+    "allocateLoadBalancerNodePorts",
+)
+
+
+def headless(svc: Obj) -> bool:
+    return svc["spec"].get("clusterIP") == "None"
+
+
+class ServiceSyncer(ResourceSyncer):
+    kind = "Service"
+
+    def translate(self, vsvc: Obj, with_ip: bool = True) -> Obj:
+        vspec = vsvc["spec"]
+        ns = vsvc["metadata"]["namespace"]
+        spec = {k: copy.deepcopy(vspec[k]) for k in _SPEC_FIELDS if k in vspec}
+        for port in spec.get("ports") or []:
+            # The host assigns NodePorts from its own range; they flow back to the virtual Service.
+            port.pop("nodePort", None)
+        if vspec.get("selector"):
+            spec["selector"] = self.ctx.host_selector(vspec["selector"], ns)
+        if vspec.get("type") != "ExternalName" and (with_ip or headless(vsvc)) and vspec.get("clusterIP"):
+            spec["clusterIP"] = vspec["clusterIP"]
+            spec["clusterIPs"] = vspec.get("clusterIPs") or [vspec["clusterIP"]]
+        return {"apiVersion": "v1", "kind": "Service", "metadata": self.ctx.host_metadata(vsvc), "spec": spec}
+
+    async def reconcile(self, vkey: str) -> None:
+        if vkey == "default/kubernetes":
+            return
+        vsvc = self.virtual.get(vkey)
+        hsvc = self.host.get(self.ctx.host_key(vkey))
+        if hsvc is not None and not self.ctx.owns(hsvc):
+            hsvc = None
+        if vsvc is None:
+            if hsvc is not None:
+                await self.delete_host(hsvc)
+            return
+        if vsvc["metadata"].get("deletionTimestamp"):
+            return
+        if hsvc is None:
+            await self._create(vsvc)
+            return
+        if not self.uid_matches(vsvc, hsvc):
+            # Our own recreate (new uid, same IP) or an older Service of the same name.
+            if hsvc["spec"].get("clusterIP") == vsvc["spec"].get("clusterIP"):
+                await self._patch_host(
+                    hsvc, {"metadata": {"annotations": self.ctx.host_metadata(vsvc)["annotations"]}}
+                )
+            else:
+                await self.delete_host(hsvc)
+            return
+        if not headless(vsvc) and hsvc["spec"].get("clusterIP") != vsvc["spec"].get("clusterIP"):
+            await self._recreate_virtual(vsvc, hsvc)
+            return
+        await self._update_host(vsvc, hsvc)
+        await self._status_back(vsvc, hsvc)
+
+    async def _create(self, vsvc: Obj) -> None:
+        try:
+            await self.create_host(vsvc, self.translate(vsvc))
+        except ApiError as e:
+            if e.status != 422 or headless(vsvc):
+                raise
+            # The IP is taken on the host: let the host choose, then follow it.
+            _log.info(
+                "ClusterIP taken on the host; the virtual Service will follow the host's",
+                service=vsvc["metadata"]["name"],
+            )
+            await self.create_host(vsvc, self.translate(vsvc, with_ip=False))
+
+    async def _recreate_virtual(self, vsvc: Obj, hsvc: Obj) -> None:
+        meta = vsvc["metadata"]
+        ip = hsvc["spec"]["clusterIP"]
+        fresh = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                k: copy.deepcopy(meta[k])
+                for k in ("name", "namespace", "labels", "annotations", "ownerReferences", "finalizers")
+                if k in meta
+            },
+            "spec": {
+                **copy.deepcopy(vsvc["spec"]),
+                "clusterIP": ip,
+                "clusterIPs": hsvc["spec"].get("clusterIPs") or [ip],
+            },
+        }
+        await self.ctx.virtual.request(
+            "DELETE",
+            self.resource.path(meta["namespace"], meta["name"]),
+            body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
+        )
+        await self.ctx.virtual.create(fresh, namespace=meta["namespace"])
+        _log.info("recreated the virtual Service with its host copy's ClusterIP", service=meta["name"], ip=ip)
+
+    async def _patch_host(self, hsvc: Obj, patch: Obj) -> None:
+        await self.ctx.host.patch("Service", hsvc["metadata"]["name"], patch, self.ctx.host_namespace)
+
+    async def _update_host(self, vsvc: Obj, hsvc: Obj) -> None:
+        desired = self.translate(vsvc)
+        spec = {k: v for k, v in desired["spec"].items() if k not in ("clusterIP", "clusterIPs")}
+        # NodePorts the host chose are not the tenant's to lose on the next update.
+        host_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in hsvc["spec"].get("ports") or []}
+        for port in spec.get("ports") or []:
+            if not port.get("nodePort"):
+                assigned = host_ports.get((port.get("port"), port.get("protocol", "TCP")), {}).get("nodePort")
+                if assigned:
+                    port["nodePort"] = assigned
+        meta = desired["metadata"]
+        if (
+            is_subset(spec, hsvc["spec"])
+            and spec.get("selector") == hsvc["spec"].get("selector")
+            and is_subset(meta["labels"], hsvc["metadata"].get("labels"))
+            and is_subset(meta["annotations"], hsvc["metadata"].get("annotations"))
+        ):
+            return
+        updated = copy.deepcopy(hsvc)
+        updated["metadata"]["labels"] = meta["labels"]
+        updated["metadata"]["annotations"] = {
+            **hsvc["metadata"].get("annotations", {}),
+            **meta["annotations"],
+        }
+        updated["spec"].update(spec)
+        if "selector" not in spec:
+            updated["spec"].pop("selector", None)
+        await self.ctx.host.request(
+            "PUT", self.resource.path(self.ctx.host_namespace, hsvc["metadata"]["name"]), body=updated
+        )
+
+    async def _status_back(self, vsvc: Obj, hsvc: Obj) -> None:
+        meta = vsvc["metadata"]
+        host_ports = {
+            (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+            for p in hsvc["spec"].get("ports") or []
+        }
+        ports = copy.deepcopy(vsvc["spec"].get("ports") or [])
+        changed = False
+        for port in ports:
+            node_port = host_ports.get((port.get("port"), port.get("protocol", "TCP")))
+            if node_port and port.get("nodePort") != node_port:
+                port["nodePort"] = node_port
+                changed = True
+        if changed:
+            await self.ctx.virtual.patch(
+                "Service", meta["name"], {"spec": {"ports": ports}}, meta["namespace"]
+            )
+        host_lb = (hsvc.get("status") or {}).get("loadBalancer") or {}
+        if host_lb != ((vsvc.get("status") or {}).get("loadBalancer") or {}):
+            updated = copy.deepcopy(vsvc)
+            updated["status"] = {**(vsvc.get("status") or {}), "loadBalancer": host_lb}
+            await self.ctx.virtual.request(
+                "PUT", self.resource.path(meta["namespace"], meta["name"], "status"), body=updated
+            )
