@@ -27,6 +27,9 @@ Setup: an isolated VNEST_HOME/KUBECONFIG, a local host of its own
   4. both namespaces deleted and waited for (host copies and token Secrets too)
      before the next N.
 The host is KWOK: no containers start, so both sides measure the API work only.
+All times are stamped by one asyncio event loop that also runs the 32 creating
+workers, so each stamp carries that loop's scheduling delay (tens of ms on a busy
+2-CPU machine): a latency's "min" can come out slightly negative.
 
 Run: .venv/bin/python bench/sync.py [--pods 100,1000] [--port 56443] [--out bench/results/sync.json]
 """

@@ -78,8 +78,9 @@ class Informer:
         obj.setdefault("apiVersion", self.resource.group_version)
         return obj
 
-    async def run(self) -> None:
-        need_list = True
+    async def run(self, list_first: bool = True) -> None:
+        """Runs until cancelled; `list_first=False` resumes a watch from `resource_version`."""
+        need_list = list_first
         backoff = 0.5
         while True:
             try:
