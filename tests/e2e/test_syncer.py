@@ -6,11 +6,14 @@ import json
 import os
 import re
 import signal
+import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
 from vnest import naming
+from vnest.host.kwok import SIMULATED_LOG
 from vnest.procs import wait_until
 
 HOST = "vnest-host"
@@ -355,3 +358,33 @@ def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
     assert new_pid is not None and new_pid != pid
     running = _running(vc.json("get", "pods", "-n", "load")["items"])
     assert len(running) == len(want)
+
+
+def test_kubelet_api_reaches_the_host_pod_and_only_this_clusters_pods(make_cluster):
+    a = make_cluster("klet-a", "klet")
+    b = make_cluster("klet-b", "klet")
+    a.kubectl("run", "web", "--image=nginx")
+    b.kubectl("run", "only-in-b", "--image=nginx")
+    for vc, pod in ((a, "web"), (b, "only-in-b")):
+        wait_until(
+            lambda vc=vc, pod=pod: vc.json("get", "pod", pod)["status"].get("phase") == "Running", 60, pod
+        )
+    assert a.kubectl("logs", "web") == SIMULATED_LOG
+    assert a.kubectl("exec", "web", "--", "echo", "hello from the host pod") == "hello from the host pod\n"
+
+    # Straight at cluster A's kubelet endpoint, as the virtual API server would call it.
+    node = a.json("get", "pod", "web")["spec"]["nodeName"]
+    port = a.json("get", "node", node)["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    pki = a.state() / "data" / "pki"
+
+    def get(path: str, identity: str) -> httpx.Response:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.load_cert_chain(pki / f"{identity}.crt", pki / f"{identity}.key")
+        return httpx.get(f"https://127.0.0.1:{port}{path}", verify=ctx, timeout=10)
+
+    ok = get("/containerLogs/default/web/web", "apiserver-kubelet-client")
+    assert ok.status_code == 200 and ok.text == SIMULATED_LOG
+    other = get("/containerLogs/default/only-in-b/only-in-b", "apiserver-kubelet-client")
+    assert other.status_code == 404  # cluster B's pod, though it runs in the same host namespace
+    assert get("/containerLogs/default/web/web", "admin").status_code == 403  # only the API server's identity

@@ -26,6 +26,14 @@ def syncer() -> None:
 @click.option(
     "--ready-file", type=click.Path(dir_okay=False, path_type=Path), help="Written once caches synced."
 )
+@click.option(
+    "--pki-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The control plane's PKI; with it, the syncer serves the fake nodes' kubelet API.",
+)
+@click.option(
+    "--kubelet-address", default="127.0.0.1", show_default=True, help="Where the kubelet API listens."
+)
 def run(
     name: str,
     namespace: str,
@@ -33,9 +41,15 @@ def run(
     virtual_kubeconfig: Path,
     host_kubeconfig: Path | None,
     ready_file: Path | None,
+    pki_dir: Path | None,
+    kubelet_address: str,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
     from vnest.syncer.run import main
 
     values = to_values(load_config([config], []))
-    sys.exit(main(name, namespace, virtual_kubeconfig, host_kubeconfig, values, ready_file))
+    sys.exit(
+        main(
+            name, namespace, virtual_kubeconfig, host_kubeconfig, values, ready_file, pki_dir, kubelet_address
+        )
+    )

@@ -235,6 +235,8 @@ class ControlPlane:
             f"--config={self.opts.config}",
             f"--virtual-kubeconfig={self._kubeconfig_path('syncer')}",
             f"--ready-file={ready}",
+            f"--pki-dir={self.pki_dir}",
+            f"--kubelet-address={self.opts.advertise_address}",
         ]
         if self.opts.host_kubeconfig:
             argv.append(f"--host-kubeconfig={self.opts.host_kubeconfig}")

@@ -10,14 +10,16 @@ which would only cost time on the hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
-from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.client_adapter import ConnectionParams, verify_cluster
 from lightkube.config.kubeconfig import KubeConfig
 
 from vnest.errors import VnestError
@@ -74,6 +76,32 @@ def resource_of(kind: str) -> Resource:
         return RESOURCES[kind]
     except KeyError:
         raise VnestError(f"vnest does not know where kind {kind} lives in the API") from None
+
+
+@dataclass(frozen=True)
+class HostConnection:
+    """What a raw TLS connection to an API server needs: for relaying upgraded streams."""
+
+    hostname: str
+    port: int
+    ssl: ssl.SSLContext
+    token: Callable[[], str] | None  # read per connection: projected tokens rotate
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> HostConnection:
+        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+        single = config.get(context)
+        url = urlsplit(single.cluster.server)
+        ctx = verify_cluster(single.cluster, single.user, single.abs_file)
+        user = single.user
+        token: Callable[[], str] | None = None
+        if user is not None and user.token_file:
+            token_file = Path(single.abs_file(user.token_file))
+            token = lambda: token_file.read_text().strip()  # noqa: E731
+        elif user is not None and user.token:
+            fixed = user.token
+            token = lambda: fixed  # noqa: E731
+        return cls(url.hostname or "127.0.0.1", url.port or 443, ctx, token)
 
 
 class ApiError(VnestError):

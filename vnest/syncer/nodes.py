@@ -25,10 +25,12 @@ CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "
 
 
 class FakeNodes:
-    def __init__(self, ctx: SyncContext, kubelet_port: int = 0) -> None:
+    def __init__(self, ctx: SyncContext) -> None:
         self.ctx = ctx
         self.version = ""  # the virtual API server's, learned at start
-        self.kubelet_port = kubelet_port
+        # Where the syncer serves the fake nodes' kubelet API (vnest.syncer.kubelet).
+        self.kubelet_address = "127.0.0.1"
+        self.kubelet_port = 0
         self.known: set[str] = set()
         self._lock = asyncio.Lock()
         self.pods = ctx.informer("virtual", "Pod")
@@ -62,7 +64,7 @@ class FakeNodes:
                     "lastTransitionTime": stamp,
                 }
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "addresses": [{"type": "InternalIP", "address": self.kubelet_address}],
             "capacity": CAPACITY,
             "allocatable": CAPACITY,
             "nodeInfo": {
@@ -100,6 +102,12 @@ class FakeNodes:
             await self.ctx.virtual.request("PUT", f"/api/v1/nodes/{name}/status", body=updated)
             self.known.add(name)
             _log.info("fake node ready", node=name)
+
+    async def refresh(self) -> None:
+        """Rewrites every fake node's status, for the kubelet endpoint this syncer serves."""
+        self.known.clear()
+        for node in await self.ctx.virtual.list("Node", label_selector=f"{FAKE_LABEL}=true"):
+            await self.ensure(node["metadata"]["name"])
 
     async def collect_garbage(self) -> None:
         """Removes fake nodes no virtual pod is bound to any more."""

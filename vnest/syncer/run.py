@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from vnest import log, naming
-from vnest.kube.client import KubeClient
+from vnest.kube.client import HostConnection, KubeClient
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
 from vnest.syncer.engine import ResourceSyncer, SyncContext
+from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.nodes import FakeNodes
 from vnest.syncer.pods import PodSyncer
 from vnest.syncer.services import ServiceSyncer
@@ -37,8 +38,10 @@ class Syncer:
         virtual: KubeClient,
         host: KubeClient,
         values: dict[str, Any],
+        kubelet: KubeletProxy | None = None,
     ) -> None:
         self.ctx = SyncContext(name, host_namespace, virtual, host, values)
+        self.kubelet = kubelet
         to_host = values["sync"]["toHost"]
         self.syncers: list[ResourceSyncer] = []
         self.pods: PodSyncer | None = None
@@ -62,6 +65,10 @@ class Syncer:
             "Service", naming.service_name(self.ctx.name), self.ctx.host_namespace
         )
         self.ctx.host_service_ip = (service or {}).get("spec", {}).get("clusterIP") or ""
+        if self.kubelet is not None:
+            self.kubelet.host_pod_of = self.host_pod_of
+            self.nodes.kubelet_address = self.kubelet.address
+            self.nodes.kubelet_port = await self.kubelet.start()
         for syncer in self.syncers:
             syncer.setup()
         informers = [asyncio.create_task(inf.run(), name=inf.name) for inf in self.ctx.informers.values()]
@@ -71,6 +78,7 @@ class Syncer:
         )
         for syncer in self.syncers:
             syncer.resync()
+        await self.nodes.refresh()  # a restarted syncer may serve its kubelet on another port
         _log.info(
             "caches synced; reconciling",
             took=f"{time.monotonic() - started:.2f}s",
@@ -81,6 +89,16 @@ class Syncer:
             ready_file.write_text(json.dumps({"ready": True, "time": time.time()}) + "\n")
         await asyncio.gather(*informers, *(s.run() for s in self.syncers), self.nodes.run())
 
+    def host_pod_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The host copy of a virtual pod, if this virtual cluster has that pod and owns that copy."""
+        if self.pods is None:
+            return None
+        vpod = self.pods.virtual.get(f"{namespace}/{name}")
+        hpod = self.pods.host.get(self.ctx.host_key(f"{namespace}/{name}"))
+        if vpod is None or hpod is None or not self.ctx.owns(hpod) or not self.pods.uid_matches(vpod, hpod):
+            return None
+        return hpod
+
 
 def main(
     name: str,
@@ -89,6 +107,8 @@ def main(
     host_kubeconfig: Path | None,
     values: dict[str, Any],
     ready_file: Path | None,
+    pki_dir: Path | None = None,
+    kubelet_address: str = "127.0.0.1",
 ) -> int:
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -99,7 +119,16 @@ def main(
             KubeClient.from_kubeconfig(virtual_kubeconfig) as virtual,
             KubeClient.from_kubeconfig(host_kubeconfig) as host,
         ):
-            syncer = Syncer(name, namespace, virtual, host, values)
+            kubelet = None
+            if pki_dir is not None:
+                kubelet = KubeletProxy(
+                    lambda ns, pod: None,
+                    namespace,
+                    HostConnection.from_kubeconfig(host_kubeconfig),
+                    pki_dir,
+                    address=kubelet_address,
+                )
+            syncer = Syncer(name, namespace, virtual, host, values, kubelet)
             task = asyncio.create_task(syncer.run(ready_file))
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
