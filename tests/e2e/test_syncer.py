@@ -388,3 +388,83 @@ def test_kubelet_api_reaches_the_host_pod_and_only_this_clusters_pods(make_clust
     other = get("/containerLogs/default/only-in-b/only-in-b", "apiserver-kubelet-client")
     assert other.status_code == 404  # cluster B's pod, though it runs in the same host namespace
     assert get("/containerLogs/default/web/web", "admin").status_code == 403  # only the API server's identity
+
+
+def test_pvcs_bind_on_the_host_and_events_come_back(env, make_cluster):
+    vc = make_cluster("vol", "vol-host")
+    # Storage the host offers: a PV of a class only this test uses.
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "vnest-e2e-vol"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "vnest-e2e-manual",
+            "hostPath": {"path": "/tmp/vnest-e2e-vol"},
+        },
+    }
+    manifest = env.root / "pv.json"
+    manifest.write_text(json.dumps(pv))
+    env.kubectl("--context", HOST, "apply", "-f", str(manifest))
+    try:
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "default"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "vnest-e2e-manual",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+        manifest = env.root / "pvc.json"
+        manifest.write_text(json.dumps(claim))
+        vc.kubectl("apply", "-f", str(manifest))
+        host_claim = wait_until(
+            lambda: _get_host(env, "pvc", "data-x-default-x-vol", "vol-host"), 30, "the host PVC"
+        )
+        assert host_claim["metadata"]["labels"][naming.LABEL_MANAGED_BY] == "vol"
+        wait_until(
+            lambda: vc.json("get", "pvc", "data")["status"].get("phase") == "Bound",
+            60,
+            "the virtual PVC to be Bound",
+        )
+        assert vc.json("get", "pvc", "data")["status"]["capacity"]["storage"] == "1Gi"
+
+        # A pod using the claim: on the host it uses the host claim; the host scheduler's event comes back.
+        vc.kubectl("run", "user", "--image=nginx", "--overrides", json.dumps(_pod_with_claim()))
+        hpod = wait_until(lambda: vc.host_pods(), 30, "the host pod")[0]
+        assert hpod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "data-x-default-x-vol"
+        events = wait_until(
+            lambda: [
+                e
+                for e in vc.json("get", "events", "--field-selector", "involvedObject.name=user")["items"]
+                if e["reason"] == "Scheduled"
+            ],
+            60,
+            "the host scheduler's event on the virtual pod",
+        )
+        assert events[0]["involvedObject"]["uid"] == vc.json("get", "pod", "user")["metadata"]["uid"]
+        assert "-x-" not in events[0]["message"] and "user" in events[0]["message"]
+
+        vc.kubectl("delete", "pod", "user", "--wait=false")
+        vc.kubectl("delete", "pvc", "data", "--wait=false")
+        wait_until(
+            lambda: _get_host(env, "pvc", "data-x-default-x-vol", "vol-host") is None,
+            60,
+            "the host PVC to go",
+        )
+    finally:
+        env.kubectl("--context", HOST, "delete", "pv", "vnest-e2e-vol", "--wait=false", check=False)
+
+
+def _pod_with_claim() -> dict:
+    return {
+        "spec": {
+            "containers": [
+                {"name": "user", "image": "nginx", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}
+            ],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+        }
+    }

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from vnest.config import load_config, to_values
+from vnest.syncer.run import HOST_BURST, HOST_QPS, main
 
 _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -34,6 +35,15 @@ def syncer() -> None:
 @click.option(
     "--kubelet-address", default="127.0.0.1", show_default=True, help="Where the kubelet API listens."
 )
+@click.option(
+    "--host-qps",
+    type=float,
+    default=HOST_QPS,
+    show_default=True,
+    envvar="VNEST_HOST_QPS",
+    help="Average requests a second to the host API (0: no cap).",
+)
+@click.option("--host-burst", type=int, default=HOST_BURST, show_default=True, envvar="VNEST_HOST_BURST")
 def run(
     name: str,
     namespace: str,
@@ -43,6 +53,8 @@ def run(
     ready_file: Path | None,
     pki_dir: Path | None,
     kubelet_address: str,
+    host_qps: float,
+    host_burst: int,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
     from vnest.syncer.run import main
@@ -50,6 +62,15 @@ def run(
     values = to_values(load_config([config], []))
     sys.exit(
         main(
-            name, namespace, virtual_kubeconfig, host_kubeconfig, values, ready_file, pki_dir, kubelet_address
+            name,
+            namespace,
+            virtual_kubeconfig,
+            host_kubeconfig,
+            values,
+            ready_file,
+            pki_dir,
+            kubelet_address,
+            host_qps,
+            host_burst,
         )
     )

@@ -9,8 +9,10 @@ which would only cost time on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +121,41 @@ class ApiError(VnestError):
         return self.status == 409
 
 
+class RateLimiter:
+    """A token bucket, as client-go's: `qps` requests a second on average, `burst` at once."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.qps)
+            self._updated = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self.qps)
+                self._tokens = 0.0
+                self._updated = time.monotonic()
+            else:
+                self._tokens -= 1
+
+
 class KubeClient:
     FIELD_MANAGER = "vnest"
 
     def __init__(self, http: httpx.AsyncClient, context: str | None = None) -> None:
         self.http = http
         self.context = context
+        self.limiter: RateLimiter | None = None
+
+    def limit(self, qps: float, burst: int) -> KubeClient:
+        """Caps this client's request rate (watches excluded); qps <= 0 means no cap."""
+        self.limiter = RateLimiter(qps, burst) if qps > 0 else None
+        return self
 
     @classmethod
     def from_kubeconfig(
@@ -169,6 +200,8 @@ class KubeClient:
         body: Obj | None = None,
         content_type: str = "application/json",
     ) -> Obj:
+        if self.limiter is not None:
+            await self.limiter.acquire()
         content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:

@@ -20,14 +20,22 @@ from vnest import log, naming
 from vnest.kube.client import HostConnection, KubeClient
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
 from vnest.syncer.engine import ResourceSyncer, SyncContext
+from vnest.syncer.events import EventSyncer
 from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.nodes import FakeNodes
 from vnest.syncer.pods import PodSyncer
+from vnest.syncer.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.services import ServiceSyncer
 
 _log = log.get("syncer")
 
 SYNC_TIMEOUT = 120.0
+# The host API server is shared by every tenant: the syncer caps its own rate there, as
+# client-go clients do, but far above client-go's 5/10 so that on a 1000-pod burst the
+# syncer waits on CPU and API latency, never on its own limiter (bench/sync.py shows
+# about 3 host requests a pod). The virtual API server is the tenant's own: no cap.
+HOST_QPS = 200.0
+HOST_BURST = 400
 
 
 class Syncer:
@@ -43,7 +51,7 @@ class Syncer:
         self.ctx = SyncContext(name, host_namespace, virtual, host, values)
         self.kubelet = kubelet
         to_host = values["sync"]["toHost"]
-        self.syncers: list[ResourceSyncer] = []
+        self.syncers: list[ResourceSyncer | EventSyncer] = []
         self.pods: PodSyncer | None = None
         if to_host["pods"]["enabled"]:
             self.pods = PodSyncer(self.ctx)
@@ -54,6 +62,10 @@ class Syncer:
             self.syncers.append(ConfigMapSyncer(self.ctx))
         if to_host["secrets"]["enabled"]:
             self.syncers.append(SecretSyncer(self.ctx))
+        if to_host["persistentVolumeClaims"]["enabled"]:
+            self.syncers.append(PersistentVolumeClaimSyncer(self.ctx))
+        if values["sync"]["fromHost"]["events"]["enabled"]:
+            self.syncers.append(EventSyncer(self.ctx))
         self.nodes = FakeNodes(self.ctx)
         if self.pods is not None:
             self.pods.nodes = self.nodes
@@ -109,6 +121,8 @@ def main(
     ready_file: Path | None,
     pki_dir: Path | None = None,
     kubelet_address: str = "127.0.0.1",
+    host_qps: float = HOST_QPS,
+    host_burst: int = HOST_BURST,
 ) -> int:
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -128,6 +142,7 @@ def main(
                     pki_dir,
                     address=kubelet_address,
                 )
+            host.limit(host_qps, host_burst)
             syncer = Syncer(name, namespace, virtual, host, values, kubelet)
             task = asyncio.create_task(syncer.run(ready_file))
             stopper = asyncio.create_task(stop.wait())

@@ -1,0 +1,121 @@
+"""Events from the host about synced objects, told again in the virtual cluster.
+
+The host's scheduler, controllers and kubelets write events about the host
+copies ("Scheduled", "Pulled", "FailedMount", ...). A tenant needs them on the
+virtual object: the event is copied with its involved object translated back
+(virtual kind, name, namespace and uid) and host names in its message replaced
+by virtual ones. Events about objects this virtual cluster does not manage are
+never copied, so no tenant learns about another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from vnest import log, naming
+from vnest.kube.client import ApiError, Obj, resource_of
+from vnest.syncer.engine import SyncContext, split_key
+from vnest.syncer.informer import Informer, key_of
+from vnest.syncer.queue import WorkQueue
+
+_log = log.get("syncer.events")
+
+_COPIED = ("reason", "message", "type", "count", "firstTimestamp", "lastTimestamp", "source", "action")
+
+
+class EventSyncer:
+    kind = "Event"
+    workers = 2
+
+    def __init__(self, ctx: SyncContext) -> None:
+        self.ctx = ctx
+        self.queue = WorkQueue()
+        # Host events carry no labels of ours: this informer sees the whole namespace.
+        self.events = Informer(
+            ctx.host, resource_of("Event"), "Event", namespace=ctx.host_namespace, name="host Event (all)"
+        )
+        ctx.informers[("host-all", "Event")] = self.events
+        self.reconciles = 0
+
+    def setup(self) -> None:
+        self.events.add_handler(lambda old, new: new is not None and self.queue.add(key_of(new)))
+
+    def resync(self) -> None:
+        for key in list(self.events.store):
+            self.queue.add(key)
+
+    async def run(self) -> None:
+        async def worker() -> None:
+            while True:
+                key = await self.queue.get()
+                try:
+                    await self.reconcile(key)
+                    self.reconciles += 1
+                    self.queue.forget(key)
+                except asyncio.CancelledError:
+                    raise
+                except ApiError as e:
+                    self.queue.retry(key)
+                    _log.debug(f"event {key}: {e}")
+                finally:
+                    self.queue.done(key)
+
+        await asyncio.gather(*(worker() for _ in range(self.workers)))
+
+    def _virtual_target(self, hevent: Obj) -> Obj | None:
+        """The virtual object a host event is about, as host annotations name it; None if not ours."""
+        involved = hevent.get("involvedObject") or {}
+        if involved.get("namespace") != self.ctx.host_namespace:
+            return None
+        informer = self.ctx.informers.get(("host", involved.get("kind", "")))
+        hobj = informer.get(f"{self.ctx.host_namespace}/{involved.get('name')}") if informer else None
+        if hobj is None or not self.ctx.owns(hobj):
+            return None
+        vkey = self.ctx.virtual_key_of(hobj)
+        if vkey is None:
+            return None
+        ns, name = split_key(vkey)
+        return {
+            "kind": involved["kind"],
+            "apiVersion": involved.get("apiVersion", "v1"),
+            "namespace": ns,
+            "name": name,
+            "uid": hobj["metadata"].get("annotations", {}).get(naming.ANNOTATION_UID, ""),
+            "hostName": hobj["metadata"]["name"],
+            "fieldPath": involved.get("fieldPath"),
+        }
+
+    async def reconcile(self, key: str) -> None:
+        hevent = self.events.get(key)
+        if hevent is None:
+            return  # virtual events expire on their own, as host ones do
+        target = self._virtual_target(hevent)
+        if target is None:
+            return
+        suffix = hevent["metadata"]["name"].rsplit(".", 1)[-1]
+        name = f"{target['name']}.{suffix}"
+        event: Obj = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": target["namespace"]},
+            "involvedObject": {
+                k: target[k]
+                for k in ("kind", "apiVersion", "namespace", "name", "uid", "fieldPath")
+                if target.get(k)
+            },
+        }
+        for field in _COPIED:
+            if field in hevent:
+                event[field] = hevent[field]
+        event["message"] = (event.get("message") or "").replace(target["hostName"], target["name"])
+        existing = await self.ctx.virtual.get_or_none("Event", name, target["namespace"])
+        if existing is None:
+            await self.ctx.virtual.create(event, namespace=target["namespace"])
+        elif (existing.get("count"), existing.get("lastTimestamp")) != (
+            event.get("count"),
+            event.get("lastTimestamp"),
+        ):
+            event["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            await self.ctx.virtual.request(
+                "PUT", resource_of("Event").path(target["namespace"], name), body=event
+            )
