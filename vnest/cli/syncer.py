@@ -57,7 +57,6 @@ def run(
     host_burst: int,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
-    from vnest.syncer.run import main
 
     values = to_values(load_config([config], []))
     sys.exit(
