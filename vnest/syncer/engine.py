@@ -172,40 +172,26 @@ class SyncContext:
             _log.debug("cannot record event", error=str(e))
 
 
-class ResourceSyncer(abc.ABC):
-    """Syncs one kind between the virtual cluster and the host namespace."""
+class Reconciler(abc.ABC):
+    """Workers that take keys off a work queue and reconcile them, retrying failures with backoff."""
 
     kind: ClassVar[str]
     workers: ClassVar[int] = 4
 
-    def __init__(self, ctx: SyncContext) -> None:
-        self.ctx = ctx
+    def __init__(self) -> None:
         self.queue = WorkQueue()
-        self.resource: Resource = resource_of(self.kind)
-        self.virtual = ctx.informer("virtual", self.kind)
-        self.host = ctx.informer("host", self.kind)
         self.reconciles = 0
 
+    @abc.abstractmethod
     def setup(self) -> None:
-        """Wires informer events to the queue; override to watch more (and call super)."""
-        self.virtual.add_handler(lambda old, new: self.queue.add(key_of(new or old)))  # type: ignore[arg-type]
-        self.host.add_handler(self._on_host)
-
-    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
-        vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
-        if vkey:
-            self.queue.add(vkey)
-
-    def resync(self) -> None:
-        """After both caches synced: every key either side knows is reconciled once."""
-        for key in list(self.virtual.store):
-            self.queue.add(key)
-        for hobj in list(self.host.store.values()):
-            if (vkey := self.ctx.virtual_key_of(hobj)) is not None:
-                self.queue.add(vkey)
+        """Wires informer events to the queue."""
 
     @abc.abstractmethod
-    async def reconcile(self, vkey: str) -> None: ...
+    def resync(self) -> None:
+        """After the caches synced: queues every key once."""
+
+    @abc.abstractmethod
+    async def reconcile(self, key: str) -> None: ...
 
     async def run(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)))
@@ -228,6 +214,35 @@ class ResourceSyncer(abc.ABC):
                 _log.error(f"{self.kind} {key}: reconcile failed", retry=f"{delay:.2f}s", exc_info=True)
             finally:
                 self.queue.done(key)
+
+
+class ResourceSyncer(Reconciler):
+    """Syncs one kind between the virtual cluster and the host namespace."""
+
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.resource: Resource = resource_of(self.kind)
+        self.virtual = ctx.informer("virtual", self.kind)
+        self.host = ctx.informer("host", self.kind)
+
+    def setup(self) -> None:
+        """Wires informer events to the queue; override to watch more (and call super)."""
+        self.virtual.add_handler(lambda old, new: self.queue.add(key_of(new or old)))  # type: ignore[arg-type]
+        self.host.add_handler(self._on_host)
+
+    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
+        vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
+        if vkey:
+            self.queue.add(vkey)
+
+    def resync(self) -> None:
+        """After both caches synced: every key either side knows is reconciled once."""
+        for key in list(self.virtual.store):
+            self.queue.add(key)
+        for hobj in list(self.host.store.values()):
+            if (vkey := self.ctx.virtual_key_of(hobj)) is not None:
+                self.queue.add(vkey)
 
     # ---- shared steps -----------------------------------------------------------
 

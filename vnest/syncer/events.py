@@ -10,32 +10,28 @@ never copied, so no tenant learns about another's.
 
 from __future__ import annotations
 
-import asyncio
-
 from vnest import log, naming
-from vnest.kube.client import ApiError, Obj, resource_of
-from vnest.syncer.engine import SyncContext, split_key
+from vnest.kube.client import Obj, resource_of
+from vnest.syncer.engine import Reconciler, SyncContext, split_key
 from vnest.syncer.informer import Informer, key_of
-from vnest.syncer.queue import WorkQueue
 
 _log = log.get("syncer.events")
 
 _COPIED = ("reason", "message", "type", "count", "firstTimestamp", "lastTimestamp", "source", "action")
 
 
-class EventSyncer:
+class EventSyncer(Reconciler):
     kind = "Event"
     workers = 2
 
     def __init__(self, ctx: SyncContext) -> None:
+        super().__init__()
         self.ctx = ctx
-        self.queue = WorkQueue()
         # Host events carry no labels of ours: this informer sees the whole namespace.
         self.events = Informer(
             ctx.host, resource_of("Event"), "Event", namespace=ctx.host_namespace, name="host Event (all)"
         )
         ctx.informers[("host-all", "Event")] = self.events
-        self.reconciles = 0
 
     def setup(self) -> None:
         self.events.add_handler(lambda old, new: new is not None and self.queue.add(key_of(new)))
@@ -43,24 +39,6 @@ class EventSyncer:
     def resync(self) -> None:
         for key in list(self.events.store):
             self.queue.add(key)
-
-    async def run(self) -> None:
-        async def worker() -> None:
-            while True:
-                key = await self.queue.get()
-                try:
-                    await self.reconcile(key)
-                    self.reconciles += 1
-                    self.queue.forget(key)
-                except asyncio.CancelledError:
-                    raise
-                except ApiError as e:
-                    self.queue.retry(key)
-                    _log.debug(f"event {key}: {e}")
-                finally:
-                    self.queue.done(key)
-
-        await asyncio.gather(*(worker() for _ in range(self.workers)))
 
     def _virtual_target(self, hevent: Obj) -> Obj | None:
         """The virtual object a host event is about, as host annotations name it; None if not ours."""

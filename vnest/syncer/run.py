@@ -19,7 +19,7 @@ from typing import Any
 from vnest import log, naming
 from vnest.kube.client import HostConnection, KubeClient
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
-from vnest.syncer.engine import ResourceSyncer, SyncContext
+from vnest.syncer.engine import Reconciler, SyncContext
 from vnest.syncer.events import EventSyncer
 from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.nodes import FakeNodes
@@ -51,7 +51,7 @@ class Syncer:
         self.ctx = SyncContext(name, host_namespace, virtual, host, values)
         self.kubelet = kubelet
         to_host = values["sync"]["toHost"]
-        self.syncers: list[ResourceSyncer | EventSyncer] = []
+        self.syncers: list[Reconciler] = []
         self.pods: PodSyncer | None = None
         if to_host["pods"]["enabled"]:
             self.pods = PodSyncer(self.ctx)
