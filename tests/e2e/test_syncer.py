@@ -468,3 +468,57 @@ def _pod_with_claim() -> dict:
             "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
         }
     }
+
+
+def test_ingresses_sync_when_enabled_with_their_tls_secrets(env):
+    env.vnest(
+        "create", "ing", "-n", "ing-host", "--no-connect", "--set", "sync.toHost.ingresses.enabled=true"
+    )
+    vc = Cluster(env, "ing", "ing-host")
+    try:
+        vc.kubectl(
+            "create",
+            "secret",
+            "tls",
+            "site-tls",
+            "--cert",
+            str(_tls_pair(env)[0]),
+            "--key",
+            str(_tls_pair(env)[1]),
+        )
+        vc.kubectl("create", "service", "clusterip", "site", "--tcp=80:80")
+        vc.kubectl("create", "ingress", "site", "--rule=site.example/*=site:80,tls=site-tls")
+        hing = wait_until(
+            lambda: _get_host(env, "ingress", "site-x-default-x-ing", "ing-host"), 30, "the host Ingress"
+        )
+        rule = hing["spec"]["rules"][0]
+        assert rule["host"] == "site.example"
+        assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "site-x-default-x-ing"
+        assert hing["spec"]["tls"][0]["secretName"] == "site-tls-x-default-x-ing"
+        secret = wait_until(
+            lambda: _get_host(env, "secret", "site-tls-x-default-x-ing", "ing-host"), 30, "the TLS Secret"
+        )
+        assert secret["type"] == "kubernetes.io/tls"
+        vc.kubectl("delete", "ingress", "site")
+        wait_until(
+            lambda: _get_host(env, "ingress", "site-x-default-x-ing", "ing-host") is None,
+            30,
+            "the host Ingress to go",
+        )
+        wait_until(
+            lambda: _get_host(env, "secret", "site-tls-x-default-x-ing", "ing-host") is None,
+            30,
+            "the Secret to go",
+        )
+    finally:
+        env.vnest("delete", "ing", "-n", "ing-host", check=False)
+
+
+def _tls_pair(env) -> tuple[Path, Path]:
+    from vnest import pki
+
+    crt, key = env.root / "site.crt", env.root / "site.key"
+    if not crt.exists():
+        ca = pki.new_ca("e2e")
+        pki.issue(ca, "site.example", dns_names=("site.example",), server=True).write(env.root, "site")
+    return crt, key

@@ -1,4 +1,4 @@
-"""ConfigMaps and Secrets: only those the synced pods use (all of them with `all: true`).
+"""ConfigMaps and Secrets: only those the synced pods (and Ingresses) use (all of them with `all: true`).
 
 A host copy appears when the first pod that references it does, follows every
 edit of the virtual object, and goes when no pod references it any more. The
@@ -11,30 +11,32 @@ host would reject their type, and it has no such ServiceAccount.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import ClassVar
 
 from vnest.kube.client import Obj
 from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
-from vnest.syncer.informer import key_of
+from vnest.syncer.informer import Informer, key_of
+from vnest.syncer.ingresses import tls_secrets
 from vnest.syncer.pods import references
 
 
 class ReferenceIndex:
-    """Which virtual pods reference which objects of one kind ("ns/name" -> pod keys)."""
+    """Which virtual objects (pods, ingresses) reference which objects of one kind ("ns/name" -> keys)."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, names: Callable[[Obj], set[str]]) -> None:
+        self.names = names
         self.by_object: dict[str, set[str]] = defaultdict(set)
         self.by_pod: dict[str, set[str]] = {}
 
     def update(self, old: Obj | None, new: Obj | None) -> set[str]:
-        """Records a pod change; returns the object keys whose referenced-ness may have changed."""
+        """Records a referrer's change; returns the object keys whose referenced-ness may have changed."""
         pod_key = key_of(new or old)  # type: ignore[arg-type]
         before = self.by_pod.pop(pod_key, set())
         after: set[str] = set()
         if new is not None:
             ns = new["metadata"]["namespace"]
-            after = {f"{ns}/{name}" for name in references(new)[self.kind]}
+            after = {f"{ns}/{name}" for name in self.names(new)}
             self.by_pod[pod_key] = after
         for key in before - after:
             self.by_object[key].discard(pod_key)
@@ -56,20 +58,22 @@ class ConfigSyncer(ResourceSyncer):
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx)
         self.sync_all = bool(ctx.values["sync"]["toHost"][self.config_key].get("all"))
-        self.index = ReferenceIndex(self.kind)
-        self.pods = ctx.informer("virtual", "Pod")
+        self.indexes: list[tuple[Informer, ReferenceIndex]] = [
+            (ctx.informer("virtual", "Pod"), ReferenceIndex(lambda pod: references(pod)[self.kind]))
+        ]
 
     def setup(self) -> None:
         super().setup()
+        for informer, index in self.indexes:
 
-        def on_pod(old: Obj | None, new: Obj | None) -> None:
-            for key in self.index.update(old, new):
-                self.queue.add(key)
+            def on_change(old: Obj | None, new: Obj | None, index: ReferenceIndex = index) -> None:
+                for key in index.update(old, new):
+                    self.queue.add(key)
 
-        self.pods.add_handler(on_pod)
+            informer.add_handler(on_change)
 
     def wanted(self, vkey: str) -> bool:
-        return self.sync_all or self.index.referenced(vkey)
+        return self.sync_all or any(index.referenced(vkey) for _, index in self.indexes)
 
     def payload(self, vobj: Obj) -> Obj:
         return {k: vobj[k] for k in ("data", "binaryData", "immutable") if k in vobj}
@@ -115,6 +119,12 @@ class ConfigMapSyncer(ConfigSyncer):
 class SecretSyncer(ConfigSyncer):
     kind = "Secret"
     config_key = "secrets"
+
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx)
+        if ctx.values["sync"]["toHost"]["ingresses"]["enabled"]:
+            # TLS Secrets of synced Ingresses are needed on the host too.
+            self.indexes.append((ctx.informer("virtual", "Ingress"), ReferenceIndex(tls_secrets)))
 
     def payload(self, vobj: Obj) -> Obj:
         out = super().payload(vobj)

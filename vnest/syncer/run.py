@@ -21,6 +21,7 @@ from vnest.kube.client import HostConnection, KubeClient
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
 from vnest.syncer.engine import Reconciler, SyncContext
 from vnest.syncer.events import EventSyncer
+from vnest.syncer.ingresses import IngressSyncer
 from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.nodes import FakeNodes
 from vnest.syncer.pods import PodSyncer
@@ -62,6 +63,8 @@ class Syncer:
             self.syncers.append(ConfigMapSyncer(self.ctx))
         if to_host["secrets"]["enabled"]:
             self.syncers.append(SecretSyncer(self.ctx))
+        if to_host["ingresses"]["enabled"]:
+            self.syncers.append(IngressSyncer(self.ctx))
         if to_host["persistentVolumeClaims"]["enabled"]:
             self.syncers.append(PersistentVolumeClaimSyncer(self.ctx))
         if values["sync"]["fromHost"]["events"]["enabled"]:

@@ -1,0 +1,82 @@
+"""Ingresses (optional, `sync.toHost.ingresses.enabled`): served by the host's ingress controller.
+
+The host copy routes to the host copies of the virtual Services and terminates
+TLS with the host copies of the virtual Secrets (which the Secret syncer copies
+because an Ingress names them). The load balancer status the host's
+controller writes comes back to the virtual Ingress.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from vnest.kube.client import Obj
+from vnest.syncer.engine import ResourceSyncer, is_subset
+
+
+def tls_secrets(ingress: Obj) -> set[str]:
+    return {t["secretName"] for t in ingress.get("spec", {}).get("tls") or [] if t.get("secretName")}
+
+
+class IngressSyncer(ResourceSyncer):
+    kind = "Ingress"
+
+    def translate(self, ving: Obj) -> Obj:
+        ns = ving["metadata"]["namespace"]
+        spec = copy.deepcopy(ving["spec"])
+
+        def backend(b: Obj | None) -> None:
+            if not b:
+                return
+            if "service" in b:
+                b["service"]["name"] = self.ctx.host_name(b["service"]["name"], ns)
+            b.pop("resource", None)  # a virtual object the host cannot reach
+
+        backend(spec.get("defaultBackend"))
+        for rule in spec.get("rules") or []:
+            for path in (rule.get("http") or {}).get("paths") or []:
+                backend(path.get("backend"))
+        for tls in spec.get("tls") or []:
+            if tls.get("secretName"):
+                tls["secretName"] = self.ctx.host_name(tls["secretName"], ns)
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": self.ctx.host_metadata(ving),
+            "spec": spec,
+        }
+
+    async def reconcile(self, vkey: str) -> None:
+        ving = self.virtual.get(vkey)
+        hing = self.host.get(self.ctx.host_key(vkey))
+        if hing is not None and not self.ctx.owns(hing):
+            hing = None
+        if ving is None:
+            if hing is not None:
+                await self.delete_host(hing)
+            return
+        desired = self.translate(ving)
+        if hing is None:
+            await self.create_host(ving, desired)
+            return
+        if not self.uid_matches(ving, hing):
+            await self.delete_host(hing)
+            return
+        if not (
+            is_subset(desired["spec"], hing["spec"])
+            and is_subset(desired["metadata"]["labels"], hing["metadata"].get("labels"))
+        ):
+            updated = copy.deepcopy(hing)
+            updated["spec"] = desired["spec"]
+            updated["metadata"]["labels"] = desired["metadata"]["labels"]
+            await self.ctx.host.request(
+                "PUT", self.resource.path(self.ctx.host_namespace, hing["metadata"]["name"]), body=updated
+            )
+        host_lb = (hing.get("status") or {}).get("loadBalancer") or {}
+        if host_lb != ((ving.get("status") or {}).get("loadBalancer") or {}):
+            meta = ving["metadata"]
+            await self.ctx.virtual.request(
+                "PUT",
+                self.resource.path(meta["namespace"], meta["name"], "status"),
+                body={**ving, "status": {"loadBalancer": host_lb}},
+            )
