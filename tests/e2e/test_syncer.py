@@ -522,3 +522,73 @@ def _tls_pair(env) -> tuple[Path, Path]:
         ca = pki.new_ca("e2e")
         pki.issue(ca, "site.example", dns_names=("site.example",), server=True).write(env.root, "site")
     return crt, key
+
+
+def test_network_policies_sync_when_enabled_and_stay_within_the_cluster(env):
+    env.vnest(
+        "create",
+        "netpol",
+        "-n",
+        "netpol-host",
+        "--no-connect",
+        "--set",
+        "sync.toHost.networkPolicies.enabled=true",
+    )
+    vc = Cluster(env, "netpol", "netpol-host")
+    try:
+        vc.kubectl("create", "namespace", "web")
+        vc.kubectl("label", "namespace", "web", "team=frontend")
+        vc.kubectl("run", "api", "-n", "web", "--image=nginx", "--labels=app=api")
+        policy = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-frontend", "namespace": "web"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "api"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {"namespaceSelector": {"matchLabels": {"team": "frontend"}}},
+                            {"podSelector": {"matchLabels": {"role": "client"}}},
+                            {"ipBlock": {"cidr": "10.0.0.0/8"}},
+                        ],
+                        "ports": [{"port": 80, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        }
+        manifest = env.root / "netpol.json"
+        manifest.write_text(json.dumps(policy))
+        vc.kubectl("apply", "-f", str(manifest))
+        hpol = wait_until(
+            lambda: _get_host(env, "networkpolicy", "allow-frontend-x-web-x-netpol", "netpol-host"),
+            30,
+            "the host policy",
+        )
+        ns_key = "vnest.io/ns-" + __import__("hashlib").sha256(b"team").hexdigest()[:10]
+        spec = hpol["spec"]
+        assert spec["podSelector"]["matchLabels"] == {
+            "app": "api",
+            "vnest.io/managed-by": "netpol",
+            "vnest.io/namespace": "web",
+        }
+        peers = spec["ingress"][0]["from"]
+        assert peers[0] == {
+            "podSelector": {"matchLabels": {ns_key: "frontend", "vnest.io/managed-by": "netpol"}}
+        }
+        assert peers[1]["podSelector"]["matchLabels"] == {
+            "role": "client",
+            "vnest.io/managed-by": "netpol",
+            "vnest.io/namespace": "web",
+        }
+        assert peers[2] == {"ipBlock": {"cidr": "10.0.0.0/8"}}
+        # The namespace's labels ride on its pods, so the namespaceSelector above can match them.
+        hpod = wait_until(lambda: vc.host_pods(), 30, "the host pod")[0]
+        assert hpod["metadata"]["labels"][ns_key] == "frontend"
+        vc.kubectl("label", "namespace", "web", "team=backend", "--overwrite")
+        wait_until(
+            lambda: vc.host_pods()[0]["metadata"]["labels"][ns_key] == "backend", 30, "the relabelled pod"
+        )
+    finally:
+        env.vnest("delete", "netpol", "-n", "netpol-host", check=False)

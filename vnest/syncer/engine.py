@@ -41,6 +41,11 @@ def hashed_label_key(key: str) -> str:
     return f"{naming.PREFIX}/label-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def namespace_label_key(key: str) -> str:
+    """The pod label that carries a label of the pod's virtual namespace (for namespaceSelectors)."""
+    return f"{naming.PREFIX}/ns-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
 def is_own_key(key: str) -> bool:
     prefix = key.split("/", 1)[0] if "/" in key else ""
     return prefix == naming.PREFIX or prefix.endswith("." + naming.PREFIX)

@@ -13,6 +13,8 @@ What the host pod gets, compared with the virtual one:
   read the vnest.io/object-* annotations instead;
 - pod (anti-)affinity and topology spread selectors confined to the pods of
   the same virtual namespace of this virtual cluster;
+- the labels of its virtual namespace, as hashed `vnest.io/ns-*` labels, so
+  that NetworkPolicy namespaceSelectors can be enforced on the host;
 - no nodeName, scheduler or priority of the virtual cluster's: the host
   schedules (unless the virtual scheduler is enabled).
 Status flows back; the virtual pod is bound to the node the host chose, which
@@ -30,7 +32,13 @@ from typing import Any
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
-from vnest.syncer.engine import ResourceSyncer, SyncContext, split_key, translate_label_key
+from vnest.syncer.engine import (
+    ResourceSyncer,
+    SyncContext,
+    namespace_label_key,
+    split_key,
+    translate_label_key,
+)
 from vnest.syncer.informer import key_of
 
 _log = log.get("syncer.pods")
@@ -91,10 +99,27 @@ class PodSyncer(ResourceSyncer):
         super().__init__(ctx)
         self.nodes: Any = None  # the fake-node syncer, set by the syncer runner
         self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
+        self.namespaces = ctx.informer("virtual", "Namespace")
         self.virtual_scheduler = bool(
             ctx.values["controlPlane"]["distro"]["k8s"]["scheduler"]["enabled"]
             or ctx.values["controlPlane"]["advanced"]["virtualScheduler"]["enabled"]
         )
+
+    def setup(self) -> None:
+        super().setup()
+
+        def on_namespace(old: Obj | None, new: Obj | None) -> None:
+            # Its labels ride on every pod of it: relabel them all.
+            if (
+                new is not None
+                and old is not None
+                and old["metadata"].get("labels") != new["metadata"].get("labels")
+            ):
+                ns = new["metadata"]["name"]
+                for key in [k for k in self.virtual.store if k.startswith(ns + "/")]:
+                    self.queue.add(key)
+
+        self.namespaces.add_handler(on_namespace)
 
     # ---- translation -------------------------------------------------------------
 
@@ -181,12 +206,11 @@ class PodSyncer(ResourceSyncer):
             )
             spec["hostAliases"] = aliases
         self._confine_selectors(spec, ns)
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": ctx.host_metadata(vpod),
-            "spec": spec,
-        }
+        metadata = ctx.host_metadata(vpod)
+        namespace = self.namespaces.get(ns)
+        for key, value in ((namespace or {}).get("metadata", {}).get("labels") or {}).items():
+            metadata["labels"][namespace_label_key(key)] = value
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
     @staticmethod
     def _remap_field(holder: Obj) -> None:

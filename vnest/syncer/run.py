@@ -23,6 +23,7 @@ from vnest.syncer.engine import Reconciler, SyncContext
 from vnest.syncer.events import EventSyncer
 from vnest.syncer.ingresses import IngressSyncer
 from vnest.syncer.kubelet import KubeletProxy
+from vnest.syncer.networkpolicies import NetworkPolicySyncer
 from vnest.syncer.nodes import FakeNodes
 from vnest.syncer.pods import PodSyncer
 from vnest.syncer.pvcs import PersistentVolumeClaimSyncer
@@ -65,6 +66,8 @@ class Syncer:
             self.syncers.append(SecretSyncer(self.ctx))
         if to_host["ingresses"]["enabled"]:
             self.syncers.append(IngressSyncer(self.ctx))
+        if to_host["networkPolicies"]["enabled"]:
+            self.syncers.append(NetworkPolicySyncer(self.ctx))
         if to_host["persistentVolumeClaims"]["enabled"]:
             self.syncers.append(PersistentVolumeClaimSyncer(self.ctx))
         if values["sync"]["fromHost"]["events"]["enabled"]:
