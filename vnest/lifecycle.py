@@ -406,6 +406,10 @@ async def _remove(s: Session, t: Target, driver_name: str, keep_data: bool) -> N
             raise
         for obj in objs:
             await s.host.delete(kind, obj["metadata"]["name"], t.namespace)
+    for kind in ("ClusterRoleBinding", "ClusterRole"):
+        obj = await s.host.get_or_none(kind, naming.cluster_role(t.name, t.namespace))
+        if obj is not None and obj["metadata"].get("labels", {}).get(naming.LABEL_CLUSTER) == t.name:
+            await s.host.delete(kind, obj["metadata"]["name"])
     if not keep_data:
         pvcs = await s.host.list(
             "PersistentVolumeClaim", t.namespace, label_selector=f"{naming.LABEL_CLUSTER}={t.name}"

@@ -82,6 +82,11 @@ def service_account(vcluster: str) -> str:
     return f"vc-{vcluster}"
 
 
+def cluster_role(vcluster: str, namespace: str) -> str:
+    """The ClusterRole (and its binding) of a cluster that syncs real nodes (chart/templates/clusterrole.yaml)."""
+    return f"vnest-vc-x-{namespace}-x-{vcluster}"[:63].rstrip("-")
+
+
 def statefulset(vcluster: str) -> str:
     return vcluster
 

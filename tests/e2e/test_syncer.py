@@ -232,7 +232,8 @@ def test_configmaps_and_secrets_follow_the_pods_that_use_them(env, make_cluster)
 
 
 def _get_host(env, kind: str, name: str, namespace: str) -> dict | None:
-    proc = env.kubectl("--context", HOST, "get", kind, name, "-n", namespace, "-o", "json", check=False)
+    scope = ["-n", namespace] if namespace else []
+    proc = env.kubectl("--context", HOST, "get", kind, name, *scope, "-o", "json", check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
@@ -592,3 +593,33 @@ def test_network_policies_sync_when_enabled_and_stay_within_the_cluster(env):
         )
     finally:
         env.vnest("delete", "netpol", "-n", "netpol-host", check=False)
+
+
+def test_real_nodes_sync_with_a_selector_and_pods_stay_on_them(env):
+    env.kubectl("--context", HOST, "label", "node", "worker2", "vnest-e2e-nodes=selected", "--overwrite")
+    env.vnest(
+        "create", "realnodes", "-n", "realnodes-host", "--no-connect",
+        "--set", "sync.fromHost.nodes.enabled=true",
+        "--set", "sync.fromHost.nodes.selector.labels.vnest-e2e-nodes=selected",
+    )  # fmt: skip
+    vc = Cluster(env, "realnodes", "realnodes-host")
+    try:
+        role = _get_host(env, "clusterrole", naming.cluster_role("realnodes", "realnodes-host"), "")
+        assert role["rules"][0]["resources"] == ["nodes"]
+        nodes = wait_until(lambda: vc.json("get", "nodes")["items"], 30, "the synced node")
+        assert [n["metadata"]["name"] for n in nodes] == ["worker2"]  # worker1 is not selected
+        node = nodes[0]
+        assert node["metadata"]["labels"]["vnest-e2e-nodes"] == "selected"
+        assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+        vc.kubectl("create", "deployment", "pinned", "--image=nginx", "--replicas=3")
+        hpods = wait_until(
+            lambda: (p := _running(vc.host_pods())) and len(p) == 3 and p, 60, "3 running host pods"
+        )
+        assert {p["spec"]["nodeName"] for p in hpods} == {"worker2"}
+        assert all(p["spec"]["nodeSelector"]["vnest-e2e-nodes"] == "selected" for p in hpods)
+        vpod = _running(vc.json("get", "pods")["items"])[0]["metadata"]["name"]
+        assert vc.kubectl("logs", vpod) == SIMULATED_LOG  # through vnest's kubelet API, not the host's
+    finally:
+        env.vnest("delete", "realnodes", "-n", "realnodes-host", check=False)
+        env.kubectl("--context", HOST, "label", "node", "worker2", "vnest-e2e-nodes-", check=False)
+    assert _get_host(env, "clusterrole", naming.cluster_role("realnodes", "realnodes-host"), "") is None

@@ -312,6 +312,8 @@ class ControlPlane:
             f"--service-account-issuer=https://kubernetes.default.svc.{self.cluster_domain}",
             f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            # Nodes' kubelets are the syncer's kubelet API, at the InternalIP the syncer writes.
+            "--kubelet-preferred-address-types=InternalIP",
             f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",

@@ -33,7 +33,15 @@ _log = log.get("driver.process")
 
 SUPERVISOR = "controlplane"
 # Objects of the chart that make sense without a pod to run in.
-APPLIED_KINDS = ("ServiceAccount", "Role", "RoleBinding", "Service", "Secret")
+APPLIED_KINDS = (
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Service",
+    "Secret",
+)
 TOKEN_SECONDS = 365 * 24 * 3600
 
 

@@ -14,8 +14,9 @@ import asyncio
 import copy
 
 from vnest import log
-from vnest.kube.client import ApiError, Obj
-from vnest.syncer.engine import SyncContext, now
+from vnest.kube.client import ApiError, Obj, resource_of
+from vnest.syncer.engine import Reconciler, SyncContext, is_subset, now
+from vnest.syncer.informer import Informer, key_of
 
 _log = log.get("syncer.nodes")
 
@@ -126,3 +127,106 @@ class FakeNodes:
                 await self.collect_garbage()
             except ApiError as e:
                 _log.warning("fake node garbage collection failed", error=str(e))
+
+
+SYNCED_LABEL = "vnest.io/host-node"
+
+
+class HostNodes(Reconciler):
+    """Real node sync (`sync.fromHost.nodes.enabled`): the selected host nodes, mirrored into the virtual cluster.
+
+    Names, labels, taints, capacity and conditions are the host node's; the
+    addresses and kubelet endpoint are the syncer's, so that logs and exec
+    still go through vnest's kubelet API rather than to the host's kubelets.
+    Pods are confined to these nodes by the selector's labels (vnest.syncer.pods).
+    """
+
+    kind = "Node"
+    workers = 2
+
+    def __init__(self, ctx: SyncContext, config: Obj, fake: FakeNodes) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.fake = fake  # for the kubelet endpoint and version it advertises
+        selector = config.get("selector") or {}
+        self.labels: dict[str, str] = {} if selector.get("all") else dict(selector.get("labels") or {})
+        self.clear_images = bool(config.get("clearImageStatus"))
+        self.host_nodes = Informer(
+            ctx.host,
+            resource_of("Node"),
+            "Node",
+            label_selector=",".join(f"{k}={v}" for k, v in sorted(self.labels.items())),
+            name="host Node (selected)",
+        )
+        ctx.informers[("host-selected", "Node")] = self.host_nodes
+        self.virtual_nodes = ctx.informer("virtual", "Node")
+
+    def setup(self) -> None:
+        self.host_nodes.add_handler(lambda old, new: self.queue.add(key_of(new or old)))  # type: ignore[arg-type]
+        self.virtual_nodes.add_handler(lambda old, new: self.queue.add(key_of(new or old)))  # type: ignore[arg-type]
+
+    def resync(self) -> None:
+        for key in list(self.host_nodes.store) + list(self.virtual_nodes.store):
+            self.queue.add(key)
+
+    async def ensure(self, name: str) -> None:
+        """Pods bind only to selected nodes, which exist once synced; nothing to make up."""
+
+    def _virtual(self, hnode: Obj) -> tuple[Obj, Obj]:
+        meta = hnode["metadata"]
+        labels = {**(meta.get("labels") or {}), SYNCED_LABEL: "true"}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": meta["name"], "labels": labels},
+            "spec": {
+                k: copy.deepcopy(v)
+                for k, v in hnode.get("spec", {}).items()
+                if k in ("taints", "unschedulable")
+            },
+        }
+        status = copy.deepcopy(hnode.get("status") or {})
+        # Only the syncer's address: a Hostname entry would send the API server to the host's kubelet.
+        status["addresses"] = [{"type": "InternalIP", "address": self.fake.kubelet_address}]
+        status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.fake.kubelet_port}}
+        if self.clear_images:
+            status.pop("images", None)
+        return node, status
+
+    async def reconcile(self, name: str) -> None:
+        hnode = self.host_nodes.get(name)
+        vnode = self.virtual_nodes.get(name)
+        if hnode is None:
+            if vnode is not None and vnode["metadata"].get("labels", {}).get(SYNCED_LABEL) == "true":
+                await self.ctx.virtual.delete("Node", name)
+            return
+        node, status = self._virtual(hnode)
+        if vnode is None:
+            vnode = await self.ctx.virtual.create(node)
+        elif not (
+            is_subset(node["metadata"]["labels"], vnode["metadata"].get("labels"))
+            and node["spec"].get("taints") == vnode["spec"].get("taints")
+            and node["spec"].get("unschedulable") == vnode["spec"].get("unschedulable")
+        ):
+            updated = copy.deepcopy(vnode)
+            updated["metadata"]["labels"] = {
+                **vnode["metadata"].get("labels", {}),
+                **node["metadata"]["labels"],
+            }
+            updated["spec"] = {**vnode.get("spec", {}), **node["spec"]}
+            vnode = await self.ctx.virtual.request("PUT", f"/api/v1/nodes/{name}", body=updated)
+        if _status_differs(vnode.get("status") or {}, status):
+            await self.ctx.virtual.request(
+                "PUT", f"/api/v1/nodes/{name}/status", body={**vnode, "status": status}
+            )
+
+
+def _status_differs(have: Obj, want: Obj) -> bool:
+    # Heartbeat times change every few seconds on the host; copying each would only churn.
+    def strip(status: Obj) -> Obj:
+        out = copy.deepcopy(status)
+        for condition in out.get("conditions") or []:
+            condition.pop("lastHeartbeatTime", None)
+        return out
+
+    return strip(have) != strip(want)

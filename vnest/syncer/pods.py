@@ -97,7 +97,8 @@ class PodSyncer(ResourceSyncer):
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx)
-        self.nodes: Any = None  # the fake-node syncer, set by the syncer runner
+        self.nodes: Any = None  # the node syncer (fake or real), set by the syncer runner
+        self.node_selector: dict[str, str] = {}  # with real node sync: pods stay on the selected nodes
         self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.virtual_scheduler = bool(
@@ -206,6 +207,8 @@ class PodSyncer(ResourceSyncer):
             )
             spec["hostAliases"] = aliases
         self._confine_selectors(spec, ns)
+        if self.node_selector:
+            spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **self.node_selector}
         metadata = ctx.host_metadata(vpod)
         namespace = self.namespaces.get(ns)
         for key, value in ((namespace or {}).get("metadata", {}).get("labels") or {}).items():

@@ -24,7 +24,7 @@ from vnest.syncer.events import EventSyncer
 from vnest.syncer.ingresses import IngressSyncer
 from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.networkpolicies import NetworkPolicySyncer
-from vnest.syncer.nodes import FakeNodes
+from vnest.syncer.nodes import FakeNodes, HostNodes
 from vnest.syncer.pods import PodSyncer
 from vnest.syncer.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.services import ServiceSyncer
@@ -73,8 +73,15 @@ class Syncer:
         if values["sync"]["fromHost"]["events"]["enabled"]:
             self.syncers.append(EventSyncer(self.ctx))
         self.nodes = FakeNodes(self.ctx)
+        node_sync = values["sync"]["fromHost"]["nodes"]
+        self.host_nodes: HostNodes | None = None
+        if node_sync["enabled"]:
+            self.host_nodes = HostNodes(self.ctx, node_sync, self.nodes)
+            self.syncers.append(self.host_nodes)
         if self.pods is not None:
-            self.pods.nodes = self.nodes
+            self.pods.nodes = self.host_nodes or self.nodes
+            if self.host_nodes is not None:
+                self.pods.node_selector = self.host_nodes.labels
         self.ready = asyncio.Event()
 
     async def run(self, ready_file: Path | None = None) -> None:
@@ -96,7 +103,8 @@ class Syncer:
         )
         for syncer in self.syncers:
             syncer.resync()
-        await self.nodes.refresh()  # a restarted syncer may serve its kubelet on another port
+        if self.host_nodes is None:
+            await self.nodes.refresh()  # a restarted syncer may serve its kubelet on another port
         _log.info(
             "caches synced; reconciling",
             took=f"{time.monotonic() - started:.2f}s",
@@ -105,7 +113,8 @@ class Syncer:
         self.ready.set()
         if ready_file is not None:
             ready_file.write_text(json.dumps({"ready": True, "time": time.time()}) + "\n")
-        await asyncio.gather(*informers, *(s.run() for s in self.syncers), self.nodes.run())
+        fake_nodes = [self.nodes.run()] if self.host_nodes is None else []
+        await asyncio.gather(*informers, *(s.run() for s in self.syncers), *fake_nodes)
 
     def host_pod_of(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The host copy of a virtual pod, if this virtual cluster has that pod and owns that copy."""
