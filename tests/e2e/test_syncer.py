@@ -432,6 +432,11 @@ def test_pvcs_bind_on_the_host_and_events_come_back(env, make_cluster):
             "the virtual PVC to be Bound",
         )
         assert vc.json("get", "pvc", "data")["status"]["capacity"]["storage"] == "1Gi"
+        # Bound in the virtual cluster too, to a volume named after the host's.
+        assert vc.json("get", "pvc", "data")["spec"]["volumeName"] == "vnest-e2e-vol"
+        pv = vc.json("get", "pv", "vnest-e2e-vol")
+        assert pv["spec"]["claimRef"]["name"] == "data"
+        assert pv["spec"]["capacity"]["storage"] == "1Gi"
 
         # A pod using the claim: on the host it uses the host claim; the host scheduler's event comes back.
         vc.kubectl("run", "user", "--image=nginx", "--overrides", json.dumps(_pod_with_claim()))

@@ -60,6 +60,7 @@ RESOURCES: dict[str, Resource] = {
     "ConfigMap": Resource("v1", "configmaps"),
     "ServiceAccount": Resource("v1", "serviceaccounts"),
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
+    "PersistentVolume": Resource("v1", "persistentvolumes", namespaced=False),
     "Event": Resource("v1", "events"),
     "StatefulSet": Resource("apps/v1", "statefulsets"),
     "Deployment": Resource("apps/v1", "deployments"),

@@ -1,9 +1,13 @@
 """PersistentVolumeClaims: claimed on the host, where the storage is; binding and status come back.
 
 The virtual cluster's PV binder is off (vnest.controlplane.run), so a virtual
-claim's phase, capacity and conditions are exactly its host copy's. A claim
-cloned from another claim names that claim's host copy. Expanding a claim
-(a larger request) is passed on to the host copy.
+claim's phase, capacity and conditions are exactly its host copy's. Once the
+host binds its copy, the virtual claim is bound too, to a virtual
+PersistentVolume named after the host's (as vCluster's fake PVs: capacity,
+access modes and class of the real one, no usable source, since nothing in
+the virtual cluster mounts it), and that PV goes when the claim does. A claim
+cloned from another claim names that claim's host copy. Expanding a claim (a
+larger request) is passed on to the host copy.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import copy
 
 from vnest.kube.client import Obj
 from vnest.syncer.engine import ResourceSyncer
+
+FAKE_VOLUME_LABEL = "vnest.io/fake-volume"
 
 
 class PersistentVolumeClaimSyncer(ResourceSyncer):
@@ -44,6 +50,7 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
         if vpvc is None or vpvc["metadata"].get("deletionTimestamp"):
             if hpvc is not None and not hpvc["metadata"].get("deletionTimestamp"):
                 await self.delete_host(hpvc)
+            await self._delete_virtual_volume(vpvc, hpvc)
             return
         if hpvc is None:
             await self.create_host(vpvc, self.translate(vpvc))
@@ -60,6 +67,15 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
                 {"spec": {"resources": {"requests": {"storage": want}}}},
                 self.ctx.host_namespace,
             )
+        volume = hpvc["spec"].get("volumeName")
+        if volume and hpvc.get("status", {}).get("phase") == "Bound":
+            await self._ensure_virtual_volume(vpvc, hpvc, volume)
+            if not vpvc["spec"].get("volumeName"):
+                meta = vpvc["metadata"]
+                await self.ctx.virtual.patch(
+                    "PersistentVolumeClaim", meta["name"], {"spec": {"volumeName": volume}}, meta["namespace"]
+                )
+                return  # the update brings us back for the status
         status = hpvc.get("status") or {}
         if status and status != vpvc.get("status"):
             meta = vpvc["metadata"]
@@ -67,3 +83,46 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
             await self.ctx.virtual.request(
                 "PUT", self.resource.path(meta["namespace"], meta["name"], "status"), body=updated
             )
+
+    async def _ensure_virtual_volume(self, vpvc: Obj, hpvc: Obj, name: str) -> None:
+        if await self.ctx.virtual.get_or_none("PersistentVolume", name) is not None:
+            return
+        meta = vpvc["metadata"]
+        status = hpvc.get("status") or {}
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name, "labels": {FAKE_VOLUME_LABEL: "true"}},
+            "spec": {
+                "capacity": status.get("capacity") or hpvc["spec"].get("resources", {}).get("requests", {}),
+                "accessModes": status.get("accessModes")
+                or hpvc["spec"].get("accessModes")
+                or ["ReadWriteOnce"],
+                "storageClassName": hpvc["spec"].get("storageClassName") or "",
+                # Deleted with its claim, by the syncer, since no binder runs in the virtual cluster.
+                "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+                # A source is required; nothing in the virtual cluster mounts this one.
+                "flexVolume": {"driver": "vnest.io/host-volume"},
+            },
+        }
+        created = await self.ctx.virtual.create(volume)
+        await self.ctx.virtual.request(
+            "PUT", f"/api/v1/persistentvolumes/{name}/status", body={**created, "status": {"phase": "Bound"}}
+        )
+
+    async def _delete_virtual_volume(self, vpvc: Obj | None, hpvc: Obj | None) -> None:
+        name = (vpvc or {}).get("spec", {}).get("volumeName") or (hpvc or {}).get("spec", {}).get(
+            "volumeName"
+        )
+        if not name:
+            return
+        volume = await self.ctx.virtual.get_or_none("PersistentVolume", name)
+        if volume is not None and volume["metadata"].get("labels", {}).get(FAKE_VOLUME_LABEL) == "true":
+            await self.ctx.virtual.delete("PersistentVolume", name)
