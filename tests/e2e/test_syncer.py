@@ -123,6 +123,16 @@ def test_seed_demo_deployment_and_service(make_cluster):
 
     wait_until(virtual_endpoint_ips, 30, "the virtual Endpoints to list the 2 pod IPs")
 
+    # In-pod clients reach the virtual API at host Service NAME: so does `kubernetes.default`.
+    api_ip = vc.host_json("get", "service", "my-vcluster")["spec"]["clusterIP"]
+    wait_until(
+        lambda: vc.json("get", "service", "kubernetes", "-n", "default")["spec"]["clusterIP"] == api_ip,
+        30,
+        "the virtual kubernetes Service to carry the host Service's IP",
+    )
+    env_of = {e["name"]: e.get("value") for e in hpods[0]["spec"]["containers"][0]["env"]}
+    assert env_of["KUBERNETES_SERVICE_HOST"] == api_ip
+
     # Deletion both ways: a host pod deleted takes its virtual pod (the ReplicaSet makes a new one).
     gone = hpods[0]["metadata"]["name"]
     vc.env.kubectl("--context", HOST, "delete", "pod", gone, "-n", "vcluster1", "--wait=false")

@@ -197,7 +197,15 @@ def _run_go(args: list[str], module: str, what: str) -> None:
     _log.debug("running", cmd=" ".join(cmd), module=module)
     tail: deque[str] = deque(maxlen=40)
     lines: queue.Queue[str | None] = queue.Queue()
-    compiled = 0
+    compiled = downloaded = 0
+
+    def status() -> str:
+        return (
+            f"{downloaded} modules downloaded, {compiled} packages compiled"
+            if downloaded
+            else f"{compiled} packages compiled"
+        )
+
     with log.step(_log, what, every=15) as progress:
         proc = subprocess.Popen(
             cmd,
@@ -215,18 +223,19 @@ def _run_go(args: list[str], module: str, what: str) -> None:
             try:
                 line = lines.get(timeout=1.0)
             except queue.Empty:
-                progress.update(f"{compiled} packages compiled")
+                progress.update(status())
                 continue
             if line is None:
                 break
             tail.append(line)
             if line.startswith("go: downloading"):
+                downloaded += 1
                 _log.debug(line)
             else:
                 compiled += 1
                 if _log.debugging:
                     _log.debug(line)
-            progress.update(f"{compiled} packages compiled")
+            progress.update(status())
         if proc.wait() != 0:
             raise VnestError(
                 f"{what} failed (go exited {proc.returncode}):\n" + "\n".join(tail),

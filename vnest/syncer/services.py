@@ -12,7 +12,8 @@ The selector selects the same labels among this virtual cluster's pods of the
 same virtual namespace only. Endpoints come from each side's own controllers
 (the virtual pods carry their host pods' IPs). LoadBalancer status and
 NodePorts the host assigned flow back. `default/kubernetes` is the virtual API
-server's own and stays virtual.
+server's own and stays virtual, but carries the ClusterIP of host Service
+NAME, where in-pod clients reach the virtual API server.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vnest.syncer.engine import ResourceSyncer, is_subset
 
 _log = log.get("syncer.services")
 
+KUBERNETES = "default/kubernetes"
 _SPEC_FIELDS = (
     "type",
     "ports",
@@ -64,7 +66,8 @@ class ServiceSyncer(ResourceSyncer):
         return {"apiVersion": "v1", "kind": "Service", "metadata": self.ctx.host_metadata(vsvc), "spec": spec}
 
     async def reconcile(self, vkey: str) -> None:
-        if vkey == "default/kubernetes":
+        if vkey == KUBERNETES:
+            await self._point_kubernetes_at_host()
             return
         vsvc = self.virtual.get(vkey)
         hsvc = self.host.get(self.ctx.host_key(vkey))
@@ -89,7 +92,8 @@ class ServiceSyncer(ResourceSyncer):
                 await self.delete_host(hsvc)
             return
         if not headless(vsvc) and hsvc["spec"].get("clusterIP") != vsvc["spec"].get("clusterIP"):
-            await self._recreate_virtual(vsvc, hsvc)
+            ip = hsvc["spec"]["clusterIP"]
+            await self._recreate_virtual(vsvc, ip, hsvc["spec"].get("clusterIPs") or [ip])
             return
         await self._update_host(vsvc, hsvc)
         await self._status_back(vsvc, hsvc)
@@ -107,9 +111,16 @@ class ServiceSyncer(ResourceSyncer):
             )
             await self.create_host(vsvc, self.translate(vsvc, with_ip=False))
 
-    async def _recreate_virtual(self, vsvc: Obj, hsvc: Obj) -> None:
+    async def _point_kubernetes_at_host(self) -> None:
+        """In-pod clients reach the virtual API through host Service NAME: so does its virtual name."""
+        vsvc = self.virtual.get(KUBERNETES)
+        ip = self.ctx.host_service_ip
+        if vsvc is not None and ip and vsvc["spec"].get("clusterIP") != ip:
+            # The API server creates this Service only when it is missing, so ours stays once made.
+            await self._recreate_virtual(vsvc, ip, [ip])
+
+    async def _recreate_virtual(self, vsvc: Obj, ip: str, ips: list[str]) -> None:
         meta = vsvc["metadata"]
-        ip = hsvc["spec"]["clusterIP"]
         fresh = {
             "apiVersion": "v1",
             "kind": "Service",
@@ -121,7 +132,7 @@ class ServiceSyncer(ResourceSyncer):
             "spec": {
                 **copy.deepcopy(vsvc["spec"]),
                 "clusterIP": ip,
-                "clusterIPs": hsvc["spec"].get("clusterIPs") or [ip],
+                "clusterIPs": ips,
             },
         }
         await self.ctx.virtual.request(
