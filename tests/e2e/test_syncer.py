@@ -383,6 +383,8 @@ def test_kubelet_api_reaches_the_host_pod_and_only_this_clusters_pods(make_clust
     assert a.kubectl("logs", "web") == SIMULATED_LOG
     assert a.kubectl("exec", "web", "--", "echo", "hello from the host pod") == "hello from the host pod\n"
 
+    assert _port_forward_echo(a, "web", b"through the virtual API\n") == b"through the virtual API\n"
+
     # Straight at cluster A's kubelet endpoint, as the virtual API server would call it.
     node = a.json("get", "pod", "web")["spec"]["nodeName"]
     port = a.json("get", "node", node)["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
@@ -638,3 +640,64 @@ def test_real_nodes_sync_with_a_selector_and_pods_stay_on_them(env):
         env.vnest("delete", "realnodes", "-n", "realnodes-host", check=False)
         env.kubectl("--context", HOST, "label", "node", "worker2", "vnest-e2e-nodes-", check=False)
     assert _get_host(env, "clusterrole", naming.cluster_role("realnodes", "realnodes-host"), "") is None
+
+
+def test_pods_resolve_through_the_virtual_clusters_dns(make_cluster):
+    vc = make_cluster("dnscfg", "dnscfg-host")
+    vc.kubectl("create", "service", "clusterip", "kube-dns", "-n", "kube-system", "--tcp=53:53")
+    dns_ip = wait_until(
+        lambda: (
+            (ip := vc.json("get", "service", "kube-dns", "-n", "kube-system")["spec"]["clusterIP"])
+            and (host := _get_host(vc.env, "service", "kube-dns-x-kube-system-x-dnscfg", "dnscfg-host"))
+            and host["spec"]["clusterIP"] == ip
+            and ip
+        ),
+        30,
+        "the virtual kube-dns Service and its host copy to share an IP",
+    )
+    vc.kubectl("create", "namespace", "app")
+    vc.kubectl("run", "client", "-n", "app", "--image=nginx")
+    vc.kubectl(
+        "run",
+        "own",
+        "-n",
+        "app",
+        "--image=nginx",
+        "--overrides",
+        json.dumps({"spec": {"dnsPolicy": "Default"}}),
+    )
+    host_pods = wait_until(lambda: (p := vc.host_pods()) and len(p) == 2 and p, 30, "the host pods")
+    pods = {p["metadata"]["annotations"][naming.ANNOTATION_NAME]: p for p in host_pods}
+    spec = pods["client"]["spec"]
+    assert spec["dnsPolicy"] == "None"
+    assert spec["dnsConfig"]["nameservers"] == [dns_ip]
+    assert spec["dnsConfig"]["searches"] == ["app.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    assert {"name": "ndots", "value": "5"} in spec["dnsConfig"]["options"]
+    assert pods["own"]["spec"]["dnsPolicy"] == "Default"  # the pod's own choice stands
+
+
+def _port_forward_echo(vc: Cluster, pod: str, payload: bytes) -> bytes:
+    """`kubectl port-forward` in the virtual cluster; KWOK's simulated pod port echoes what it gets."""
+    import socket
+    import subprocess
+
+    config = vc.env.root / f"{vc.name}.kubeconfig"
+    vc.env.vnest("connect", vc.name, "-n", vc.namespace, "--kube-config", str(config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [vc.env.kubectl_path, "--kubeconfig", str(config), "port-forward", f"pod/{pod}", f"{port}:80"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        wait_until(lambda: "Forwarding from" in proc.stdout.readline(), 30, "the port-forward to listen")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(payload)
+            return conn.recv(len(payload) + 100)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -16,7 +16,9 @@ What the host pod gets, compared with the virtual one:
 - the labels of its virtual namespace, as hashed `vnest.io/ns-*` labels, so
   that NetworkPolicy namespaceSelectors can be enforced on the host;
 - no nodeName, scheduler or priority of the virtual cluster's: the host
-  schedules (unless the virtual scheduler is enabled).
+  schedules (unless the virtual scheduler is enabled);
+- ClusterFirst DNS pointed at the virtual cluster's kube-dns Service (whose
+  ClusterIP is its host copy's) with the virtual namespace's search path.
 Status flows back; the virtual pod is bound to the node the host chose, which
 appears in the virtual cluster as a fake node (vnest.syncer.nodes).
 Deletion goes both ways: the virtual pod deleted, its host pod goes; the host
@@ -31,6 +33,7 @@ import copy
 from typing import Any
 
 from vnest import log, naming
+from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer.engine import (
     ResourceSyncer,
@@ -44,6 +47,7 @@ from vnest.syncer.informer import key_of
 _log = log.get("syncer.pods")
 
 TOKEN_SECONDS = 3600 * 24 * 365
+KUBE_DNS = ("kube-system", "kube-dns")
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 _FIELD_ANNOTATIONS = {
     "metadata.name": naming.ANNOTATION_NAME,
@@ -101,6 +105,7 @@ class PodSyncer(ResourceSyncer):
         self.node_selector: dict[str, str] = {}  # with real node sync: pods stay on the selected nodes
         self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
         self.namespaces = ctx.informer("virtual", "Namespace")
+        self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
         self.virtual_scheduler = bool(
             ctx.values["controlPlane"]["distro"]["k8s"]["scheduler"]["enabled"]
             or ctx.values["controlPlane"]["advanced"]["virtualScheduler"]["enabled"]
@@ -209,11 +214,36 @@ class PodSyncer(ResourceSyncer):
         self._confine_selectors(spec, ns)
         if self.node_selector:
             spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **self.node_selector}
+        self._point_dns_at_the_virtual_cluster(spec, ns)
         metadata = ctx.host_metadata(vpod)
         namespace = self.namespaces.get(ns)
         for key, value in ((namespace or {}).get("metadata", {}).get("labels") or {}).items():
             metadata["labels"][namespace_label_key(key)] = value
         return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+    def _point_dns_at_the_virtual_cluster(self, spec: Obj, ns: str) -> None:
+        """ClusterFirst means the *virtual* cluster's DNS, searching the *virtual* namespace."""
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
+        host_network = bool(spec.get("hostNetwork"))
+        if not (policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network)):
+            return  # Default and None are the pod's own choice, and host-network ClusterFirst means Default
+        dns = self.services.get(f"{KUBE_DNS[0]}/{KUBE_DNS[1]}")
+        ip = (dns or {}).get("spec", {}).get("clusterIP")
+        if not ip or ip == "None":
+            return
+        domain = self.ctx.values["networking"]["advanced"]["clusterDomain"]
+        wanted = pod_dns_config(ns, ip, domain)
+        # The pod's own dnsConfig adds to ClusterFirst's, as kubelet merges it.
+        own = spec.get("dnsConfig") or {}
+        config = wanted["dnsConfig"]
+        config["nameservers"] += [n for n in own.get("nameservers") or [] if n not in config["nameservers"]]
+        config["searches"] += [s for s in own.get("searches") or [] if s not in config["searches"]]
+        names = {o["name"] for o in own.get("options") or []}
+        config["options"] = [o for o in config["options"] if o["name"] not in names] + list(
+            own.get("options") or []
+        )
+        spec["dnsPolicy"] = wanted["dnsPolicy"]
+        spec["dnsConfig"] = config
 
     @staticmethod
     def _remap_field(holder: Obj) -> None:
