@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
+from vnest.syncer.engine import CopySyncer, SyncContext, is_subset
 from vnest.syncer.informer import Informer, key_of
 from vnest.syncer.ingresses import tls_secrets
 from vnest.syncer.pods import references
@@ -50,7 +50,7 @@ class ReferenceIndex:
         return bool(self.by_object.get(key))
 
 
-class ConfigSyncer(ResourceSyncer):
+class ConfigSyncer(CopySyncer):
     """Shared by ConfigMaps and Secrets: their syncing differs only in data fields and types."""
 
     config_key: ClassVar[str]
@@ -86,29 +86,20 @@ class ConfigSyncer(ResourceSyncer):
             **self.payload(vobj),
         }
 
-    async def reconcile(self, vkey: str) -> None:
-        vobj = self.virtual.get(vkey)
-        hobj = self.host.get(self.ctx.host_key(vkey))
-        if hobj is not None and not self.ctx.owns(hobj):
-            hobj = None
-        if vobj is None or not self.wanted(vkey):
-            if hobj is not None:
-                await self.delete_host(hobj)
-            return
-        desired = self.translate(vobj)
-        if hobj is None:
-            await self.create_host(vobj, desired)
-        elif not self.uid_matches(vobj, hobj) or hobj.get("immutable"):
-            await self.delete_host(hobj)  # recreated when its DELETED event comes back
-        elif not (
+    async def update_host(self, vobj: Obj, hobj: Obj, desired: Obj) -> None:
+        if (
             is_subset(desired["metadata"]["labels"], hobj["metadata"].get("labels"))
             and is_subset(desired["metadata"]["annotations"], hobj["metadata"].get("annotations"))
             and all(desired.get(k) == hobj.get(k) for k in ("data", "binaryData"))
         ):
-            desired["metadata"]["resourceVersion"] = hobj["metadata"]["resourceVersion"]
-            await self.ctx.host.request(
-                "PUT", self.resource.path(self.ctx.host_namespace, hobj["metadata"]["name"]), body=desired
-            )
+            return
+        if hobj.get("immutable"):
+            await self.delete_host(hobj)  # recreated, with the new data, when its DELETED event comes back
+            return
+        desired["metadata"]["resourceVersion"] = hobj["metadata"]["resourceVersion"]
+        await self.ctx.host.request(
+            "PUT", self.resource.path(self.ctx.host_namespace, hobj["metadata"]["name"]), body=desired
+        )
 
 
 class ConfigMapSyncer(ConfigSyncer):

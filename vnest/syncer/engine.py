@@ -251,6 +251,11 @@ class ResourceSyncer(Reconciler):
 
     # ---- shared steps -----------------------------------------------------------
 
+    def pair(self, vkey: str) -> tuple[Obj | None, Obj | None]:
+        """The virtual object and its host copy, from the caches; a host object not ours counts as absent."""
+        hobj = self.host.get(self.ctx.host_key(vkey))
+        return self.virtual.get(vkey), hobj if self.ctx.owns(hobj) else None
+
     async def create_host(self, vobj: Obj, desired: Obj) -> Obj | None:
         """Creates the host copy; None when an object vnest does not manage holds the name."""
         try:
@@ -299,3 +304,35 @@ class ResourceSyncer(Reconciler):
     @staticmethod
     def clean(obj: Obj) -> Obj:
         return copy.deepcopy(obj)
+
+
+class CopySyncer(ResourceSyncer):
+    """A kind whose host copy simply follows the virtual object: created, updated, deleted with it."""
+
+    def wanted(self, vkey: str) -> bool:
+        return True
+
+    @abc.abstractmethod
+    def translate(self, vobj: Obj) -> Obj: ...
+
+    @abc.abstractmethod
+    async def update_host(self, vobj: Obj, hobj: Obj, desired: Obj) -> None:
+        """Brings an existing host copy in line with `desired` (a no-op when it already is)."""
+
+    async def status_back(self, vobj: Obj, hobj: Obj) -> None:
+        """Copies what the host learned (status) back to the virtual object."""
+
+    async def reconcile(self, vkey: str) -> None:
+        vobj, hobj = self.pair(vkey)
+        if vobj is None or not self.wanted(vkey):
+            if hobj is not None:
+                await self.delete_host(hobj)
+            return
+        desired = self.translate(vobj)
+        if hobj is None:
+            await self.create_host(vobj, desired)
+        elif not self.uid_matches(vobj, hobj):
+            await self.delete_host(hobj)  # recreated when its DELETED event comes back
+        else:
+            await self.update_host(vobj, hobj, desired)
+            await self.status_back(vobj, hobj)

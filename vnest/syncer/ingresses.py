@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import ResourceSyncer, is_subset
+from vnest.syncer.engine import CopySyncer, is_subset
 
 
 def tls_secrets(ingress: Obj) -> set[str]:
     return {t["secretName"] for t in ingress.get("spec", {}).get("tls") or [] if t.get("secretName")}
 
 
-class IngressSyncer(ResourceSyncer):
+class IngressSyncer(CopySyncer):
     kind = "Ingress"
 
     def translate(self, ving: Obj) -> Obj:
@@ -46,32 +46,19 @@ class IngressSyncer(ResourceSyncer):
             "spec": spec,
         }
 
-    async def reconcile(self, vkey: str) -> None:
-        ving = self.virtual.get(vkey)
-        hing = self.host.get(self.ctx.host_key(vkey))
-        if hing is not None and not self.ctx.owns(hing):
-            hing = None
-        if ving is None:
-            if hing is not None:
-                await self.delete_host(hing)
-            return
-        desired = self.translate(ving)
-        if hing is None:
-            await self.create_host(ving, desired)
-            return
-        if not self.uid_matches(ving, hing):
-            await self.delete_host(hing)
-            return
-        if not (
-            is_subset(desired["spec"], hing["spec"])
-            and is_subset(desired["metadata"]["labels"], hing["metadata"].get("labels"))
+    async def update_host(self, ving: Obj, hing: Obj, desired: Obj) -> None:
+        if is_subset(desired["spec"], hing["spec"]) and is_subset(
+            desired["metadata"]["labels"], hing["metadata"].get("labels")
         ):
-            updated = copy.deepcopy(hing)
-            updated["spec"] = desired["spec"]
-            updated["metadata"]["labels"] = desired["metadata"]["labels"]
-            await self.ctx.host.request(
-                "PUT", self.resource.path(self.ctx.host_namespace, hing["metadata"]["name"]), body=updated
-            )
+            return
+        updated = copy.deepcopy(hing)
+        updated["spec"] = desired["spec"]
+        updated["metadata"]["labels"] = desired["metadata"]["labels"]
+        await self.ctx.host.request(
+            "PUT", self.resource.path(self.ctx.host_namespace, hing["metadata"]["name"]), body=updated
+        )
+
+    async def status_back(self, ving: Obj, hing: Obj) -> None:
         host_lb = (hing.get("status") or {}).get("loadBalancer") or {}
         if host_lb != ((ving.get("status") or {}).get("loadBalancer") or {}):
             meta = ving["metadata"]

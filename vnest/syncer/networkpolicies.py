@@ -17,7 +17,7 @@ from vnest import naming
 from vnest.kube.client import Obj
 from vnest.syncer.engine import (
     LABEL_NAMESPACE,
-    ResourceSyncer,
+    CopySyncer,
     is_subset,
     namespace_label_key,
     translate_label_key,
@@ -35,7 +35,7 @@ def _translated(selector: Obj | None, key_of: object = translate_label_key) -> O
     }
 
 
-class NetworkPolicySyncer(ResourceSyncer):
+class NetworkPolicySyncer(CopySyncer):
     kind = "NetworkPolicy"
 
     def _pods(
@@ -82,23 +82,11 @@ class NetworkPolicySyncer(ResourceSyncer):
             "spec": spec,
         }
 
-    async def reconcile(self, vkey: str) -> None:
-        vpol = self.virtual.get(vkey)
-        hpol = self.host.get(self.ctx.host_key(vkey))
-        if hpol is not None and not self.ctx.owns(hpol):
-            hpol = None
-        if vpol is None:
-            if hpol is not None:
-                await self.delete_host(hpol)
+    async def update_host(self, vpol: Obj, hpol: Obj, desired: Obj) -> None:
+        if is_subset(desired["spec"], hpol["spec"]):
             return
-        desired = self.translate(vpol)
-        if hpol is None:
-            await self.create_host(vpol, desired)
-        elif not self.uid_matches(vpol, hpol):
-            await self.delete_host(hpol)
-        elif not is_subset(desired["spec"], hpol["spec"]):
-            updated = copy.deepcopy(hpol)
-            updated["spec"] = desired["spec"]
-            await self.ctx.host.request(
-                "PUT", self.resource.path(self.ctx.host_namespace, hpol["metadata"]["name"]), body=updated
-            )
+        updated = copy.deepcopy(hpol)
+        updated["spec"] = desired["spec"]
+        await self.ctx.host.request(
+            "PUT", self.resource.path(self.ctx.host_namespace, hpol["metadata"]["name"]), body=updated
+        )

@@ -314,10 +314,7 @@ class PodSyncer(ResourceSyncer):
     # ---- reconcile ----------------------------------------------------------------
 
     async def reconcile(self, vkey: str) -> None:
-        vpod = self.virtual.get(vkey)
-        hpod = self.host.get(self.ctx.host_key(vkey))
-        if hpod is not None and not self.ctx.owns(hpod):
-            hpod = None
+        vpod, hpod = self.pair(vkey)
         if vpod is None:
             if hpod is not None:
                 await self.delete_host(hpod)

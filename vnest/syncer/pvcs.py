@@ -43,10 +43,7 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
         }
 
     async def reconcile(self, vkey: str) -> None:
-        vpvc = self.virtual.get(vkey)
-        hpvc = self.host.get(self.ctx.host_key(vkey))
-        if hpvc is not None and not self.ctx.owns(hpvc):
-            hpvc = None
+        vpvc, hpvc = self.pair(vkey)
         if vpvc is None or vpvc["metadata"].get("deletionTimestamp"):
             if hpvc is not None and not hpvc["metadata"].get("deletionTimestamp"):
                 await self.delete_host(hpvc)

@@ -69,10 +69,7 @@ class ServiceSyncer(ResourceSyncer):
         if vkey == KUBERNETES:
             await self._point_kubernetes_at_host()
             return
-        vsvc = self.virtual.get(vkey)
-        hsvc = self.host.get(self.ctx.host_key(vkey))
-        if hsvc is not None and not self.ctx.owns(hsvc):
-            hsvc = None
+        vsvc, hsvc = self.pair(vkey)
         if vsvc is None:
             if hsvc is not None:
                 await self.delete_host(hsvc)
