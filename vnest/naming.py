@@ -32,6 +32,17 @@ ANNOTATION_KUBERNETES_VERSION = f"{PREFIX}/kubernetes-version"
 ANNOTATION_VNEST_VERSION = f"{PREFIX}/vnest-version"
 ANNOTATION_PAUSED = f"{PREFIX}/paused"
 
+# The control-plane pod's DNS port (the chart's `dns` container port), and the label that marks
+# the virtual kube-system/kube-dns Service vnest made, whose host copy selects that pod.
+DNS_POD_PORT = 1053
+LABEL_DNS_SERVICE = f"{PREFIX}/dns"
+
+
+# The chart's selector labels of the control-plane pod.
+def control_plane_pod_selector(vcluster: str) -> dict[str, str]:
+    return {"app": "vnest", "release": vcluster}
+
+
 MAX_NAME = 63
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -643,8 +643,7 @@ def test_real_nodes_sync_with_a_selector_and_pods_stay_on_them(env):
 
 
 def test_pods_resolve_through_the_virtual_clusters_dns(make_cluster):
-    vc = make_cluster("dnscfg", "dnscfg-host")
-    vc.kubectl("create", "service", "clusterip", "kube-dns", "-n", "kube-system", "--tcp=53:53")
+    vc = make_cluster("dnscfg", "dnscfg-host")  # the syncer makes kube-system/kube-dns itself
     dns_ip = wait_until(
         lambda: (
             (ip := vc.json("get", "service", "kube-dns", "-n", "kube-system")["spec"]["clusterIP"])

@@ -309,7 +309,11 @@ def test_statefulset(helm):
         "POD_NAMESPACE": "metadata.namespace",
         "POD_IP": "status.podIP",
     }
-    assert syncer["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    assert syncer["ports"] == [
+        {"name": "https", "containerPort": 8443, "protocol": "TCP"},
+        {"name": "dns", "containerPort": naming.DNS_POD_PORT, "protocol": "UDP"},
+        {"name": "dns-tcp", "containerPort": naming.DNS_POD_PORT, "protocol": "TCP"},
+    ]
     assert syncer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8443, "scheme": "HTTPS"}
     assert syncer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}
     assert syncer["securityContext"]["allowPrivilegeEscalation"] is False

@@ -44,6 +44,13 @@ def syncer() -> None:
     help="Average requests a second to the host API (0: no cap).",
 )
 @click.option("--host-burst", type=int, default=HOST_BURST, show_default=True, envvar="VNEST_HOST_BURST")
+@click.option("--dns-address", help="Serve the embedded DNS here (default: no DNS server).")
+@click.option("--dns-port", type=int, default=0, show_default=True, help="0: any free port.")
+@click.option(
+    "--dns-fallback",
+    envvar="VNEST_DNS_FALLBACK",
+    help="The host cluster's DNS (ip[:port]), asked when networking.advanced.fallbackHostCluster is on.",
+)
 def run(
     name: str,
     namespace: str,
@@ -55,6 +62,9 @@ def run(
     kubelet_address: str,
     host_qps: float,
     host_burst: int,
+    dns_address: str | None,
+    dns_port: int,
+    dns_fallback: str | None,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
 
@@ -71,5 +81,8 @@ def run(
             kubelet_address,
             host_qps,
             host_burst,
+            dns_address,
+            dns_port,
+            dns_fallback,
         )
     )

@@ -142,6 +142,7 @@ class ControlPlane:
         self.supervisor = Supervisor()
         self.api_port = opts.api_port or _free_port()
         self.local_server = f"https://127.0.0.1:{self.api_port}"
+        self.dns_port: int | None = None
 
     @property
     def cluster_domain(self) -> str:
@@ -184,7 +185,7 @@ class ControlPlane:
             cppki.write(files, self.pki_dir)
             await self._start_components(service_cidr)
             await self._publish_kubeconfig(host)
-            self.write_status("Running", serviceCIDR=service_cidr)
+            self.write_status("Running", serviceCIDR=service_cidr, dnsPort=self.dns_port)
             _log.done("control plane ready", api=self.local_server)
             await asyncio.gather(self.supervisor.watch(), self._keep_host_objects(host))
         finally:
@@ -237,11 +238,15 @@ class ControlPlane:
             f"--ready-file={ready}",
             f"--pki-dir={self.pki_dir}",
             f"--kubelet-address={self.opts.advertise_address}",
+            f"--dns-address={self.opts.advertise_address}",
+            # In a pod, the chart's `dns` port; on this machine, any free one (many clusters share it).
+            f"--dns-port={naming.DNS_POD_PORT if self.opts.advertise_address != '127.0.0.1' else 0}",
         ]
         if self.opts.host_kubeconfig:
             argv.append(f"--host-kubeconfig={self.opts.host_kubeconfig}")
         await self.supervisor.start(Child("syncer", argv, self.logs / "syncer.log"))
         await self._wait(ready.exists, "the syncer to sync its caches")
+        self.dns_port = json.loads(ready.read_text()).get("dnsPort")
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore

@@ -10,6 +10,7 @@ syncer was down converges without duplicates or leaks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from vnest import log, naming
-from vnest.kube.client import HostConnection, KubeClient
+from vnest.dns import DnsIndex, DnsServer
+from vnest.kube.client import ApiError, HostConnection, KubeClient
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
 from vnest.syncer.engine import Reconciler, SyncContext
 from vnest.syncer.events import EventSyncer
@@ -49,9 +51,21 @@ class Syncer:
         host: KubeClient,
         values: dict[str, Any],
         kubelet: KubeletProxy | None = None,
+        dns_address: str | None = None,
+        dns_port: int = 0,
+        dns_fallback: str | None = None,
     ) -> None:
         self.ctx = SyncContext(name, host_namespace, virtual, host, values)
         self.kubelet = kubelet
+        self.dns: DnsServer | None = None
+        if dns_address is not None:
+            # The embedded DNS answers from the same caches the syncers use.
+            index = DnsIndex(values["networking"]["advanced"]["clusterDomain"])
+            self.ctx.informer("virtual", "Service").add_handler(index.on_service)
+            self.ctx.informer("virtual", "EndpointSlice").add_handler(index.on_endpointslice)
+            self.ctx.informer("virtual", "Pod").add_handler(index.on_pod)
+            fallback = dns_fallback if values["networking"]["advanced"]["fallbackHostCluster"] else None
+            self.dns = DnsServer(index, listen=dns_address, port=dns_port, fallback=fallback)
         to_host = values["sync"]["toHost"]
         self.syncers: list[Reconciler] = []
         self.pods: PodSyncer | None = None
@@ -96,6 +110,7 @@ class Syncer:
             self.nodes.kubelet_port = await self.kubelet.start()
         for syncer in self.syncers:
             syncer.setup()
+        dns_port = await self._start_dns()
         informers = [asyncio.create_task(inf.run(), name=inf.name) for inf in self.ctx.informers.values()]
         started = time.monotonic()
         await asyncio.wait_for(
@@ -110,11 +125,58 @@ class Syncer:
             took=f"{time.monotonic() - started:.2f}s",
             objects=sum(len(i.store) for i in self.ctx.informers.values()),
         )
+        await self._ensure_kube_dns_service()
         self.ready.set()
         if ready_file is not None:
-            ready_file.write_text(json.dumps({"ready": True, "time": time.time()}) + "\n")
+            ready = {"ready": True, "time": time.time(), "dnsPort": dns_port}
+            ready_file.write_text(json.dumps(ready) + "\n")
         fake_nodes = [self.nodes.run()] if self.host_nodes is None else []
         await asyncio.gather(*informers, *(s.run() for s in self.syncers), *fake_nodes)
+
+    async def _start_dns(self) -> int | None:
+        if self.dns is None:
+            return None
+        try:
+            port = await self.dns.start()
+        except OSError as e:
+            # Syncing goes on without DNS rather than not at all; the log says why.
+            _log.error(
+                "the embedded DNS server cannot listen",
+                address=f"{self.dns.listen}:{self.dns.port}",
+                error=str(e),
+            )
+            self.dns = None
+            return None
+        _log.info("embedded DNS listening", address=f"{self.dns.listen}:{port}")
+        return port
+
+    async def _ensure_kube_dns_service(self) -> None:
+        """The virtual cluster's `kube-system/kube-dns`, which synced pods' ClusterFirst DNS points at."""
+        if self.dns is None:
+            return
+        if await self.ctx.virtual.get_or_none("Service", "kube-dns", "kube-system") is not None:
+            return
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": "kube-system",
+                "labels": {
+                    "k8s-app": "kube-dns",
+                    "kubernetes.io/name": "CoreDNS",
+                    naming.LABEL_DNS_SERVICE: "true",
+                },
+            },
+            "spec": {
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": naming.DNS_POD_PORT},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": naming.DNS_POD_PORT},
+                ],
+            },
+        }
+        with contextlib.suppress(ApiError):
+            await self.ctx.virtual.create(service, namespace="kube-system")
 
     def host_pod_of(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The host copy of a virtual pod, if this virtual cluster has that pod and owns that copy."""
@@ -138,6 +200,9 @@ def main(
     kubelet_address: str = "127.0.0.1",
     host_qps: float = HOST_QPS,
     host_burst: int = HOST_BURST,
+    dns_address: str | None = None,
+    dns_port: int = 0,
+    dns_fallback: str | None = None,
 ) -> int:
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -158,7 +223,9 @@ def main(
                     address=kubelet_address,
                 )
             host.limit(host_qps, host_burst)
-            syncer = Syncer(name, namespace, virtual, host, values, kubelet)
+            syncer = Syncer(
+                name, namespace, virtual, host, values, kubelet, dns_address, dns_port, dns_fallback
+            )
             task = asyncio.create_task(syncer.run(ready_file))
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

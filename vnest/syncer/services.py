@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 
-from vnest import log
+from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer.engine import ResourceSyncer, is_subset
 
@@ -60,6 +60,15 @@ class ServiceSyncer(ResourceSyncer):
             port.pop("nodePort", None)
         if vspec.get("selector"):
             spec["selector"] = self.ctx.host_selector(vspec["selector"], ns)
+        if vsvc["metadata"].get("labels", {}).get(naming.LABEL_DNS_SERVICE) == "true" and (
+            ns,
+            vsvc["metadata"]["name"],
+        ) == (
+            "kube-system",
+            "kube-dns",
+        ):
+            # The DNS server runs in the control-plane pod: the host copy selects that pod.
+            spec["selector"] = naming.control_plane_pod_selector(self.ctx.name)
         if vspec.get("type") != "ExternalName" and (with_ip or headless(vsvc)) and vspec.get("clusterIP"):
             spec["clusterIP"] = vspec["clusterIP"]
             spec["clusterIPs"] = vspec.get("clusterIPs") or [vspec["clusterIP"]]
