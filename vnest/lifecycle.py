@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import os
 import subprocess
 import tempfile
@@ -381,6 +382,7 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         },
         "endpoints": {
             "apiServer": endpoint,
+            "dns": _local_dns(name, namespace) if summary["driver"] == "process" else None,
             "hostService": (service or {}).get("spec", {}).get("clusterIP"),
             "kubeContext": naming.kube_context(name, namespace, s.context),
         },
@@ -388,6 +390,17 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         "syncedObjects": counts,
         "config": config,
     }
+
+
+def _local_dns(name: str, namespace: str) -> str | None:
+    """Where a process-driver cluster's embedded DNS listens, as its control plane reported."""
+    from vnest.drivers.process import state_dir
+
+    try:
+        status = json.loads((state_dir(name, namespace) / "data" / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return f"127.0.0.1:{status['dnsPort']}" if status.get("dnsPort") else None
 
 
 # ---- delete / pause / resume -----------------------------------------------------
