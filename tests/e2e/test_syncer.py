@@ -97,11 +97,11 @@ def test_seed_demo_deployment_and_service(make_cluster):
 
     vc.kubectl("create", "service", "clusterip", "nginx-vcluster1", "--tcp=80:80", "-n", "nginx1")
     host_svc = wait_until(
-        lambda: vc.host_json("get", "services", "-l", "vnest.io/managed-by=my-vcluster")["items"],
+        lambda: _get_host(vc.env, "service", "nginx-vcluster1-x-nginx1-x-my-vcluster", "vcluster1"),
         30,
         "the host Service",
-    )[0]
-    assert host_svc["metadata"]["name"] == "nginx-vcluster1-x-nginx1-x-my-vcluster"
+    )
+    assert host_svc["metadata"]["labels"][naming.LABEL_MANAGED_BY] == "my-vcluster"
     assert host_svc["spec"]["selector"] == {
         "app": "nginx-vcluster1",
         "vnest.io/managed-by": "my-vcluster",
@@ -147,7 +147,7 @@ def test_seed_demo_deployment_and_service(make_cluster):
     wait_until(virtual_running, 60, "the ReplicaSet's replacement to run")
     vc.kubectl("delete", "service", "nginx-vcluster1", "-n", "nginx1")
     wait_until(
-        lambda: not vc.host_json("get", "services", "-l", "vnest.io/managed-by=my-vcluster")["items"],
+        lambda: _get_host(vc.env, "service", "nginx-vcluster1-x-nginx1-x-my-vcluster", "vcluster1") is None,
         30,
         "the host Service to go with the virtual one",
     )
