@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,19 @@ CHART_DIR = Path(__file__).resolve().parents[1] / "chart"
 _TIMEOUT = 120
 
 
+@contextmanager
+def values_file(values: dict[str, Any]) -> Iterator[Path]:
+    """The config as a temporary values file for helm, removed afterwards.
+
+    A values file rather than --set: --set would re-type strings such as "1.0"
+    or "true", and a file carries nested lists and maps exactly.
+    """
+    with tempfile.NamedTemporaryFile("w", prefix="vnest-values-", suffix=".yaml") as f:
+        yaml.safe_dump(values, f, sort_keys=False)
+        f.flush()
+        yield Path(f.name)
+
+
 def render(name: str, namespace: str, values: dict[str, Any], helm: Path | None = None) -> list[dict]:
     """Returns the host objects of virtual cluster `name` in host namespace `namespace`.
 
@@ -39,12 +54,8 @@ def render(name: str, namespace: str, values: dict[str, Any], helm: Path | None 
         from vnest import binaries  # imported late: building binaries is not needed to import this
 
         helm = binaries.ensure().helm
-    # A values file rather than --set: --set would re-type strings such as "1.0"
-    # or "true", and a file carries nested lists and maps exactly.
-    with tempfile.NamedTemporaryFile("w", prefix="vnest-values-", suffix=".yaml") as f:
-        yaml.safe_dump(values, f, sort_keys=False)
-        f.flush()
-        cmd = [str(helm), "template", name, str(CHART_DIR), "--namespace", namespace, "--values", f.name]
+    with values_file(values) as path:
+        cmd = [str(helm), "template", name, str(CHART_DIR), "--namespace", namespace, "--values", str(path)]
         _log.debug("rendering the chart", cmd=" ".join(cmd))
         try:
             proc = subprocess.run(

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import tempfile
 import time
 from typing import Any
 
-import yaml
-
 from vnest import binaries, kubeconfig, log, naming
-from vnest.chart import CHART_DIR
+from vnest.chart import CHART_DIR, values_file
 from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target
 from vnest.errors import VnestError
 from vnest.kube.client import Obj
@@ -41,10 +38,8 @@ class KubernetesDriver(Driver):
         return proc.stdout
 
     async def install(self, t: Target, manifests: list[Obj], values: dict[str, Any]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-            yaml.safe_dump(values, f, sort_keys=False)
-            f.flush()
-            self._helm(t, "upgrade", "--install", t.name, str(CHART_DIR), f"--values={f.name}")
+        with values_file(values) as path:
+            self._helm(t, "upgrade", "--install", t.name, str(CHART_DIR), f"--values={path}")
 
     async def _pod(self, t: Target) -> Obj | None:
         return await t.host.get_or_none("Pod", f"{naming.statefulset(t.name)}-0", t.namespace)
