@@ -123,7 +123,7 @@ def vnest_output(*args: str, timeout: float = 120) -> str:
 
 @contextlib.contextmanager
 def local_host(port: int, nodes: int = 1) -> Iterator[float]:
-    """`vnest host up` on six ports from ``port``; yields its seconds; `vnest host down` on exit.
+    """`vnest host up` on seven ports from ``port``; yields its seconds; `vnest host down` on exit.
 
     Down runs even when up failed, since up may have started some components before.
     """

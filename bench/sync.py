@@ -490,7 +490,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", default="100,1000", help="comma-separated pod counts N, one round each")
     parser.add_argument(
-        "--port", type=int, default=56443, help="first of the six ports of the benchmark's own host"
+        "--port", type=int, default=56443, help="first of the seven ports of the benchmark's own host"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
     args = parser.parse_args()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 VNEST = [sys.executable, "-m", "vnest"]
-# Ports for the session's host (six from here), away from the default 16443 so a
+# Ports for the session's host (seven from here), away from the default 16443 so a
 # developer's own `vnest host up` and the tests do not collide. Tests that start
 # hosts of their own use +1000 and +2000. VNEST_E2E_PORT moves them all, so two
 # test sessions can run side by side.

@@ -382,7 +382,10 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         },
         "endpoints": {
             "apiServer": endpoint,
-            "dns": _local_dns(name, namespace) if summary["driver"] == "process" else None,
+            "dns": _local_endpoint(name, namespace, "dnsPort") if summary["driver"] == "process" else None,
+            "metrics": _local_endpoint(name, namespace, "metricsPort", "http://{}/metrics")
+            if summary["driver"] == "process"
+            else None,
             "hostService": (service or {}).get("spec", {}).get("clusterIP"),
             "kubeContext": naming.kube_context(name, namespace, s.context),
         },
@@ -392,15 +395,16 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def _local_dns(name: str, namespace: str) -> str | None:
-    """Where a process-driver cluster's embedded DNS listens, as its control plane reported."""
+def _local_endpoint(name: str, namespace: str, key: str, form: str = "{}") -> str | None:
+    """Where a process-driver cluster's embedded DNS or metrics endpoint listens, as its control
+    plane reported."""
     from vnest.drivers.process import state_dir
 
     try:
         status = json.loads((state_dir(name, namespace) / "data" / "status.json").read_text())
     except (OSError, ValueError):
         return None
-    return f"127.0.0.1:{status['dnsPort']}" if status.get("dnsPort") else None
+    return form.format(f"127.0.0.1:{status[key]}") if status.get(key) else None
 
 
 # ---- delete / pause / resume -----------------------------------------------------

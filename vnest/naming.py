@@ -32,10 +32,21 @@ ANNOTATION_KUBERNETES_VERSION = f"{PREFIX}/kubernetes-version"
 ANNOTATION_VNEST_VERSION = f"{PREFIX}/vnest-version"
 ANNOTATION_PAUSED = f"{PREFIX}/paused"
 
+# On a Service of the embedded local host (`vnest host up`): the ip:port where it is really
+# served on this machine, since the local host has no kube-proxy to route its ClusterIP.
+ANNOTATION_LOCAL_ADDRESS = f"{PREFIX}/local-address"
+
 # The control-plane pod's DNS port (the chart's `dns` container port), and the label that marks
 # the virtual kube-system/kube-dns Service vnest made, whose host copy selects that pod.
 DNS_POD_PORT = 1053
+# The control plane's metrics endpoint in the pod (the chart's `metrics` port): GET /metrics.
+METRICS_POD_PORT = 9180
 LABEL_DNS_SERVICE = f"{PREFIX}/dns"
+# Replicated services (networking.replicateServices): the direction (from-host | to-host), the
+# host namespace of the virtual cluster that made the replica, and its source "namespace/name".
+LABEL_REPLICATED = f"{PREFIX}/replicated"
+LABEL_VCLUSTER_NAMESPACE = f"{PREFIX}/vcluster-namespace"
+ANNOTATION_REPLICATED_FROM = f"{PREFIX}/replicated-from"
 
 
 # The chart's selector labels of the control-plane pod.
@@ -96,6 +107,13 @@ def service_account(vcluster: str) -> str:
 def cluster_role(vcluster: str, namespace: str) -> str:
     """The ClusterRole (and its binding) of a cluster that syncs real nodes (chart/templates/clusterrole.yaml)."""
     return f"vnest-vc-x-{namespace}-x-{vcluster}"[:63].rstrip("-")
+
+
+def to_host_cluster_role(vcluster: str, namespace: str) -> str:
+    """The ClusterRole (and binding) of networking.replicateServices.toHost (chart/templates/clusterrole.yaml):
+    what toHost may do outside the host namespace, and the owner of the host replicas (see
+    vnest/syncer/replicated.py)."""
+    return f"vnest-vc-x-{namespace}-x-{vcluster}"[:55].removesuffix("-") + "-to-host"
 
 
 def statefulset(vcluster: str) -> str:

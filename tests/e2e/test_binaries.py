@@ -49,3 +49,13 @@ def test_second_ensure_is_a_no_op(tmp_path, bins):
     assert proc.stdout.strip() == str(bins.dir)
     assert proc.stderr == ""  # no progress: nothing to build
     assert {p.name: p.stat().st_mtime_ns for p in bins.dir.iterdir()} == before
+
+
+def test_coredns_has_the_pinned_version_and_its_plugin_set(bins):
+    version = binaries.pins()["coredns"]["version"]
+    assert f"CoreDNS-{version.lstrip('v')}" in _run(bins.coredns, "-version")
+    chosen = {"errors", "log", "health", "ready", "prometheus", "hosts", "kubernetes", "loop"}
+    chosen |= {"forward", "cache", "reload", "loadbalance", "bind", "debug"}
+    # forward, cache, log and kubernetes import these three as libraries, so they register
+    # too; a Corefile cannot use them, since they are not among the build's directives.
+    assert set(_run(bins.coredns, "-plugins").split()) == chosen | {"dnstap", "metadata", "transfer"}

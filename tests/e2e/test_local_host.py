@@ -3,9 +3,13 @@
 import json
 import time
 
+from tests.conftest import SESSION_HOST_PORT
+from vnest import naming
 from vnest.host.kwok import SIMULATED_LOG
-from vnest.host.local import CONTEXT
+from vnest.host.local import CONTEXT, Ports, resolve
 from vnest.procs import wait_until
+
+DNS_PORT = Ports.starting_at(SESSION_HOST_PORT).dns
 
 
 def _json(env, *args):
@@ -61,3 +65,34 @@ def test_deployment_runs_with_distinct_pod_ips_behind_a_service(host_env):
     out = k("--context", CONTEXT, "exec", pod, "-n", ns, "--", "echo", "hello from exec").stdout
     assert out == "hello from exec\n"
     k("--context", CONTEXT, "delete", "namespace", ns, "--wait=false")
+
+
+def test_cluster_dns_answers_on_the_seventh_port(host_env):
+    assert DNS_PORT == SESSION_HOST_PORT + 6
+    kubernetes = _json(host_env, "get", "service", "kubernetes", "-n", "default")["spec"]["clusterIP"]
+    assert resolve("kubernetes.default.svc.cluster.local", DNS_PORT) == [kubernetes]
+    status = json.loads(host_env.vnest("host", "status", "-o", "json").stdout)
+    assert status["dns"] == f"127.0.0.1:{DNS_PORT}"
+    assert status["components"]["coredns"]["running"]
+
+
+def test_a_new_service_resolves_within_seconds(host_env):
+    ns = f"e2e-dns-{int(time.time() * 1000)}"
+    k = host_env.kubectl
+    k("--context", CONTEXT, "create", "namespace", ns)
+    k("--context", CONTEXT, "create", "service", "clusterip", "api", "--tcp=8080:8080", "-n", ns)
+    ip = _json(host_env, "get", "service", "api", "-n", ns)["spec"]["clusterIP"]
+    assert wait_until(lambda: resolve(f"api.{ns}.svc.cluster.local", DNS_PORT), 3, "the new Service") == [ip]
+    k("--context", CONTEXT, "delete", "namespace", ns, "--wait=false")
+
+
+def test_kube_dns_service_says_where_the_dns_is_served(host_env):
+    svc = _json(host_env, "get", "service", "kube-dns", "-n", "kube-system")
+    assert svc["metadata"]["annotations"][naming.ANNOTATION_LOCAL_ADDRESS] == f"127.0.0.1:{DNS_PORT}"
+    assert svc["metadata"]["labels"]["k8s-app"] == "kube-dns"
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    ports = {(p["name"], p["port"], p["protocol"]) for p in svc["spec"]["ports"]}
+    assert ports == {("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")}
+    # The Service's own name resolves to its ClusterIP through the host DNS.
+    assert resolve("kube-dns.kube-system.svc.cluster.local", DNS_PORT) == [svc["spec"]["clusterIP"]]

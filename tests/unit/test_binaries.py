@@ -23,6 +23,13 @@ def test_go_modules_follow_the_pins_file():
     assert _required(kube_mod, "helm.sh/helm/v3") == pins["helm"]["version"]
     assert _required(_go_mod("kine"), "github.com/k3s-io/kine") == pins["kine"]["version"]
     assert _required(_go_mod("etcd"), "go.etcd.io/etcd/server/v3") == pins["etcd"]["version"]
+    coredns_mod = _go_mod("coredns")
+    assert _required(coredns_mod, "github.com/coredns/coredns") == pins["coredns"]["version"]
+    # Every pinned module builds with the Go the README asks for, without fetching a newer toolchain.
+    for module in ("kube", "kine", "etcd", "coredns"):
+        go = re.search(r"^go (\S+)$", _go_mod(module), re.M)
+        assert go and tuple(int(n) for n in go.group(1).split(".")[:2]) <= (1, 26), module
+        assert not re.search(r"^toolchain ", _go_mod(module), re.M), module
     # Every k8s.io staging module is replaced by the release that matches the pinned Kubernetes.
     staging = "v0." + pins["kubernetes"]["version"].removeprefix("v1.")
     replaces = re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", kube_mod, re.M)
@@ -50,3 +57,18 @@ def test_missing_go_is_a_clear_error(tmp_path):
     assert "`go` is not on PATH" in proc.stderr
     assert "install Go 1.26 or newer" in proc.stderr
     assert not (tmp_path / "cache" / "bin" / build.build_key()).exists()
+
+
+def test_coredns_is_a_custom_build_with_a_small_plugin_set():
+    main = (build.GO_DIR / "coredns" / "main.go").read_text()
+    # Upstream's core/plugin imports every plugin and their cloud SDKs.
+    assert '"github.com/coredns/coredns/core/plugin"' not in main
+    directives = re.findall(r'^\t"(\w+)",$', main, re.M)
+    assert directives == [
+        "reload", "bind", "debug", "ready", "health", "prometheus", "errors", "log",
+        "loadbalance", "cache", "hosts", "kubernetes", "loop", "forward",
+    ]  # fmt: skip
+    imported = set(re.findall(r'_ "github.com/coredns/coredns/plugin/(\w+)"', main))
+    assert imported == {"metrics" if d == "prometheus" else d for d in directives}
+    target = next(t for t in build._targets(build.pins()) if t.output == "coredns")
+    assert target.module == "coredns"

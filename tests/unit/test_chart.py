@@ -313,6 +313,7 @@ def test_statefulset(helm):
         {"name": "https", "containerPort": 8443, "protocol": "TCP"},
         {"name": "dns", "containerPort": naming.DNS_POD_PORT, "protocol": "UDP"},
         {"name": "dns-tcp", "containerPort": naming.DNS_POD_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": naming.METRICS_POD_PORT, "protocol": "TCP"},
     ]
     assert syncer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8443, "scheme": "HTTPS"}
     assert syncer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}
@@ -480,3 +481,85 @@ def test_values_file_has_the_defaults_the_templates_rely_on():
     shipped = _leaves(yaml.safe_load(values_file.read_text()))
     expected = {k: v for k, v in _leaves(DEFAULTS).items() if ".resources." not in k}
     assert {k: shipped.get(k, "<missing>") for k in expected} == expected
+
+
+# --- ClusterRoles: only what the config needs beyond the namespace ---------------------------
+
+READ = ["get", "list", "watch"]
+MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+MAPPING = [{"from": "ns1/web", "to": "ns2/web"}]
+NODES = {"sync": {"fromHost": {"nodes": {"enabled": True}}}}
+FROM_HOST = {"networking": {"replicateServices": {"fromHost": MAPPING}}}
+TO_HOST = {"networking": {"replicateServices": {"toHost": MAPPING}}}
+BASE_ROLE = naming.cluster_role(NAME, NS)
+TO_HOST_ROLE = naming.to_host_cluster_role(NAME, NS)
+TO_HOST_RULES = {
+    ("", "services"): MANAGE,
+    ("discovery.k8s.io", "endpointslices"): MANAGE,
+    ("rbac.authorization.k8s.io", "clusterroles"): ["get"],
+}
+
+
+def _cluster_rules(manifests: list[dict]) -> dict[str, dict[tuple[str, str], list[str]]]:
+    return {
+        role["metadata"]["name"]: {
+            (rule["apiGroups"][0], resource): rule["verbs"]
+            for rule in role["rules"]
+            for resource in rule["resources"]
+        }
+        for role in chart.by_kind(manifests, "ClusterRole")
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({}, {}),
+        (NODES, {BASE_ROLE: {("", "nodes"): READ}}),
+        (FROM_HOST, {BASE_ROLE: {("", "services"): READ, ("discovery.k8s.io", "endpointslices"): READ}}),
+        (TO_HOST, {TO_HOST_ROLE: TO_HOST_RULES}),
+        (
+            _merge(_merge(NODES, FROM_HOST), {"networking": {"replicateServices": {"toHost": MAPPING}}}),
+            {
+                BASE_ROLE: {
+                    ("", "nodes"): READ,
+                    ("", "services"): READ,
+                    ("discovery.k8s.io", "endpointslices"): READ,
+                },
+                TO_HOST_ROLE: TO_HOST_RULES,
+            },
+        ),
+    ],
+    ids=["none", "nodes", "fromHost", "toHost", "all"],
+)
+def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected):
+    _, manifests = _render(helm, override)
+    assert _cluster_rules(manifests) == expected
+    bindings = {b["metadata"]["name"]: b for b in chart.by_kind(manifests, "ClusterRoleBinding")}
+    assert set(bindings) == set(expected)
+    for name, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": name,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": naming.service_account(NAME), "namespace": NS}
+        ]
+    for role in chart.by_kind(manifests, "ClusterRole"):
+        assert role["metadata"]["labels"][naming.LABEL_CLUSTER] == NAME
+        for rule in role["rules"]:
+            # The one ClusterRole toHost may read is its own, the owner of its host replicas.
+            if rule["resources"] == ["clusterroles"]:
+                assert rule["resourceNames"] == [TO_HOST_ROLE]
+            else:
+                assert "resourceNames" not in rule
+
+
+def test_cluster_role_names_are_the_ones_the_syncer_and_driver_use(helm):
+    name, namespace = "n" * 53, "s" * 63
+    values = _merge(_merge(_base(), NODES), TO_HOST)
+    manifests = chart.render(name, namespace, values, helm=helm)
+    names = {role["metadata"]["name"] for role in chart.by_kind(manifests, "ClusterRole")}
+    assert names == {naming.cluster_role(name, namespace), naming.to_host_cluster_role(name, namespace)}
+    assert all(len(n) <= 63 for n in names)

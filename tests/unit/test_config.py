@@ -371,7 +371,7 @@ def test_unsupported_vcluster_key(tmp_path):
 def test_unsupported_is_checked_before_unknown():
     err = _error([], ["controlPlane.coredns.deployment.replicas=2"])
     assert str(err).startswith("'controlPlane.coredns' is a vCluster setting that vnest does not support")
-    assert "DNS comes in a later release" in str(err)
+    assert "networking.dns.mode" in str(err)
 
 
 @pytest.mark.parametrize("prefix", sorted(UNSUPPORTED))
@@ -409,7 +409,7 @@ def test_required_unsupported_entries_are_present():
         "sync.toHost.podDisruptionBudgets",
     }
     assert required <= set(UNSUPPORTED)
-    assert UNSUPPORTED["controlPlane.coredns"] == "DNS comes in a later release"
+    assert "networking.dns.mode" in UNSUPPORTED["controlPlane.coredns"]
 
 
 def test_disabled_unsupported_feature_is_accepted():
@@ -512,13 +512,69 @@ def test_custom_resource_keys_must_be_plural_group():
     )
 
 
-@pytest.mark.parametrize("ref", ["a/b/c", "Web", "ns/", "/name", "a b"])
+SERVICE_REF_RULE = (
+    "expected namespace/name or name, a namespace being a DNS-1123 label and a name a DNS-1035 label "
+    "(at most 63 lowercase letters, digits or '-'; a name starts with a letter)"
+)
+
+
+@pytest.mark.parametrize(
+    "ref", ["a/b/c", "Web", "ns/", "/name", "a b", "ns/1web", "ns/web-", "ns/" + "w" * 64, "n" * 64 + "/web"]
+)
 def test_replicated_service_refs_are_checked(ref):
-    err = _error([], [f"networking.replicateServices.fromHost=[{{from: '{ref}', to: ok}}]"])
-    assert (
-        str(err)
-        == f"networking.replicateServices.fromHost[0].from: expected namespace/name or name, got {ref!r}"
+    err = _error([], [f"networking.replicateServices.fromHost=[{{from: '{ref}', to: ns/ok}}]"])
+    shown = repr(ref) if len(repr(ref)) <= 60 else repr(ref)[:57] + "..."
+    assert str(err) == f"networking.replicateServices.fromHost[0].from: {SERVICE_REF_RULE}, got {shown}"
+
+
+@pytest.mark.parametrize("ref", ["web", "ns/web", "1ns/w-1", "ns/" + "w" * 63, "n" * 63 + "/web"])
+def test_replicated_service_refs_that_are_valid(ref):
+    cfg = load_config([], [f"networking.replicateServices.fromHost=[{{from: '{ref}', to: ns/ok}}]"])
+    assert cfg.networking.replicate_services.from_host[0].from_ == ref
+
+
+@pytest.mark.parametrize(
+    ("mappings", "message"),
+    [
+        (
+            "fromHost=[{from: db, to: db}]",
+            "fromHost[0].to: expected namespace/name: the virtual cluster's side always names its "
+            "namespace, got 'db'",
+        ),
+        (
+            "toHost=[{from: web, to: web}]",
+            "toHost[0].from: expected namespace/name: the virtual cluster's side always names its "
+            "namespace, got 'web'",
+        ),
+        (
+            "fromHost=[{from: a, to: ns/db}, {from: other/b, to: ns/db}]",
+            "fromHost[1].to: 'ns/db' is already the target of fromHost[0]; "
+            "a service can be the target of one mapping only",
+        ),
+        (
+            "toHost=[{from: ns/a, to: web}, {from: ns/b, to: web}]",
+            "toHost[1].to: 'web' is already the target of toHost[0]; a service can be the target of one "
+            "mapping only",
+        ),
+    ],
+)
+def test_replicated_service_directions_and_duplicates(mappings, message):
+    err = _error([], [f"networking.replicateServices.{mappings}"])
+    assert str(err) == f"networking.replicateServices.{message}"
+
+
+def test_replicated_services_as_vcluster_reads_them():
+    # vCluster's shapes: a bare host-side name, the virtual side always namespaced; one source may
+    # feed several targets.
+    cfg = load_config(
+        [],
+        [
+            "networking.replicateServices.fromHost=[{from: db, to: ns/db}, {from: db, to: other/db}]",
+            "networking.replicateServices.toHost=[{from: ns/web, to: web}, {from: ns/web, to: team/web}]",
+        ],
     )
+    assert [m.to for m in cfg.networking.replicate_services.from_host] == ["ns/db", "other/db"]
+    assert [m.to for m in cfg.networking.replicate_services.to_host] == ["web", "team/web"]
 
 
 # --- generated files ----------------------------------------------------------------------

@@ -94,6 +94,14 @@ def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
             (f"-X github.com/k3s-io/kine/pkg/version.Version={p['kine']['version']}",),
         ),
         _Target("etcd", "etcd", ".", ()),
+        # CoreVersion is a const; GitCommit is the one -X upstream's Makefile sets,
+        # and `coredns -version` prints it.
+        _Target(
+            "coredns",
+            "coredns",
+            ".",
+            (f"-X github.com/coredns/coredns/coremain.GitCommit={p['coredns']['version']}",),
+        ),
     ]
 
 

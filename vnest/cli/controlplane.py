@@ -37,6 +37,11 @@ def controlplane() -> None:
 )
 @click.option("--advertise-address", default=lambda: os.environ.get("POD_IP", "127.0.0.1"))
 @click.option("--public-server", default="", help="API server URL written into the published kubeconfig.")
+@click.option(
+    "--host-dns",
+    help="The host cluster's DNS (ip[:port]) for networking.advanced.fallbackHostCluster "
+    "(default: in a pod, its nameserver; elsewhere none).",
+)
 def run(**kwargs: object) -> None:
     """Start the datastore, API server, controller manager (and scheduler), then keep them running."""
     sys.exit(main(Options(**kwargs)))  # type: ignore[arg-type]

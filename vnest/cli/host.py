@@ -14,7 +14,8 @@ def host() -> None:
     """The embedded local host cluster, for machines with no Kubernetes cluster.
 
     Real etcd, kube-apiserver, kube-controller-manager and kube-scheduler on
-    loopback, with KWOK simulating the nodes and the pod lifecycle.
+    loopback, with KWOK simulating the nodes and the pod lifecycle, and CoreDNS
+    as the cluster DNS.
     """
 
 
@@ -31,8 +32,8 @@ def host() -> None:
     type=click.IntRange(min=1024, max=65530),
     default=DEFAULT_PORT,
     show_default=True,
-    help="Loopback port of the API server; the next five go to etcd (client, peer), "
-    "controller manager, scheduler and KWOK.",
+    help="Loopback port of the API server; the next six go to etcd (client, peer), "
+    "controller manager, scheduler, KWOK and CoreDNS (UDP and TCP).",
 )
 @click.option(
     "--timeout",
@@ -63,6 +64,7 @@ def status(output: str) -> None:
         return
     click.echo(f"context:    {CONTEXT}")
     click.echo(f"api server: {st['apiServer'] or '-'}")
+    click.echo(f"dns:        {st['dns'] or '-'}")
     click.echo(f"state:      {st['stateDir']}")
     click.echo(f"ready:      {'yes' if st['ready'] else 'no'}")
     for name, comp in st["components"].items():

@@ -51,6 +51,8 @@ def syncer() -> None:
     envvar="VNEST_DNS_FALLBACK",
     help="The host cluster's DNS (ip[:port]), asked when networking.advanced.fallbackHostCluster is on.",
 )
+@click.option("--metrics-address", help="Serve /metrics here (default: no metrics endpoint).")
+@click.option("--metrics-port", type=int, default=0, show_default=True, help="0: any free port.")
 def run(
     name: str,
     namespace: str,
@@ -65,6 +67,8 @@ def run(
     dns_address: str | None,
     dns_port: int,
     dns_fallback: str | None,
+    metrics_address: str | None,
+    metrics_port: int,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
 
@@ -84,5 +88,6 @@ def run(
             dns_address,
             dns_port,
             dns_fallback,
+            (metrics_address, metrics_port) if metrics_address else None,
         )
     )

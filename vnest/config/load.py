@@ -28,7 +28,6 @@ from vnest.errors import UsageError
 __all__ = ["UNSUPPORTED", "defaults", "load_config", "to_values"]
 
 _K8S_ONLY = "vnest runs upstream Kubernetes (k8s) only"
-_DNS_LATER = "DNS comes in a later release"
 _PLATFORM = "vnest has no vCluster Platform; platform settings do not apply"
 _POD_REWRITE = "vnest syncs pods without this rewrite"
 
@@ -40,7 +39,7 @@ UNSUPPORTED: dict[str, str] = {
     "controlPlane.distro.k0s": _K8S_ONLY,
     "controlPlane.distro.eks": _K8S_ONLY,
     "controlPlane.backingStore.etcd.deploy": "vnest does not deploy a separate etcd; use etcd.embedded or etcd.external",
-    "controlPlane.coredns": _DNS_LATER,
+    "controlPlane.coredns": "vnest's DNS is set with networking.dns.mode (embedded or coredns)",
     "controlPlane.ingress": "vnest creates no Ingress for the API; expose it with controlPlane.service.spec",
     "controlPlane.hostPathMapper": "vnest does not map host log paths into the virtual cluster",
     "controlPlane.statefulSet.highAvailability": "vnest runs a single control-plane replica",
@@ -53,7 +52,7 @@ UNSUPPORTED: dict[str, str] = {
     "external": _PLATFORM,
     "platform": _PLATFORM,
     "policies.centralAdmission": "vnest has no central admission webhooks",
-    "networking.resolveDNS": _DNS_LATER,
+    "networking.resolveDNS": "vnest does not rewrite DNS names between host and virtual cluster",
     "integrations.externalSecrets": "vnest has no External Secrets Operator integration",
     "integrations.certManager": "vnest has no cert-manager integration",
     "integrations.istio": "vnest has no Istio integration",

@@ -505,6 +505,13 @@ class ControlPlane(_Model):
 # --- networking ---------------------------------------------------------------------------
 
 
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # DNS-1035 label: a Service name
+_SERVICE_REF_RULE = (
+    "namespace/name or name, a namespace being a DNS-1123 label and a name a DNS-1035 label "
+    "(at most 63 lowercase letters, digits or '-'; a name starts with a letter)"
+)
+
+
 class ServiceMapping(_Model):
     """One replicated service: `from` is mirrored as `to`."""
 
@@ -514,20 +521,56 @@ class ServiceMapping(_Model):
     @field_validator("from_", "to")
     @classmethod
     def _service_ref(cls, value: str) -> str:
-        if not _SERVICE_REF.match(value):
-            raise FieldProblem(None, f"expected namespace/name or name, got {show(value)}")
+        namespace, _, name = value.rpartition("/")
+        if (
+            not _SERVICE_REF.match(value)
+            or not _SERVICE_NAME.match(name)
+            or len(name) > 63
+            or len(namespace) > 63
+        ):
+            raise FieldProblem(None, f"expected {_SERVICE_REF_RULE}, got {show(value)}")
         return value
 
 
 class ReplicateServices(_Model):
     """Services mirrored between host and virtual cluster."""
 
+    # As in vCluster, a bare name on the host side means the virtual cluster's host namespace;
+    # the virtual side always names its namespace.
     to_host: list[ServiceMapping] = Field(
-        default_factory=list, description="Virtual services made available in the host."
+        default_factory=list,
+        description="Virtual services made available in the host: from a virtual namespace/name, "
+        "to a host namespace/name or a name in the virtual cluster's host namespace.",
     )
     from_host: list[ServiceMapping] = Field(
-        default_factory=list, description="Host services made available in the virtual cluster."
+        default_factory=list,
+        description="Host services made available in the virtual cluster: from a host namespace/name "
+        "or a name in the virtual cluster's host namespace, to a virtual namespace/name.",
     )
+
+    @model_validator(mode="after")
+    def _directions(self) -> ReplicateServices:
+        for field, mappings, virtual_side in (
+            ("fromHost", self.from_host, "to"),
+            ("toHost", self.to_host, "from"),
+        ):
+            targets: dict[str, int] = {}
+            for i, mapping in enumerate(mappings):
+                ref = mapping.to if virtual_side == "to" else mapping.from_
+                if "/" not in ref:
+                    raise FieldProblem(
+                        f"{field}[{i}].{virtual_side}",
+                        "expected namespace/name: the virtual cluster's side always names its namespace, "
+                        f"got {show(ref)}",
+                    )
+                if mapping.to in targets:
+                    raise FieldProblem(
+                        f"{field}[{i}].to",
+                        f"{mapping.to!r} is already the target of {field}[{targets[mapping.to]}]; "
+                        "a service can be the target of one mapping only",
+                    )
+                targets[mapping.to] = i
+        return self
 
 
 class ProxyKubelets(_Model):
@@ -547,9 +590,30 @@ class NetworkingAdvanced(_Model):
     proxy_kubelets: ProxyKubelets = Field(default_factory=ProxyKubelets, description="Kubelet proxying.")
 
 
+class CoreDns(_Model):
+    """The CoreDNS Deployment that `networking.dns.mode: coredns` puts in the virtual cluster."""
+
+    image: str = Field(
+        "", description="CoreDNS image; empty for registry.k8s.io/coredns/coredns at vnest's pinned version."
+    )
+    replicas: StrictInt = Field(1, ge=1, le=10, description="CoreDNS replicas.")
+
+
+class Dns(_Model):
+    """Who answers the virtual cluster's DNS."""
+
+    mode: Literal["embedded", "coredns"] = Field(
+        "embedded",
+        description="embedded: a DNS server in the control plane, answering from the syncer's caches; "
+        "coredns: a CoreDNS Deployment inside the virtual cluster, as vCluster deploys it.",
+    )
+    coredns: CoreDns = Field(default_factory=CoreDns, description="The CoreDNS Deployment (mode coredns).")
+
+
 class Networking(_Model):
     """Networking between virtual cluster and host."""
 
+    dns: Dns = Field(default_factory=Dns, description="The virtual cluster's DNS.")
     replicate_services: ReplicateServices = Field(
         default_factory=ReplicateServices, description="Services mirrored across."
     )

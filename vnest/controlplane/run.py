@@ -66,6 +66,22 @@ class Options:
     advertise_address: str
     # The server address written into the published admin kubeconfig.
     public_server: str
+    # The host cluster's DNS (ip[:port]) for networking.advanced.fallbackHostCluster; in a pod,
+    # None means the pod's own nameserver, which is the host cluster's DNS.
+    host_dns: str | None = None
+
+
+def resolv_conf_nameserver(path: Path = Path("/etc/resolv.conf")) -> str | None:
+    """The first nameserver of a resolv.conf, or None."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            return fields[1]
+    return None
 
 
 def _free_port() -> int:
@@ -143,6 +159,7 @@ class ControlPlane:
         self.api_port = opts.api_port or _free_port()
         self.local_server = f"https://127.0.0.1:{self.api_port}"
         self.dns_port: int | None = None
+        self.metrics_port: int | None = None
 
     @property
     def cluster_domain(self) -> str:
@@ -185,7 +202,9 @@ class ControlPlane:
             cppki.write(files, self.pki_dir)
             await self._start_components(service_cidr)
             await self._publish_kubeconfig(host)
-            self.write_status("Running", serviceCIDR=service_cidr, dnsPort=self.dns_port)
+            self.write_status(
+                "Running", serviceCIDR=service_cidr, dnsPort=self.dns_port, metricsPort=self.metrics_port
+            )
             _log.done("control plane ready", api=self.local_server)
             await asyncio.gather(self.supervisor.watch(), self._keep_host_objects(host))
         finally:
@@ -239,14 +258,24 @@ class ControlPlane:
             f"--pki-dir={self.pki_dir}",
             f"--kubelet-address={self.opts.advertise_address}",
             f"--dns-address={self.opts.advertise_address}",
-            # In a pod, the chart's `dns` port; on this machine, any free one (many clusters share it).
-            f"--dns-port={naming.DNS_POD_PORT if self.opts.advertise_address != '127.0.0.1' else 0}",
+            f"--metrics-address={self.opts.advertise_address}",
         ]
+        # In a pod, the chart's `dns` and `metrics` ports; on this machine, free ones picked here
+        # (many clusters share it), so that a restarted syncer serves on the same ports.
+        in_pod = self.opts.advertise_address != "127.0.0.1"
+        argv.append(f"--dns-port={naming.DNS_POD_PORT if in_pod else _free_port()}")
+        argv.append(f"--metrics-port={naming.METRICS_POD_PORT if in_pod else _free_port()}")
+        host_dns = self.opts.host_dns or (
+            resolv_conf_nameserver() if self.opts.host_kubeconfig is None else None
+        )
+        if host_dns:
+            argv.append(f"--dns-fallback={host_dns}")
         if self.opts.host_kubeconfig:
             argv.append(f"--host-kubeconfig={self.opts.host_kubeconfig}")
         await self.supervisor.start(Child("syncer", argv, self.logs / "syncer.log"))
         await self._wait(ready.exists, "the syncer to sync its caches")
-        self.dns_port = json.loads(ready.read_text()).get("dnsPort")
+        status = json.loads(ready.read_text())
+        self.dns_port, self.metrics_port = status.get("dnsPort"), status.get("metricsPort")
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore

@@ -26,7 +26,7 @@ from vnest import binaries, kubeconfig, log, naming
 from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target
 from vnest.errors import VnestError
 from vnest.host.local import vnest_home
-from vnest.kube.client import Obj
+from vnest.kube.client import ApiError, Obj
 from vnest.procs import ProcessDir, free_port, port_in_use
 
 _log = log.get("driver.process")
@@ -77,6 +77,7 @@ class ProcessDriver(Driver):
             if obj["kind"] == "Secret" and obj["metadata"]["name"] == naming.config_secret(t.name):
                 obj["metadata"].setdefault("annotations", {})[naming.ANNOTATION_DRIVER] = self.name
             await t.host.apply(obj, namespace=t.namespace)
+        await self._drop_cluster_roles(t, keep=manifests)
         meta = self._meta(t)
         if not meta.get("apiPort") or port_in_use(meta["apiPort"]):
             meta["apiPort"] = free_port()
@@ -84,6 +85,20 @@ class ProcessDriver(Driver):
         if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
             self._procs(t).stop(SUPERVISOR)
         await self.start(t)
+
+    async def _drop_cluster_roles(self, t: Target, keep: list[Obj]) -> None:
+        """Deletes the chart's ClusterRoles and bindings not in `keep`, as helm does: on --upgrade
+        a permission the new config dropped goes (and the host objects a ClusterRole owns with
+        it: the replicated host Services of vnest/syncer/replicated.py); on uninstall, all."""
+        kept = {(obj["kind"], obj["metadata"]["name"]) for obj in keep}
+        names = (naming.cluster_role(t.name, t.namespace), naming.to_host_cluster_role(t.name, t.namespace))
+        for name in names:
+            for kind in ("ClusterRoleBinding", "ClusterRole"):
+                if (kind, name) in kept:
+                    continue
+                obj = await t.host.get_or_none(kind, name)
+                if obj is not None and obj["metadata"].get("labels", {}).get(naming.LABEL_CLUSTER) == t.name:
+                    await t.host.delete(kind, name)
 
     async def _write_host_kubeconfig(self, t: Target) -> Path:
         """A kubeconfig for the host that authenticates as the chart's ServiceAccount."""
@@ -122,6 +137,7 @@ class ProcessDriver(Driver):
             meta["apiPort"] = free_port()
             (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
         host_kubeconfig = await self._write_host_kubeconfig(t)
+        host_dns = await host_dns_address(t)
         (folder / "data" / "status.json").unlink(missing_ok=True)
         self._procs(t).start(
             SUPERVISOR,
@@ -141,6 +157,7 @@ class ProcessDriver(Driver):
                 f"--host-kubeconfig={host_kubeconfig}",
                 "--advertise-address=127.0.0.1",
                 f"--public-server=https://127.0.0.1:{meta['apiPort']}",
+                *([f"--host-dns={host_dns}"] if host_dns else []),
             ],
         )
 
@@ -175,6 +192,7 @@ class ProcessDriver(Driver):
 
     async def uninstall(self, t: Target, keep_data: bool) -> None:
         await self.stop(t)
+        await self._drop_cluster_roles(t, keep=[])
         folder = self._dir(t)
         if keep_data:
             for name in ("host.kubeconfig", "cluster.json"):
@@ -195,3 +213,22 @@ class ProcessDriver(Driver):
     def local_processes(self, t: Target) -> int | None:
         rec = self._procs(t).running(SUPERVISOR)
         return rec.pid if rec else None
+
+
+async def host_dns_address(t: Target) -> str | None:
+    """Where this machine reaches the host cluster's DNS: the host's `kube-system/kube-dns`.
+
+    The embedded local host serves it on loopback and says where in an annotation (it has no
+    kube-proxy for the ClusterIP); on another host the ClusterIP is the best guess, right
+    when this machine is one of its nodes. Asked with the user's credentials, since the
+    chart's ServiceAccount may not read kube-system."""
+    try:
+        service = await t.host.get_or_none("Service", "kube-dns", "kube-system")
+    except ApiError as e:
+        _log.debug("cannot read the host's kube-dns Service", error=str(e))
+        return None
+    if service is None:
+        return None
+    local = service["metadata"].get("annotations", {}).get(naming.ANNOTATION_LOCAL_ADDRESS)
+    ip = service.get("spec", {}).get("clusterIP")
+    return local or (ip if ip and ip != "None" else None)

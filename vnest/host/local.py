@@ -1,15 +1,19 @@
 """The embedded local host cluster: real Kubernetes on loopback, with KWOK nodes.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK run as
-processes this module starts and records (see vnest.procs); KWOK plays the
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK and CoreDNS
+run as processes this module starts and records (see vnest.procs); KWOK plays the
 kubelets, so pods are scheduled, get IPs and reach Running with no container
-runtime. The context ``vnest-host`` is merged into the user's kubeconfig.
+runtime, and CoreDNS is the cluster DNS, answering on a loopback port that the
+host's kube-system/kube-dns Service names in an annotation (no kube-proxy routes
+its ClusterIP). The context ``vnest-host`` is merged into the user's kubeconfig.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import ssl
 import subprocess
 import time
@@ -17,9 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
 import httpx
 
-from vnest import binaries, kubeconfig, log, pki
+from vnest import binaries, kubeconfig, log, naming, pki
 from vnest.errors import VnestError
 from vnest.host import kwok
 from vnest.procs import ProcessDir, port_in_use, wait_until
@@ -31,8 +39,10 @@ SERVICE_CIDR = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
 CLUSTER_DOMAIN = "cluster.local"
+# kubeadm's choice for kube-dns: the tenth address of the service range, in its static band.
+DNS_SERVICE_IP = "10.96.0.10"
 # Started in this order, stopped in the reverse one.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "coredns")
 
 
 DEFAULT_PORT = 16443
@@ -40,7 +50,7 @@ DEFAULT_PORT = 16443
 
 @dataclass
 class Ports:
-    """Six consecutive loopback ports, the API server's first."""
+    """Seven consecutive loopback ports, the API server's first."""
 
     apiserver: int
     etcd: int
@@ -48,10 +58,11 @@ class Ports:
     controller_manager: int
     scheduler: int
     kwok: int  # KWOK's kubelet server: logs, exec, attach, port-forward
+    dns: int  # CoreDNS, UDP and TCP
 
     @classmethod
     def starting_at(cls, port: int = DEFAULT_PORT) -> Ports:
-        return cls(*range(port, port + 6))
+        return cls(*range(port, port + 7))
 
     def named(self) -> dict[str, int]:
         return {
@@ -61,6 +72,7 @@ class Ports:
             "kube-controller-manager": self.controller_manager,
             "kube-scheduler": self.scheduler,
             "kwok": self.kwok,
+            "coredns": self.dns,
         }
 
 
@@ -83,6 +95,8 @@ class HostState:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        # A host.json from before CoreDNS joined: its port follows the others.
+        data["ports"].setdefault("dns", data["ports"]["apiserver"] + 6)
         data["ports"] = Ports(**data["ports"])
         return cls(**data)
 
@@ -93,6 +107,72 @@ def vnest_home() -> Path:
 
 def node_names(count: int) -> list[str]:
     return [f"worker{i}" for i in range(1, count + 1)]
+
+
+def udp_port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def corefile(port: int, kubeconfig_path: Path) -> str:
+    """The host's Corefile: the kubeadm one, on loopback, without cache, health or ready ports.
+
+    No cache and a 1s TTL: a Service created on the host resolves at once, here and through
+    the virtual clusters' DNS that falls back to this one. Readiness is checked with a query.
+    """
+    zones = f"{CLUSTER_DOMAIN} in-addr.arpa ip6.arpa"
+    return f"""\
+.:{port} {{
+    bind 127.0.0.1
+    errors
+    kubernetes {zones} {{
+        kubeconfig {kubeconfig_path} {CONTEXT}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 1
+    }}
+    forward . /etc/resolv.conf
+}}
+"""
+
+
+def dns_service_manifest(dns_port: int) -> dict[str, Any]:
+    """kube-system/kube-dns as a real cluster has it, plus where it is served on this machine."""
+    labels = {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": labels,
+            "annotations": {naming.ANNOTATION_LOCAL_ADDRESS: f"127.0.0.1:{dns_port}"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": DNS_SERVICE_IP,
+            "selector": {"k8s-app": "kube-dns"},
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    }
+
+
+def resolve(name: str, port: int, server: str = "127.0.0.1", timeout: float = 1.0) -> list[str]:
+    """The A records of ``name`` from the DNS server at server:port (UDP); [] on any failure."""
+    try:
+        response = dns.query.udp(dns.message.make_query(name, "A"), server, port=port, timeout=timeout)
+    except (dns.exception.DNSException, OSError):
+        return []
+    return [rd.address for rrset in response.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset]
 
 
 class LocalHost:
@@ -119,12 +199,14 @@ class LocalHost:
             "stateDir": str(self.root),
             "components": {n: {"running": n in running, "pid": running.get(n)} for n in COMPONENTS},
             "apiServer": None,
+            "dns": None,
             "ready": False,
             "nodes": [],
         }
         if state is None:
             return result
         result["apiServer"] = f"https://127.0.0.1:{state.ports.apiserver}"
+        result["dns"] = f"127.0.0.1:{state.ports.dns}"
         if len(running) == len(COMPONENTS) and self._apiserver_ready(state.ports):
             nodes = self.nodes()
             result["nodes"] = nodes
@@ -162,6 +244,7 @@ class LocalHost:
             _log.info("the local host is already running", context=CONTEXT)
             state.nodes = nodes
             state.save(self.state_file)
+            self._ensure_dns_service(state.ports)
             self._ensure_nodes(nodes, wait)
             self._merge_kubeconfig(state)
             return
@@ -172,7 +255,7 @@ class LocalHost:
         if state is not None:
             ports = state.ports
         for name, port in ports.named().items():
-            if port_in_use(port):
+            if port_in_use(port) or (port == ports.dns and udp_port_in_use(port)):
                 raise VnestError(
                     f"port {port} on 127.0.0.1, needed by {name}, is already in use",
                     hint="stop whatever listens there (`ss -ltnp`) and run `vnest host up` again",
@@ -191,6 +274,7 @@ class LocalHost:
         try:
             with log.step(_log, "starting the local host cluster") as progress:
                 self._start_all(bins, ports, progress, wait)
+                self._ensure_dns_service(ports)
                 self._ensure_nodes(nodes, wait)
         except BaseException:
             self._stop_components()
@@ -361,6 +445,9 @@ class LocalHost:
         )
         self._wait_http("kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", wait, progress)
         self._wait_http("kwok", f"https://127.0.0.1:{ports.kwok}/healthz", wait, progress)
+        (self.root / "Corefile").write_text(corefile(ports.dns, self.admin_kubeconfig))
+        self.procs.start("coredns", [bins.coredns, "-conf", self.root / "Corefile"], env=env, cwd=self.root)
+        self._wait_dns(ports.dns, wait, progress)
         # Pods can be created once the default ServiceAccount exists in `default`.
         wait_until(
             lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False),
@@ -410,6 +497,20 @@ class LocalHost:
             on_wait=lambda: self._check_alive(progress, name),
         )
         _log.info(f"{name} is ready")
+
+    def _wait_dns(self, port: int, wait: float, progress: log.Progress) -> None:
+        name = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+        _log.debug("waiting for an answer", component="coredns", name=name, port=port)
+        wait_until(
+            lambda: KUBERNETES_SERVICE_IP in resolve(name, port),
+            wait,
+            f"coredns to resolve {name} to {KUBERNETES_SERVICE_IP} at 127.0.0.1:{port}",
+            on_wait=lambda: self._check_alive(progress, "coredns"),
+        )
+        _log.info("coredns is ready")
+
+    def _ensure_dns_service(self, ports: Ports) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(dns_service_manifest(ports.dns)))
 
     def _ensure_nodes(self, count: int, wait: float) -> None:
         wanted = node_names(count)
@@ -462,6 +563,8 @@ class LocalHost:
         if state is not None:
             for name, port in state.ports.named().items():
                 wait_until(lambda p=port: not port_in_use(p), 10, f"{name} to free port {port}")
+            dns_port = state.ports.dns
+            wait_until(lambda: not udp_port_in_use(dns_port), 10, f"coredns to free UDP port {dns_port}")
             path = Path(state.kubeconfig)
             if path.exists():
                 user = kubeconfig.load(path)

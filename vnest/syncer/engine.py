@@ -72,6 +72,18 @@ def is_subset(want: Any, have: Any) -> bool:
     return want == have
 
 
+class FieldSelectedInformer(Informer):
+    """An informer that also selects by field, e.g. `metadata.name=web` for one object of a namespace."""
+
+    field_selector = ""
+
+    def _params(self) -> dict[str, Any]:
+        params = super()._params()
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        return params
+
+
 @dataclass
 class SyncContext:
     name: str  # the virtual cluster
@@ -98,6 +110,34 @@ class SyncContext:
                     label_selector=f"{naming.LABEL_MANAGED_BY}={self.name}",
                     name=f"host {kind}",
                 )
+        return self.informers[key]
+
+    def selected_informer(
+        self,
+        side: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> Informer:
+        """A shared informer beyond a side's default scope: any namespace (None: all), any selectors.
+
+        For syncers that read objects vnest does not manage (a host Service another team
+        runs) or its own objects outside the host namespace; shared like `informer`.
+        """
+        where = f"{namespace or '*'}?{label_selector}&{field_selector}"
+        key = (f"{side} {where}", kind)
+        if key not in self.informers:
+            informer = FieldSelectedInformer(
+                self.virtual if side == "virtual" else self.host,
+                resource_of(kind),
+                kind,
+                namespace=namespace,
+                label_selector=label_selector,
+                name=f"{side} {kind} {where}",
+            )
+            informer.field_selector = field_selector
+            self.informers[key] = informer
         return self.informers[key]
 
     # ---- names and metadata --------------------------------------------------
@@ -186,6 +226,7 @@ class Reconciler(abc.ABC):
     def __init__(self) -> None:
         self.queue = WorkQueue()
         self.reconciles = 0
+        self.failures = 0  # reconciles that raised and were queued again (served as a metric)
 
     @abc.abstractmethod
     def setup(self) -> None:
@@ -211,10 +252,12 @@ class Reconciler(abc.ABC):
             except asyncio.CancelledError:
                 raise
             except ApiError as e:
+                self.failures += 1
                 delay = self.queue.retry(key)
                 level = _log.debug if e.conflict or e.status in (404, 409, 429) else _log.warning
                 level(f"{self.kind} {key}: {e}", retry=f"{delay:.2f}s")
             except Exception:
+                self.failures += 1
                 delay = self.queue.retry(key)
                 _log.error(f"{self.kind} {key}: reconcile failed", retry=f"{delay:.2f}s", exc_info=True)
             finally:

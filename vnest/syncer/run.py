@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from vnest import log, naming
-from vnest.dns import DnsIndex, DnsServer
+from vnest.dns import DnsIndex, DnsServer, coredns
 from vnest.kube.client import ApiError, HostConnection, KubeClient
+from vnest.syncer import replicated
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
 from vnest.syncer.engine import Reconciler, SyncContext
 from vnest.syncer.events import EventSyncer
 from vnest.syncer.ingresses import IngressSyncer
 from vnest.syncer.kubelet import KubeletProxy
+from vnest.syncer.metrics import MetricsServer, syncer_text
 from vnest.syncer.networkpolicies import NetworkPolicySyncer
 from vnest.syncer.nodes import FakeNodes, HostNodes
 from vnest.syncer.pods import PodSyncer
@@ -54,11 +56,14 @@ class Syncer:
         dns_address: str | None = None,
         dns_port: int = 0,
         dns_fallback: str | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.ctx = SyncContext(name, host_namespace, virtual, host, values)
+        self.values = values
         self.kubelet = kubelet
+        self.host_dns = dns_fallback
         self.dns: DnsServer | None = None
-        if dns_address is not None:
+        if dns_address is not None and values["networking"]["dns"]["mode"] == "embedded":
             # The embedded DNS answers from the same caches the syncers use.
             index = DnsIndex(values["networking"]["advanced"]["clusterDomain"])
             self.ctx.informer("virtual", "Service").add_handler(index.on_service)
@@ -86,6 +91,8 @@ class Syncer:
             self.syncers.append(PersistentVolumeClaimSyncer(self.ctx))
         if values["sync"]["fromHost"]["events"]["enabled"]:
             self.syncers.append(EventSyncer(self.ctx))
+        # networking.replicateServices, always: with a mapping removed, they clean up its objects.
+        self.syncers.extend(replicated.syncers(self.ctx))
         self.nodes = FakeNodes(self.ctx)
         node_sync = values["sync"]["fromHost"]["nodes"]
         self.host_nodes: HostNodes | None = None
@@ -96,6 +103,7 @@ class Syncer:
             self.pods.nodes = self.host_nodes or self.nodes
             if self.host_nodes is not None:
                 self.pods.node_selector = self.host_nodes.labels
+        self.metrics = MetricsServer(self.metrics_text, *metrics) if metrics is not None else None
         self.ready = asyncio.Event()
 
     async def run(self, ready_file: Path | None = None) -> None:
@@ -111,6 +119,7 @@ class Syncer:
         for syncer in self.syncers:
             syncer.setup()
         dns_port = await self._start_dns()
+        metrics_port = await self.metrics.start() if self.metrics is not None else None
         informers = [asyncio.create_task(inf.run(), name=inf.name) for inf in self.ctx.informers.values()]
         started = time.monotonic()
         await asyncio.wait_for(
@@ -125,10 +134,11 @@ class Syncer:
             took=f"{time.monotonic() - started:.2f}s",
             objects=sum(len(i.store) for i in self.ctx.informers.values()),
         )
+        await coredns.reconcile(self.ctx.virtual, self.values, self.host_dns)
         await self._ensure_kube_dns_service()
         self.ready.set()
         if ready_file is not None:
-            ready = {"ready": True, "time": time.time(), "dnsPort": dns_port}
+            ready = {"ready": True, "time": time.time(), "dnsPort": dns_port, "metricsPort": metrics_port}
             ready_file.write_text(json.dumps(ready) + "\n")
         fake_nodes = [self.nodes.run()] if self.host_nodes is None else []
         await asyncio.gather(*informers, *(s.run() for s in self.syncers), *fake_nodes)
@@ -178,6 +188,13 @@ class Syncer:
         with contextlib.suppress(ApiError):
             await self.ctx.virtual.create(service, namespace="kube-system")
 
+    def metrics_text(self) -> str:
+        text = syncer_text(
+            [(s.kind, s.reconciles, s.failures, len(s.queue)) for s in self.syncers],
+            [(i.name, len(i.store)) for i in self.ctx.informers.values()],
+        )
+        return text + (self.dns.metrics.prometheus_text() if self.dns is not None else "")
+
     def host_pod_of(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The host copy of a virtual pod, if this virtual cluster has that pod and owns that copy."""
         if self.pods is None:
@@ -203,6 +220,7 @@ def main(
     dns_address: str | None = None,
     dns_port: int = 0,
     dns_fallback: str | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -224,7 +242,7 @@ def main(
                 )
             host.limit(host_qps, host_burst)
             syncer = Syncer(
-                name, namespace, virtual, host, values, kubelet, dns_address, dns_port, dns_fallback
+                name, namespace, virtual, host, values, kubelet, dns_address, dns_port, dns_fallback, metrics
             )
             task = asyncio.create_task(syncer.run(ready_file))
             stopper = asyncio.create_task(stop.wait())

@@ -22,7 +22,8 @@ import copy
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
-from vnest.syncer.engine import ResourceSyncer, is_subset
+from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
+from vnest.syncer.replicated import from_host_targets
 
 _log = log.get("syncer.services")
 
@@ -51,6 +52,13 @@ def headless(svc: Obj) -> bool:
 class ServiceSyncer(ResourceSyncer):
     kind = "Service"
 
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx)
+        # The virtual Services networking.replicateServices.fromHost makes mirror host Services
+        # (replicated.py) and never go to the host. Decided by the config, not by labels a
+        # tenant could put on a Service of their own.
+        self.replicated = from_host_targets(ctx)
+
     def translate(self, vsvc: Obj, with_ip: bool = True) -> Obj:
         vspec = vsvc["spec"]
         ns = vsvc["metadata"]["namespace"]
@@ -75,6 +83,8 @@ class ServiceSyncer(ResourceSyncer):
         return {"apiVersion": "v1", "kind": "Service", "metadata": self.ctx.host_metadata(vsvc), "spec": spec}
 
     async def reconcile(self, vkey: str) -> None:
+        if vkey in self.replicated:
+            return
         if vkey == KUBERNETES:
             await self._point_kubernetes_at_host()
             return
