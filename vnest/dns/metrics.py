@@ -60,7 +60,7 @@ class DnsMetrics:
         }
 
     def prometheus_text(self) -> str:
-        base = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(self.labels.items()))
+        base = "".join(f',{k}="{label_value(v)}"' for k, v in sorted(self.labels.items()))
         plain = "{" + base[1:] + "}" if base else ""
         snap = self.snapshot()
         lines = [
@@ -88,5 +88,6 @@ class DnsMetrics:
         return "\n".join(lines) + "\n"
 
 
-def _escape(value: str) -> str:
+def label_value(value: str) -> str:
+    """A Prometheus label value, escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

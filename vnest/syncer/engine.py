@@ -72,18 +72,6 @@ def is_subset(want: Any, have: Any) -> bool:
     return want == have
 
 
-class FieldSelectedInformer(Informer):
-    """An informer that also selects by field, e.g. `metadata.name=web` for one object of a namespace."""
-
-    field_selector = ""
-
-    def _params(self) -> dict[str, Any]:
-        params = super()._params()
-        if self.field_selector:
-            params["fieldSelector"] = self.field_selector
-        return params
-
-
 @dataclass
 class SyncContext:
     name: str  # the virtual cluster
@@ -128,16 +116,15 @@ class SyncContext:
         where = f"{namespace or '*'}?{label_selector}&{field_selector}"
         key = (f"{side} {where}", kind)
         if key not in self.informers:
-            informer = FieldSelectedInformer(
+            self.informers[key] = Informer(
                 self.virtual if side == "virtual" else self.host,
                 resource_of(kind),
                 kind,
                 namespace=namespace,
                 label_selector=label_selector,
+                field_selector=field_selector,
                 name=f"{side} {kind} {where}",
             )
-            informer.field_selector = field_selector
-            self.informers[key] = informer
         return self.informers[key]
 
     # ---- names and metadata --------------------------------------------------

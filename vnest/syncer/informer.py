@@ -47,12 +47,14 @@ class Informer:
         namespace: str | None = None,
         label_selector: str = "",
         name: str = "",
+        field_selector: str = "",
     ) -> None:
         self.client = client
         self.resource = resource
         self.kind = kind
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.name = name or f"{kind}@{client.server}"
         self.store: dict[str, Obj] = {}
         self.handlers: list[Handler] = []
@@ -109,6 +111,8 @@ class Informer:
         params: dict[str, Any] = {}
         if self.label_selector:
             params["labelSelector"] = self.label_selector
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
         return params
 
     async def _list(self) -> None:

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable
 
 from vnest import log
+from vnest.dns.metrics import label_value
 
 _log = log.get("syncer.metrics")
 
@@ -82,6 +83,6 @@ def syncer_text(reconcilers: list[tuple[str, int, int, int]], informers: list[tu
         *(f'vnest_syncer_queue_depth{{kind="{k}"}} {n}' for k, _, _, n in reconcilers),
         "# HELP vnest_syncer_cached_objects Objects in each informer's cache.",
         "# TYPE vnest_syncer_cached_objects gauge",
-        *(f'vnest_syncer_cached_objects{{informer="{name}"}} {n}' for name, n in informers),
+        *(f'vnest_syncer_cached_objects{{informer="{label_value(name)}"}} {n}' for name, n in informers),
     ]
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ involved gets a SyncError event instead. Deletes carry uid preconditions. Slices
 
 Rights (chart/templates/clusterrole.yaml): fromHost reads Services and EndpointSlices in any
 namespace through the virtual cluster's ClusterRole; toHost has a ClusterRole of its own
-(`to_host_cluster_role`), rendered only while toHost has mappings, which also owns every
+(`naming.to_host_cluster_role`), rendered only while toHost has mappings, which also owns every
 host replica (a cluster-scoped owner is valid for namespaced objects in any namespace). So
 when the last toHost mapping goes, or the virtual cluster is deleted, that ClusterRole goes
 and the host's garbage collector removes the replicas everywhere, though the syncer itself
