@@ -26,6 +26,7 @@ import dns.rrset
 from test_dns_index import endpoint, endpointslice, external_name, pod, service
 
 from vnest.dns import DnsIndex, DnsServer
+from vnest.dns import server as server_module
 
 LOCAL = "127.0.0.1"
 
@@ -34,7 +35,8 @@ class FakeUpstream(asyncio.DatagramProtocol):
     """Answers A for the names in ``records``, NXDOMAIN for other names, or nothing at all
     for names under ``blackhole`` (a resolver that never answers). TCP too, for TC retries."""
 
-    def __init__(self, records: dict[str, str], blackhole: str | None = None) -> None:
+    def __init__(self, records: dict[str, str], blackhole: str | None = None, ttl: int = 60) -> None:
+        self.ttl = ttl
         self.records = {dns.name.from_text(k): v for k, v in records.items()}
         self.blackhole = dns.name.from_text(blackhole) if blackhole else None
         self.seen: list[str] = []
@@ -59,7 +61,7 @@ class FakeUpstream(asyncio.DatagramProtocol):
             return None
         response = dns.message.make_response(query)
         if name in self.records and query.question[0].rdtype == T.A:
-            response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", self.records[name]))
+            response.answer.append(dns.rrset.from_text(name, self.ttl, "IN", "A", self.records[name]))
         elif name not in self.records:
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
@@ -245,6 +247,44 @@ def test_fallback_to_the_host_dns():
                 assert server.metrics.snapshot()["results"]["forwarded"] == 5
         finally:
             host.close()
+
+    run(main())
+
+
+def test_upstream_answers_are_kept_briefly_but_host_cluster_names_are_not(monkeypatch):
+    monkeypatch.setattr(server_module, "FORWARD_CACHE_SECONDS", 0.3)
+
+    async def main():
+        host = FakeUpstream({"example.test.": "192.0.2.1", "hostsvc.default.svc.cluster.local.": "10.96.9.9"})
+        brief = FakeUpstream({"zero.test.": "192.0.2.2"}, ttl=0)
+        address = await host.start()
+        try:
+            async with DnsServer(populated(), upstreams=[], fallback=address) as server:
+                for _ in range(3):
+                    assert values(await udp(server.port, "example.test.")) == {"192.0.2.1"}
+                    assert values(await udp(server.port, "hostsvc.default.svc.cluster.local.")) == {
+                        "10.96.9.9"
+                    }
+                    # NXDOMAIN without an SOA
+                    assert (await udp(server.port, "nothing.test.")).rcode() == dns.rcode.NXDOMAIN
+                assert host.seen.count("example.test.") == 1  # kept
+                assert host.seen.count("hostsvc.default.svc.cluster.local.") == 3  # a cluster name: never
+                assert host.seen.count("nothing.test.") == 3  # no SOA: never
+                assert server.metrics.snapshot()["results"]["forwarded"] == 9
+                # ... and only briefly: asked again once FORWARD_CACHE_SECONDS passed
+                deadline = time.monotonic() + 5
+                while host.seen.count("example.test.") == 1:
+                    assert time.monotonic() < deadline, "the kept answer never expired"
+                    await udp(server.port, "example.test.")
+                    await asyncio.sleep(0.05)
+            await brief.start()
+            async with DnsServer(populated(), upstreams=[f"{LOCAL}:{brief.port}"]) as server:
+                for _ in range(3):
+                    assert values(await udp(server.port, "zero.test.")) == {"192.0.2.2"}
+                assert brief.seen.count("zero.test.") == 3  # TTL 0: never kept
+        finally:
+            host.close()
+            brief.close()
 
     run(main())
 

@@ -65,6 +65,12 @@ UDP_DEFAULT = 512
 UDP_MAX = 1232
 TCP_MAX = 65535
 OUR_PAYLOAD = 1232
+# Upstream answers for names outside the cluster domain are kept this long at most (less when
+# their TTL says so). Short, because the TTLs are passed on unchanged rather than counted down
+# (that would mean parsing every cached answer): a client may hold a record this much longer
+# than its TTL said. Names inside the cluster domain that fall back to the host are never
+# kept: a virtual Service created under that name must win at once.
+FORWARD_CACHE_SECONDS = 5.0
 
 
 def parse_address(text: str, default_port: int = 53) -> tuple[str, int]:
@@ -274,6 +280,7 @@ class _Forward:
     chase: dns.name.Name | None = None
     qend: int = 0
     edns: bool = False
+    cacheable: bool = False  # a name outside the cluster domain: its answer may be kept
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -331,6 +338,8 @@ class DnsServer:
         self._cache: dict[tuple[bool, bytes], tuple[bytes, str, str]] = {}
         self._cache_size = response_cache
         self._cache_generation = -1
+        # (udp, query after its ID) -> (answer after its ID, expiry on the loop clock, qtype)
+        self._forwarded: dict[tuple[bool, bytes], tuple[bytes, float, str]] = {}
         self._soa_cached: tuple[dns.rrset.RRset, bytes] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -489,6 +498,12 @@ class DnsServer:
             tail, qtype, result = hit
             self.metrics.query(qtype, result, time.perf_counter() - started)
             return data[:2] + tail
+        kept = self._forwarded.get(cache_key)
+        if kept is not None:
+            if kept[1] > started:
+                self.metrics.query(kept[2], "forwarded", time.perf_counter() - started)
+                return data[:2] + kept[0]
+            del self._forwarded[cache_key]
         fast = self._fast(data, udp, started)
         if fast is not None:
             return fast
@@ -512,7 +527,7 @@ class DnsServer:
         if not answer.in_cluster:
             if not self._outside:
                 return self._reply(query, dns.rcode.REFUSED, "refused", qtype, limit, started)
-            return _Forward(query, data, self._outside, qtype, limit, started)
+            return _Forward(query, data, self._outside, qtype, limit, started, cacheable=True)
         if (
             answer.rcode == dns.rcode.NXDOMAIN
             and not answer.answer
@@ -549,7 +564,9 @@ class DnsServer:
             if not self._outside:
                 self.metrics.query(qtype, "refused", time.perf_counter() - started)
                 return _raw_reply(data, qend, dns.rcode.REFUSED, edns)
-            return _Forward(None, data, self._outside, qtype, limit, started, qend=qend, edns=edns)
+            return _Forward(
+                None, data, self._outside, qtype, limit, started, qend=qend, edns=edns, cacheable=True
+            )
         if (
             answer.rcode == dns.rcode.NXDOMAIN
             and self._fallback is not None
@@ -659,8 +676,30 @@ class DnsServer:
                 wire = response.to_wire()
             self.metrics.query(fwd.qtype, "truncated", time.perf_counter() - fwd.started)
             return wire
+        if fwd.cacheable and self._cache_size > 0:
+            self._keep_forwarded(fwd, resp)
         self.metrics.query(fwd.qtype, "forwarded", time.perf_counter() - fwd.started)
         return wire
+
+    def _keep_forwarded(self, fwd: _Forward, resp: bytes) -> None:
+        """Keeps an upstream answer for FORWARD_CACHE_SECONDS at most, and never past its TTL."""
+        rcode = resp[3] & 0x0F
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) or resp[2] & 0x02:
+            return  # failures and truncated answers are asked again
+        try:
+            message = dns.message.from_wire(resp)
+        except Exception:
+            return
+        ttls = [rrset.ttl for rrset in (*message.answer, *message.authority)]
+        if not ttls:
+            return  # a negative answer without an SOA must not be cached (RFC 2308)
+        seconds = min(FORWARD_CACHE_SECONDS, *ttls)
+        if seconds <= 0:
+            return
+        if len(self._forwarded) >= self._cache_size:
+            self._forwarded.clear()  # bounded, as the response cache
+        udp = fwd.limit != TCP_MAX
+        self._forwarded[(udp, fwd.wire[2:])] = (resp[2:], time.perf_counter() + seconds, fwd.qtype)
 
     async def _follow_cname(self, fwd: _Forward) -> bytes:
         assert fwd.local is not None and fwd.chase is not None and fwd.query is not None
