@@ -12,7 +12,9 @@ import yaml
 
 from vnest import chart, naming
 from vnest.binaries import build
+from vnest.config.load import load_config, to_values
 from vnest.errors import VnestError
+from vnest.syncer.fromhost import from_host_enabled
 
 NAME = "my-vcluster"
 NS = "vcluster1"
@@ -498,6 +500,26 @@ TO_HOST_RULES = {
     ("discovery.k8s.io", "endpointslices"): MANAGE,
     ("rbac.authorization.k8s.io", "clusterroles"): ["get"],
 }
+CLASSES_FROM_HOST = {
+    "sync": {
+        "fromHost": {
+            "storageClasses": {"enabled": True},
+            "ingressClasses": {"enabled": True},
+            "runtimeClasses": {"enabled": True},
+            "priorityClasses": {"enabled": True},
+        }
+    }
+}
+COPIES_TO_HOST = {
+    "sync": {
+        "toHost": {
+            "priorityClasses": {"enabled": True},
+            "storageClasses": {"enabled": True},
+            "persistentVolumes": {"enabled": True},
+        }
+    }
+}
+OWN_ROLE = ("rbac.authorization.k8s.io", "clusterroles")
 
 
 def _cluster_rules(manifests: list[dict]) -> dict[str, dict[tuple[str, str], list[str]]]:
@@ -529,8 +551,63 @@ def _cluster_rules(manifests: list[dict]) -> dict[str, dict[tuple[str, str], lis
                 TO_HOST_ROLE: TO_HOST_RULES,
             },
         ),
+        (
+            CLASSES_FROM_HOST,
+            {
+                BASE_ROLE: {
+                    ("storage.k8s.io", "storageclasses"): READ,
+                    ("networking.k8s.io", "ingressclasses"): READ,
+                    ("node.k8s.io", "runtimeclasses"): READ,
+                    ("scheduling.k8s.io", "priorityclasses"): READ,
+                }
+            },
+        ),
+        (
+            {"sync": {"fromHost": {"runtimeClasses": {"enabled": True}}}},
+            {BASE_ROLE: {("node.k8s.io", "runtimeclasses"): READ}},
+        ),
+        (
+            # storageClasses' default "auto": on with the virtual scheduler (and PVC sync).
+            {"controlPlane": {"advanced": {"virtualScheduler": {"enabled": True}}}},
+            {BASE_ROLE: {("storage.k8s.io", "storageclasses"): READ}},
+        ),
+        (
+            COPIES_TO_HOST,
+            {
+                BASE_ROLE: {
+                    ("scheduling.k8s.io", "priorityclasses"): MANAGE,
+                    ("storage.k8s.io", "storageclasses"): MANAGE,
+                    ("", "persistentvolumes"): MANAGE,
+                    OWN_ROLE: ["get"],
+                }
+            },
+        ),
+        (
+            # With storage classes synced to the host, "auto" does not copy the host's in.
+            _merge(
+                {"controlPlane": {"advanced": {"virtualScheduler": {"enabled": True}}}},
+                {"sync": {"toHost": {"storageClasses": {"enabled": True}}}},
+            ),
+            {BASE_ROLE: {("storage.k8s.io", "storageclasses"): MANAGE, OWN_ROLE: ["get"]}},
+        ),
+        (
+            _merge(NODES, {"sync": {"toHost": {"persistentVolumes": {"enabled": True}}}}),
+            {BASE_ROLE: {("", "nodes"): READ, ("", "persistentvolumes"): MANAGE, OWN_ROLE: ["get"]}},
+        ),
     ],
-    ids=["none", "nodes", "fromHost", "toHost", "all"],
+    ids=[
+        "none",
+        "nodes",
+        "fromHost",
+        "toHost",
+        "all",
+        "classesFromHost",
+        "runtimeClassesOnly",
+        "storageClassesAuto",
+        "copiesToHost",
+        "storageClassesToHostBeatsAuto",
+        "nodesAndVolumes",
+    ],
 )
 def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected):
     _, manifests = _render(helm, override)
@@ -549,11 +626,33 @@ def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected
     for role in chart.by_kind(manifests, "ClusterRole"):
         assert role["metadata"]["labels"][naming.LABEL_CLUSTER] == NAME
         for rule in role["rules"]:
-            # The one ClusterRole toHost may read is its own, the owner of its host replicas.
+            # The one ClusterRole a role may read is itself, the owner of its host copies and replicas.
             if rule["resources"] == ["clusterroles"]:
-                assert rule["resourceNames"] == [TO_HOST_ROLE]
+                assert rule["resourceNames"] == [role["metadata"]["name"]]
             else:
                 assert "resourceNames" not in rule
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [],
+        ["controlPlane.advanced.virtualScheduler.enabled=true"],
+        ["controlPlane.distro.k8s.scheduler.enabled=true"],
+        [
+            "controlPlane.advanced.virtualScheduler.enabled=true",
+            "sync.toHost.persistentVolumeClaims.enabled=false",
+        ],
+        ["controlPlane.advanced.virtualScheduler.enabled=true", "sync.toHost.storageClasses.enabled=true"],
+        ["sync.fromHost.storageClasses.enabled=true"],
+        ["controlPlane.advanced.virtualScheduler.enabled=true", "sync.fromHost.storageClasses.enabled=false"],
+    ],
+)
+def test_storage_classes_from_host_is_granted_exactly_when_the_syncer_copies_them(helm, sets):
+    values = to_values(load_config([], sets))
+    granted = _cluster_rules(chart.render(NAME, NS, values, helm=helm)).get(BASE_ROLE, {})
+    reads = granted.get(("storage.k8s.io", "storageclasses")) == READ
+    assert reads is from_host_enabled(values, "storageClasses")
 
 
 def test_cluster_role_names_are_the_ones_the_syncer_and_driver_use(helm):

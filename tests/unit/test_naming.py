@@ -25,6 +25,13 @@ def test_long_names_are_cut_and_hashed():
     assert len(short) == 63
     assert naming.host_name(name, ns, "other") != short
 
+    # Cluster-scoped names hash the same way: the same cluster name in another host namespace differs.
+    joined = f"vnest-{name}-x-{ns}-x-{vc}"
+    short = naming.host_cluster_scoped_name(name, ns, vc)
+    assert short == f"{joined[:52]}-{hashlib.sha256(joined.encode()).hexdigest()[:10]}"
+    assert len(short) == 63
+    assert naming.host_cluster_scoped_name(name, "other", vc) != short
+
 
 def test_kube_context_and_its_parent():
     ctx = naming.kube_context("my-vcluster", "vcluster1", "kubernetes-admin@kubernetes")

@@ -189,12 +189,54 @@ def _bool_or_auto(value: Any) -> Any:
     raise FieldProblem(None, f"expected true, false or 'auto', got {show(value)}")
 
 
+class LabelSelectorRequirement(_Model):
+    """One expression of a label selector, as in Kubernetes."""
+
+    key: str = Field(..., description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        ..., description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] = Field(
+        default_factory=list, description="The values for In and NotIn; empty for the others."
+    )
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise FieldProblem("values", f"required with operator {self.operator}")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise FieldProblem("values", f"must be empty with operator {self.operator}")
+        return self
+
+
+class LabelSelector(_Model):
+    """Which host objects sync, by their labels; empty selects them all."""
+
+    match_labels: Labels = Field(default_factory=dict, description="Labels the object must carry.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Expressions the object's labels must satisfy."
+    )
+
+
+class ClassesFromHost(_Model):
+    """Host objects of one class kind, copied read-only into the virtual cluster."""
+
+    enabled: Bool = _enabled(False, "the host's objects of this kind are copied into the virtual cluster")
+    selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Only host objects with these labels; empty means all."
+    )
+
+
 class StorageClassesFromHost(_Model):
     """Host StorageClasses visible in the virtual cluster."""
 
     enabled: Annotated[Bool | Literal["auto"], BeforeValidator(_bool_or_auto)] = Field(
         "auto",
-        description="true, false, or 'auto' (on unless storage classes sync to the host).",
+        description="true, false, or 'auto' (as in vCluster: on when the virtual cluster schedules its own "
+        "pods and PVCs sync, unless storage classes sync to the host).",
+    )
+    selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Only host objects with these labels; empty means all."
     )
 
 
@@ -206,9 +248,15 @@ class SyncFromHost(_Model):
     storage_classes: StorageClassesFromHost = Field(
         default_factory=StorageClassesFromHost, description="Host StorageClasses."
     )
-    ingress_classes: SyncToggle = Field(default_factory=SyncToggle, description="Host IngressClasses.")
-    runtime_classes: SyncToggle = Field(default_factory=SyncToggle, description="Host RuntimeClasses.")
-    priority_classes: SyncToggle = Field(default_factory=SyncToggle, description="Host PriorityClasses.")
+    ingress_classes: ClassesFromHost = Field(
+        default_factory=ClassesFromHost, description="Host IngressClasses."
+    )
+    runtime_classes: ClassesFromHost = Field(
+        default_factory=ClassesFromHost, description="Host RuntimeClasses."
+    )
+    priority_classes: ClassesFromHost = Field(
+        default_factory=ClassesFromHost, description="Host PriorityClasses."
+    )
 
 
 class Sync(_Model):
@@ -216,6 +264,24 @@ class Sync(_Model):
 
     to_host: SyncToHost = Field(default_factory=SyncToHost, description="Virtual objects copied to the host.")
     from_host: SyncFromHost = Field(default_factory=SyncFromHost, description="Host objects copied in.")
+
+    @model_validator(mode="after")
+    def _one_direction_per_class(self) -> Sync:
+        # One object name, two owners: as vCluster, refuse rather than let the directions fight.
+        for field, to_host, from_host in (
+            (
+                "priorityClasses",
+                self.to_host.priority_classes.enabled,
+                self.from_host.priority_classes.enabled,
+            ),
+            ("storageClasses", self.to_host.storage_classes.enabled, self.from_host.storage_classes.enabled),
+        ):
+            if to_host and from_host is True:
+                raise FieldProblem(
+                    f"fromHost.{field}.enabled",
+                    f"cannot be true while sync.toHost.{field}.enabled is true; choose one direction",
+                )
+        return self
 
 
 # --- control plane ------------------------------------------------------------------------

@@ -16,7 +16,8 @@ What the host pod gets, compared with the virtual one:
 - the labels of its virtual namespace, as hashed `vnest.io/ns-*` labels, so
   that NetworkPolicy namespaceSelectors can be enforced on the host;
 - no nodeName, scheduler or priority of the virtual cluster's: the host
-  schedules (unless the virtual scheduler is enabled);
+  schedules (unless the virtual scheduler is enabled), with the priority of the
+  host copy of its PriorityClass when those sync (vnest.syncer.priorityclasses);
 - ClusterFirst DNS pointed at the virtual cluster's kube-dns Service (whose
   ClusterIP is its host copy's) with the virtual namespace's search path.
 Status flows back; the virtual pod is bound to the node the host chose, which
@@ -43,6 +44,8 @@ from vnest.syncer.engine import (
     translate_label_key,
 )
 from vnest.syncer.informer import key_of
+from vnest.syncer.priorityclasses import pod_priority_class
+from vnest.syncer.serviceaccounts import host_service_account
 
 _log = log.get("syncer.pods")
 
@@ -106,6 +109,7 @@ class PodSyncer(ResourceSyncer):
         self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
+        self.sync_service_accounts = bool(ctx.values["sync"]["toHost"]["serviceAccounts"]["enabled"])
         self.virtual_scheduler = bool(
             ctx.values["controlPlane"]["distro"]["k8s"]["scheduler"]["enabled"]
             or ctx.values["controlPlane"]["advanced"]["virtualScheduler"]["enabled"]
@@ -142,9 +146,18 @@ class PodSyncer(ResourceSyncer):
             "preemptionPolicy",
         ):
             spec.pop(drop, None)
+        priority_class = pod_priority_class(ctx, vpod["spec"].get("priorityClassName"))
+        if priority_class:
+            # The host copy of the class, a system class or the host's own (vnest.syncer.priorityclasses);
+            # the host computes priority and preemption policy from it.
+            spec["priorityClassName"] = priority_class
         if not self.virtual_scheduler:
             spec.pop("nodeName", None)
             spec.pop("schedulerName", None)
+        if self.sync_service_accounts:
+            # The host copy of its virtual ServiceAccount (vnest.syncer.serviceaccounts); without
+            # that sync, the host namespace's default. Either way no host token is mounted.
+            spec["serviceAccountName"] = host_service_account(ctx, vpod)
         spec["automountServiceAccountToken"] = False
         spec["enableServiceLinks"] = False
 

@@ -8,14 +8,29 @@ access modes and class of the real one, no usable source, since nothing in
 the virtual cluster mounts it), and that PV goes when the claim does. A claim
 cloned from another claim names that claim's host copy. Expanding a claim (a
 larger request) is passed on to the host copy.
+
+With `sync.toHost.storageClasses.enabled`, storageClassName names the host copy of
+the class (vnest.syncer.storageclasses). With `sync.toHost.persistentVolumes.enabled`,
+a claim the host binds to the host copy of a tenant's PV is bound to that virtual PV
+(no fake one), and a claim pre-bound to a tenant's PV (volumeName) names its host copy.
+The fake PVs are never copied to the host (vnest.syncer.persistentvolumes).
 """
 
 from __future__ import annotations
 
 import copy
 
+from vnest import naming
 from vnest.kube.client import Obj
-from vnest.syncer.engine import ResourceSyncer
+from vnest.syncer.engine import ResourceSyncer, SyncContext
+from vnest.syncer.informer import Informer
+from vnest.syncer.storageclasses import (
+    host_class_name,
+    host_informer,
+    host_storage_class,
+    owns_cluster_object,
+    storage_classes_to_host,
+)
 
 FAKE_VOLUME_LABEL = "vnest.io/fake-volume"
 
@@ -23,10 +38,31 @@ FAKE_VOLUME_LABEL = "vnest.io/fake-volume"
 class PersistentVolumeClaimSyncer(ResourceSyncer):
     kind = "PersistentVolumeClaim"
 
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx)
+        self.host_volumes: Informer | None = None
+        self.virtual_volumes: Informer | None = None
+        if ctx.values["sync"]["toHost"]["persistentVolumes"]["enabled"]:
+            # The tenant's PVs have host copies (vnest.syncer.persistentvolumes), shared caches.
+            self.host_volumes = host_informer(ctx, "PersistentVolume")
+            self.virtual_volumes = ctx.informer("virtual", "PersistentVolume")
+
+    def virtual_volume_of(self, host_volume: str) -> str | None:
+        """The tenant's virtual PV whose host copy `host_volume` is; None for the host's own volumes."""
+        hpv = self.host_volumes.get(host_volume) if self.host_volumes is not None else None
+        if hpv is None or not owns_cluster_object(self.ctx, hpv):
+            return None
+        return (hpv["metadata"].get("annotations") or {}).get(naming.ANNOTATION_NAME)
+
     def translate(self, vpvc: Obj) -> Obj:
         ns = vpvc["metadata"]["namespace"]
         spec = copy.deepcopy(vpvc["spec"])
-        spec.pop("volumeName", None)  # the host binds to its own volumes
+        volume = spec.pop("volumeName", None)  # the host binds to its own volumes
+        vpv = self.virtual_volumes.get(volume) if volume and self.virtual_volumes is not None else None
+        if vpv is not None and (vpv["metadata"].get("labels") or {}).get(FAKE_VOLUME_LABEL) != "true":
+            spec["volumeName"] = host_class_name(self.ctx, volume)  # pre-bound to a tenant's PV: its copy
+        if spec.get("storageClassName"):
+            spec["storageClassName"] = host_storage_class(self.ctx, spec["storageClassName"])
         for field in ("dataSource", "dataSourceRef"):
             ref = spec.get(field)
             if ref and ref.get("kind") == "PersistentVolumeClaim":
@@ -66,11 +102,17 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
             )
         volume = hpvc["spec"].get("volumeName")
         if volume and hpvc.get("status", {}).get("phase") == "Bound":
-            await self._ensure_virtual_volume(vpvc, hpvc, volume)
+            virtual_volume = self.virtual_volume_of(volume)
+            if virtual_volume is None:  # a volume of the host's: shown as a fake virtual PV
+                await self._ensure_virtual_volume(vpvc, hpvc, volume)
+                virtual_volume = volume
             if not vpvc["spec"].get("volumeName"):
                 meta = vpvc["metadata"]
                 await self.ctx.virtual.patch(
-                    "PersistentVolumeClaim", meta["name"], {"spec": {"volumeName": volume}}, meta["namespace"]
+                    "PersistentVolumeClaim",
+                    meta["name"],
+                    {"spec": {"volumeName": virtual_volume}},
+                    meta["namespace"],
                 )
                 return  # the update brings us back for the status
         status = hpvc.get("status") or {}
@@ -95,7 +137,12 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
                 "accessModes": status.get("accessModes")
                 or hpvc["spec"].get("accessModes")
                 or ["ReadWriteOnce"],
-                "storageClassName": hpvc["spec"].get("storageClassName") or "",
+                # The virtual class name when classes sync to the host (the host's is its copy's).
+                "storageClassName": (
+                    vpvc["spec"].get("storageClassName") if storage_classes_to_host(self.ctx.values) else None
+                )
+                or hpvc["spec"].get("storageClassName")
+                or "",
                 # Deleted with its claim, by the syncer, since no binder runs in the virtual cluster.
                 "persistentVolumeReclaimPolicy": "Delete",
                 "claimRef": {

@@ -20,8 +20,9 @@ from typing import Any
 from vnest import log, naming
 from vnest.dns import DnsIndex, DnsServer, coredns
 from vnest.kube.client import ApiError, HostConnection, KubeClient
-from vnest.syncer import replicated
+from vnest.syncer import fromhost, replicated
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
+from vnest.syncer.endpoints import EndpointSliceSyncer
 from vnest.syncer.engine import Reconciler, SyncContext
 from vnest.syncer.events import EventSyncer
 from vnest.syncer.ingresses import IngressSyncer
@@ -29,9 +30,13 @@ from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.metrics import MetricsServer, syncer_text
 from vnest.syncer.networkpolicies import NetworkPolicySyncer
 from vnest.syncer.nodes import FakeNodes, HostNodes
+from vnest.syncer.persistentvolumes import PersistentVolumeSyncer
 from vnest.syncer.pods import PodSyncer
+from vnest.syncer.priorityclasses import PriorityClassSyncer
 from vnest.syncer.pvcs import PersistentVolumeClaimSyncer
+from vnest.syncer.serviceaccounts import ServiceAccountSyncer
 from vnest.syncer.services import ServiceSyncer
+from vnest.syncer.storageclasses import StorageClassSyncer
 
 _log = log.get("syncer")
 
@@ -79,6 +84,11 @@ class Syncer:
             self.syncers.append(self.pods)
         if to_host["services"]["enabled"]:
             self.syncers.append(ServiceSyncer(self.ctx))
+        if to_host["endpoints"]["enabled"] and to_host["services"]["enabled"]:
+            # Slices of selector-less Services, which exist on the host only as their Services' copies.
+            self.syncers.append(EndpointSliceSyncer(self.ctx))
+        if to_host["serviceAccounts"]["enabled"]:
+            self.syncers.append(ServiceAccountSyncer(self.ctx, self.pods))
         if to_host["configMaps"]["enabled"]:
             self.syncers.append(ConfigMapSyncer(self.ctx))
         if to_host["secrets"]["enabled"]:
@@ -89,6 +99,16 @@ class Syncer:
             self.syncers.append(NetworkPolicySyncer(self.ctx))
         if to_host["persistentVolumeClaims"]["enabled"]:
             self.syncers.append(PersistentVolumeClaimSyncer(self.ctx))
+        # Cluster-scoped host copies (vnest-<name>-x-<hostns>-x-<vcluster>), owned by the ClusterRole.
+        if to_host["priorityClasses"]["enabled"]:
+            self.syncers.append(PriorityClassSyncer(self.ctx))
+        if to_host["storageClasses"]["enabled"]:
+            self.syncers.append(StorageClassSyncer(self.ctx))
+        if to_host["persistentVolumes"]["enabled"]:
+            self.syncers.append(PersistentVolumeSyncer(self.ctx))
+        # The host's Storage/Ingress/Runtime/PriorityClasses, each behind its sync.fromHost flag; one
+        # turned off removes the copies an earlier config made.
+        self.syncers.extend(fromhost.syncers(self.ctx))
         if values["sync"]["fromHost"]["events"]["enabled"]:
             self.syncers.append(EventSyncer(self.ctx))
         # networking.replicateServices, always: with a mapping removed, they clean up its objects.

@@ -1,0 +1,302 @@
+"""More syncers against the real local host: EndpointSlices of selector-less Services, ServiceAccounts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vnest import naming
+from vnest.procs import wait_until
+from vnest.syncer.endpoints import CONTROLLER
+
+HOST = "vnest-host"
+SERVICE_NAME = "kubernetes.io/service-name"
+SLICE_MANAGER = "endpointslice.kubernetes.io/managed-by"
+WAIT = 60
+
+
+class Cluster:
+    """A virtual cluster made for this module's tests."""
+
+    def __init__(self, env, name: str, namespace: str) -> None:
+        self.env, self.name, self.namespace = env, name, namespace
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return self.env.vnest(
+            "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
+        ).stdout
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def apply(self, obj: dict) -> None:
+        path = self.env.root / f"{self.name}-{obj['kind']}-{obj['metadata']['name']}.json"
+        path.write_text(json.dumps(obj))
+        self.kubectl("apply", "-f", str(path))
+
+    def host(self, kind: str, name: str) -> dict | None:
+        proc = self.env.kubectl(
+            "--context", HOST, "get", kind, name, "-n", self.namespace, "-o", "json", check=False
+        )
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def host_list(self, kind: str, selector: str) -> list[dict]:
+        out = self.env.kubectl(
+            "--context", HOST, "get", kind, "-n", self.namespace, "-l", selector, "-o", "json"
+        ).stdout
+        return json.loads(out)["items"]
+
+    def host_name(self, name: str, namespace: str = "default") -> str:
+        return naming.host_name(name, namespace, self.name)
+
+
+def _make(env, name: str, namespace: str, values: dict | None = None) -> Cluster:
+    args = ["create", name, "-n", namespace, "--no-connect"]
+    if values is not None:
+        path = env.root / f"{name}-values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["-f", str(path)]
+    env.vnest(*args)
+    return Cluster(env, name, namespace)
+
+
+@pytest.fixture(scope="module")
+def defaults_cluster(host_env):
+    """A virtual cluster with the default config: endpoints sync on, ServiceAccount sync off."""
+    vc = _make(host_env, "sm-ep", "sm-ep-host")
+    try:
+        yield vc
+    finally:
+        host_env.vnest("delete", vc.name, "-n", vc.namespace, check=False)
+
+
+def _running_host_pod(vc: Cluster, name: str) -> dict | None:
+    hpod = vc.host("pod", vc.host_name(name))
+    if hpod and hpod["status"].get("phase") == "Running" and hpod["status"].get("podIP"):
+        return hpod
+    return None
+
+
+def _selector_less_service(name: str, port: int) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": "main", "port": port, "protocol": "TCP"}]},
+    }
+
+
+def _slice(name: str, service: str, endpoints: list[dict], port: int) -> dict:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME: service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "main", "port": port, "protocol": "TCP"}],
+    }
+
+
+def _addresses(hslice: dict | None) -> list[str]:
+    return [a for e in (hslice or {}).get("endpoints") or [] for a in e["addresses"]]
+
+
+def test_endpoint_slices_of_selector_less_services_sync_to_the_host(defaults_cluster):
+    vc = defaults_cluster
+    vc.kubectl("run", "backend", "--image=nginx")
+    hpod = wait_until(lambda: _running_host_pod(vc, "backend"), WAIT, "the running host pod")
+    pod_ip, node = hpod["status"]["podIP"], hpod["spec"]["nodeName"]
+
+    vc.apply(_selector_less_service("db", 5432))
+    hsvc = wait_until(lambda: vc.host("service", vc.host_name("db")), WAIT, "the host Service")
+    assert "selector" not in hsvc["spec"]
+    vc.apply(
+        _slice(
+            "db-1",
+            "db",
+            [
+                {"addresses": ["192.0.2.10"], "conditions": {"ready": True}},
+                {
+                    "addresses": [pod_ip],
+                    "conditions": {"ready": True},
+                    "nodeName": node,
+                    "targetRef": {"kind": "Pod", "namespace": "default", "name": "backend"},
+                },
+                {
+                    "addresses": ["192.0.2.11"],
+                    "nodeName": "no-such-node",
+                    "targetRef": {"kind": "Pod", "namespace": "default", "name": "no-such-pod"},
+                },
+            ],
+            5432,
+        )
+    )
+    hname = vc.host_name("db-1")
+    hslice = wait_until(lambda: vc.host("endpointslice", hname), WAIT, "the host EndpointSlice")
+    labels = hslice["metadata"]["labels"]
+    assert labels[SERVICE_NAME] == vc.host_name("db")
+    assert labels[SLICE_MANAGER] == CONTROLLER
+    assert labels[naming.LABEL_MANAGED_BY] == vc.name
+    annotations = hslice["metadata"]["annotations"]
+    assert annotations[naming.ANNOTATION_NAME] == "db-1"
+    assert annotations[naming.ANNOTATION_NAMESPACE] == "default"
+    assert annotations[naming.ANNOTATION_KIND] == "EndpointSlice"
+    assert [o["uid"] for o in hslice["metadata"]["ownerReferences"]] == [hsvc["metadata"]["uid"]]
+    assert hslice["addressType"] == "IPv4"
+    assert hslice["ports"] == [{"name": "main", "port": 5432, "protocol": "TCP"}]
+    plain, synced, unknown = hslice["endpoints"]
+    assert plain == {"addresses": ["192.0.2.10"], "conditions": {"ready": True}}
+    # A synced pod is named by its host copy; the node it runs on exists on the host.
+    assert synced["addresses"] == [pod_ip]
+    assert synced["nodeName"] == node
+    assert synced["targetRef"]["name"] == vc.host_name("backend")
+    assert synced["targetRef"]["namespace"] == vc.namespace
+    # A pod that is not synced and a node the host lacks are dropped, the address stays.
+    assert unknown["addresses"] == ["192.0.2.11"]
+    assert "targetRef" not in unknown and "nodeName" not in unknown
+
+    # An update: the host follows.
+    vc.kubectl(
+        "patch", "endpointslice", "db-1", "--type", "json",
+        "-p", json.dumps([{"op": "replace", "path": "/endpoints/0/addresses", "value": ["192.0.2.20"]}]),
+    )  # fmt: skip
+    wait_until(
+        lambda: _addresses(vc.host("endpointslice", hname))[:1] == ["192.0.2.20"], WAIT, "the updated slice"
+    )
+
+    # With a selector the host's own controller makes the endpoints: vnest's slice goes, and
+    # comes back when the selector does.
+    vc.kubectl("patch", "service", "db", "-p", json.dumps({"spec": {"selector": {"app": "db"}}}))
+    wait_until(lambda: vc.host("endpointslice", hname) is None, WAIT, "the slice to go with a selector")
+    vc.kubectl(
+        "patch", "service", "db", "--type", "json", "-p", json.dumps([{"op": "remove", "path": "/spec/selector"}])
+    )  # fmt: skip
+    wait_until(lambda: vc.host("endpointslice", hname), WAIT, "the slice to come back without a selector")
+
+    # Deleting the virtual slice deletes the host slice.
+    vc.kubectl("delete", "endpointslice", "db-1")
+    wait_until(lambda: vc.host("endpointslice", hname) is None, WAIT, "the host slice to go")
+
+
+def test_a_tenants_endpoints_object_is_mirrored_then_synced(defaults_cluster):
+    vc = defaults_cluster
+    vc.apply(_selector_less_service("legacy", 80))
+    wait_until(lambda: vc.host("service", vc.host_name("legacy")), WAIT, "the host Service")
+    vc.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "legacy", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": "192.0.2.30"}], "ports": [{"name": "main", "port": 80}]}],
+        }
+    )
+
+    def mirrored() -> list[dict]:
+        return vc.json("get", "endpointslices", "-l", f"{SERVICE_NAME}=legacy")["items"]
+
+    vslice = wait_until(mirrored, WAIT, "the virtual cluster's mirroring controller's slice")[0]
+    assert vslice["metadata"]["labels"][SLICE_MANAGER] == "endpointslicemirroring-controller.k8s.io"
+    hname = vc.host_name(vslice["metadata"]["name"])
+    hslice = wait_until(lambda: vc.host("endpointslice", hname), WAIT, "the mirrored slice on the host")
+    assert hslice["metadata"]["labels"][SERVICE_NAME] == vc.host_name("legacy")
+    assert hslice["metadata"]["labels"][SLICE_MANAGER] == CONTROLLER  # never the host's mirroring controller
+    assert _addresses(hslice) == ["192.0.2.30"]
+    assert hslice["ports"][0]["port"] == 80
+
+    # The Service going takes the host slice with it.
+    vc.kubectl("delete", "service", "legacy")
+    wait_until(lambda: vc.host("endpointslice", hname) is None, WAIT, "the host slice to go with its Service")
+
+
+def test_a_host_slice_vnest_does_not_own_is_left_alone(defaults_cluster):
+    vc = defaults_cluster
+    vc.apply(_selector_less_service("ext", 443))
+    wait_until(lambda: vc.host("service", vc.host_name("ext")), WAIT, "the host Service")
+    hname = vc.host_name("taken")
+    foreign = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": hname, "namespace": vc.namespace, "labels": {"owner": "someone-else"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.99"]}],
+    }
+    path = vc.env.root / "sm-foreign-slice.json"
+    path.write_text(json.dumps(foreign))
+    vc.env.kubectl("--context", HOST, "create", "-f", str(path))
+    try:
+        vc.apply(_slice("taken", "ext", [{"addresses": ["192.0.2.40"]}], 443))
+
+        def sync_error() -> list[dict]:
+            events = vc.json("get", "events", "--field-selector", "involvedObject.name=taken")["items"]
+            return [e for e in events if e["reason"] == "SyncError"]
+
+        event = wait_until(sync_error, WAIT, "a SyncError event on the virtual slice")[0]
+        assert hname in event["message"]
+        hslice = vc.host("endpointslice", hname)
+        assert hslice["metadata"]["labels"] == {"owner": "someone-else"}
+        assert _addresses(hslice) == ["10.0.0.99"]
+        vc.kubectl("delete", "endpointslice", "taken")
+        vc.kubectl("delete", "service", "ext")
+        wait_until(lambda: vc.host("service", vc.host_name("ext")) is None, WAIT, "the host Service to go")
+        assert vc.host("endpointslice", hname)["metadata"]["uid"] == hslice["metadata"]["uid"]
+    finally:
+        vc.env.kubectl("--context", HOST, "delete", "endpointslice", hname, "-n", vc.namespace, check=False)
+
+
+def test_service_accounts_do_not_sync_by_default(defaults_cluster):
+    vc = defaults_cluster
+    vc.kubectl("create", "serviceaccount", "runner")
+    overrides = json.dumps({"spec": {"serviceAccountName": "runner"}})
+    vc.kubectl("run", "as-runner", "--image=nginx", f"--overrides={overrides}")
+    hpod = wait_until(lambda: vc.host("pod", vc.host_name("as-runner")), WAIT, "the host pod")
+    assert hpod["spec"]["serviceAccountName"] == "default"  # the host namespace's own
+    assert hpod["spec"]["automountServiceAccountToken"] is False
+    assert vc.host_list("serviceaccounts", f"{naming.LABEL_MANAGED_BY}={vc.name}") == []
+
+
+def test_service_accounts_sync_when_enabled_and_pods_run_as_their_copy(host_env):
+    vc = _make(host_env, "sm-sa", "sm-sa-host", {"sync": {"toHost": {"serviceAccounts": {"enabled": True}}}})
+    try:
+        vc.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "runner", "namespace": "default", "labels": {"team": "ci"}},
+                "imagePullSecrets": [{"name": "registry"}],
+            }
+        )
+        hname = vc.host_name("runner")
+        hsa = wait_until(lambda: vc.host("serviceaccount", hname), WAIT, "the host ServiceAccount")
+        assert hsa["metadata"]["labels"] == {
+            "team": "ci",
+            naming.LABEL_MANAGED_BY: vc.name,
+            "vnest.io/namespace": "default",
+        }
+        assert hsa["metadata"]["annotations"][naming.ANNOTATION_NAME] == "runner"
+        assert hsa["metadata"]["annotations"][naming.ANNOTATION_KIND] == "ServiceAccount"
+        assert hsa["automountServiceAccountToken"] is False
+        assert not hsa.get("imagePullSecrets") and not hsa.get("secrets")
+        # Every virtual ServiceAccount syncs, the namespaces' default ones too.
+        wait_until(lambda: vc.host("serviceaccount", vc.host_name("default")), WAIT, "the default's copy")
+
+        overrides = json.dumps({"spec": {"serviceAccountName": "runner"}})
+        vc.kubectl("run", "worker", "--image=nginx", f"--overrides={overrides}")
+        hpod = wait_until(lambda: _running_host_pod(vc, "worker"), WAIT, "the running host pod")
+        spec = hpod["spec"]
+        assert spec["serviceAccountName"] == hname
+        # No host token: the pod's token is the virtual API server's, from a host Secret.
+        assert spec["automountServiceAccountToken"] is False
+        sources = [
+            s for v in spec.get("volumes") or [] for s in (v.get("projected") or {}).get("sources") or []
+        ]
+        assert not any("serviceAccountToken" in s for s in sources)
+        assert naming.host_name("vnest-token-worker", "default", vc.name) in {
+            s["secret"]["name"] for s in sources if "secret" in s
+        }
+
+        vc.kubectl("delete", "serviceaccount", "runner")
+        wait_until(lambda: vc.host("serviceaccount", hname) is None, WAIT, "the host ServiceAccount to go")
+    finally:
+        host_env.vnest("delete", vc.name, "-n", vc.namespace, check=False)

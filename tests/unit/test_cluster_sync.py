@@ -1,0 +1,619 @@
+"""Cluster-scoped sync without a cluster: names, translations, ownership and the from-host copies.
+
+Syncers are built on a SyncContext whose clients are fakes recording what would be sent;
+their informers are never run, the tests fill the caches themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from vnest import naming
+from vnest.config.load import load_config, to_values
+from vnest.errors import UsageError
+from vnest.kube.client import ApiError, resource_of
+from vnest.syncer.engine import SyncContext, hashed_label_key
+from vnest.syncer.fromhost import (
+    LABEL_FROM_HOST,
+    IngressClassesFromHost,
+    PriorityClassesFromHost,
+    StorageClassesFromHost,
+    from_host_enabled,
+    selector_string,
+    syncers,
+)
+from vnest.syncer.persistentvolumes import PersistentVolumeSyncer
+from vnest.syncer.pods import PodSyncer
+from vnest.syncer.priorityclasses import PriorityClassSyncer, pod_priority_class
+from vnest.syncer.pvcs import FAKE_VOLUME_LABEL, PersistentVolumeClaimSyncer
+from vnest.syncer.storageclasses import (
+    StorageClassSyncer,
+    cluster_selector,
+    host_storage_class,
+    owns_cluster_object,
+    same,
+)
+
+NAME, NS = "vc", "team-host"
+OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "r", "uid": "r-uid"}
+
+
+class FakeClient:
+    """Records requests; `objects` answers GETs (path -> object); `fail` maps (method, path) to an ApiError."""
+
+    server = "https://fake"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+        self.objects: dict[str, dict] = {}
+        self.fail: dict[tuple[str, str], ApiError] = {}
+
+    async def request(self, method: str, path: str, *, params=None, body=None, content_type="") -> dict:
+        self.calls.append((method, path, copy.deepcopy(body)))
+        if (method, path) in self.fail:
+            raise self.fail[(method, path)]
+        return copy.deepcopy(body) if body is not None else {}
+
+    async def create(self, obj: dict, namespace: str | None = None) -> dict:
+        return await self.request("POST", resource_of(obj["kind"]).path(namespace), body=obj)
+
+    async def get_or_none(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        self.calls.append(("GET", resource_of(kind).path(namespace, name), None))
+        return copy.deepcopy(self.objects.get(resource_of(kind).path(namespace, name)))
+
+    async def list(self, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
+        self.calls.append(("LIST", resource_of(kind).path(namespace), label_selector))
+        return [copy.deepcopy(o) for o in self.objects.values() if o["kind"] == kind]
+
+
+def _values(*sets: str) -> dict:
+    return to_values(load_config([], list(sets)))
+
+
+def _ctx(*sets: str, name: str = NAME, namespace: str = NS) -> SyncContext:
+    return SyncContext(name, namespace, FakeClient(), FakeClient(), _values(*sets))  # type: ignore[arg-type]
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def _obj(kind: str, name: str, uid: str = "", labels: dict | None = None, **fields) -> dict:
+    meta: dict[str, Any] = {"name": name, "uid": uid or f"{name}-uid", "resourceVersion": "1"}
+    if labels is not None:
+        meta["labels"] = labels
+    return {"apiVersion": resource_of(kind).group_version, "kind": kind, "metadata": meta, **fields}
+
+
+def _host_copy(ctx: SyncContext, kind: str, vobj: dict, **fields) -> dict:
+    name = naming.host_cluster_scoped_name(vobj["metadata"]["name"], ctx.host_namespace, ctx.name)
+    labels = {naming.LABEL_MANAGED_BY: ctx.name, naming.LABEL_VCLUSTER_NAMESPACE: ctx.host_namespace}
+    hobj = _obj(kind, name, uid=f"host-{name}", labels=labels, **fields)
+    hobj["metadata"]["annotations"] = {
+        naming.ANNOTATION_NAME: vobj["metadata"]["name"],
+        naming.ANNOTATION_UID: vobj["metadata"]["uid"],
+    }
+    return hobj
+
+
+# ---- names and ownership -----------------------------------------------------------------
+
+
+def test_cluster_scoped_names_follow_spec_section_4():
+    assert naming.host_cluster_scoped_name("fast", "team-host", "vc") == "vnest-fast-x-team-host-x-vc"
+    ctx = _ctx("sync.toHost.storageClasses.enabled=true")
+    assert StorageClassSyncer(ctx).translate(_obj("StorageClass", "fast"))["metadata"]["name"] == (
+        "vnest-fast-x-team-host-x-vc"
+    )
+
+
+def test_ownership_needs_the_cluster_and_its_host_namespace():
+    ctx = _ctx()
+    assert cluster_selector(ctx) == "vnest.io/managed-by=vc,vnest.io/vcluster-namespace=team-host"
+    mine = {naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "team-host"}
+    assert owns_cluster_object(ctx, _obj("PriorityClass", "p", labels=mine))
+    # The same virtual cluster name in another host namespace is another tenant.
+    other = {**mine, naming.LABEL_VCLUSTER_NAMESPACE: "other-host"}
+    assert not owns_cluster_object(ctx, _obj("PriorityClass", "p", labels=other))
+    assert not owns_cluster_object(ctx, _obj("PriorityClass", "p", labels={naming.LABEL_MANAGED_BY: "vc"}))
+    assert not owns_cluster_object(ctx, None)
+
+
+# ---- PriorityClasses -----------------------------------------------------------------------
+
+
+def test_priority_class_copy_is_capped_labelled_and_never_the_default():
+    ctx = _ctx("sync.toHost.priorityClasses.enabled=true")
+    syncer = PriorityClassSyncer(ctx)
+    syncer.owner = OWNER
+    vobj = _obj(
+        "PriorityClass",
+        "high",
+        labels={"team": "a", naming.LABEL_MANAGED_BY: "someone-else"},
+        value=2_000_000_000,
+        globalDefault=True,
+        description="urgent",
+        preemptionPolicy="Never",
+    )
+    vobj["metadata"]["annotations"] = {"note": "x", "vnest.io/object-name": "forged"}
+    out = syncer.translate(vobj)
+    assert out["apiVersion"] == "scheduling.k8s.io/v1"
+    assert out["value"] == 1_000_000_000
+    assert "globalDefault" not in out
+    assert out["description"] == "urgent" and out["preemptionPolicy"] == "Never"
+    meta = out["metadata"]
+    assert meta["name"] == "vnest-high-x-team-host-x-vc"
+    assert meta["labels"] == {
+        "team": "a",
+        hashed_label_key(naming.LABEL_MANAGED_BY): "someone-else",  # a tenant cannot forge ownership
+        naming.LABEL_MANAGED_BY: "vc",
+        naming.LABEL_VCLUSTER_NAMESPACE: "team-host",
+    }
+    assert meta["annotations"] == {
+        "note": "x",
+        naming.ANNOTATION_NAME: "high",
+        naming.ANNOTATION_NAMESPACE: "",
+        naming.ANNOTATION_UID: "high-uid",
+        naming.ANNOTATION_KIND: "PriorityClass",
+    }
+    assert meta["ownerReferences"] == [OWNER]
+    assert syncer.translate(_obj("PriorityClass", "low", value=-5))["value"] == -5
+
+
+def test_system_priority_classes_are_not_copied():
+    syncer = PriorityClassSyncer(_ctx("sync.toHost.priorityClasses.enabled=true"))
+    assert not syncer.wanted("system-node-critical")
+    assert not syncer.wanted("system-cluster-critical")
+    assert syncer.wanted("high")
+
+
+@pytest.mark.parametrize(
+    ("sets", "name", "expected"),
+    [
+        ([], "high", None),
+        ([], "system-node-critical", None),
+        (["sync.toHost.priorityClasses.enabled=true"], "high", "vnest-high-x-team-host-x-vc"),
+        (["sync.toHost.priorityClasses.enabled=true"], "system-node-critical", "system-node-critical"),
+        (["sync.toHost.priorityClasses.enabled=true"], "system-cluster-critical", "system-cluster-critical"),
+        (["sync.toHost.priorityClasses.enabled=true"], None, None),
+        (["sync.fromHost.priorityClasses.enabled=true"], "high", "high"),
+    ],
+)
+def test_pod_priority_class_name(sets, name, expected):
+    assert pod_priority_class(_ctx(*sets), name) == expected
+
+
+def test_pods_carry_the_translated_priority_class_and_no_priority():
+    vpod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+        "spec": {
+            "containers": [{"name": "web", "image": "nginx"}],
+            "priorityClassName": "high",
+            "priority": 1000,
+            "preemptionPolicy": "PreemptLowerPriority",
+        },
+    }
+    on = PodSyncer(_ctx("sync.toHost.priorityClasses.enabled=true")).translate(vpod)["spec"]
+    assert on["priorityClassName"] == "vnest-high-x-team-host-x-vc"
+    assert "priority" not in on and "preemptionPolicy" not in on  # the host computes them from its class
+    off = PodSyncer(_ctx()).translate(vpod)["spec"]
+    assert "priorityClassName" not in off and "priority" not in off
+
+
+# ---- StorageClasses ------------------------------------------------------------------------
+
+
+def test_storage_class_copy_keeps_its_fields_but_not_the_default_flag():
+    syncer = StorageClassSyncer(_ctx("sync.toHost.storageClasses.enabled=true"))
+    vobj = _obj(
+        "StorageClass",
+        "fast",
+        provisioner="example.com/fast",
+        parameters={"type": "ssd"},
+        reclaimPolicy="Retain",
+        volumeBindingMode="WaitForFirstConsumer",
+        allowVolumeExpansion=True,
+        mountOptions=["noatime"],
+    )
+    vobj["metadata"]["annotations"] = {
+        "storageclass.kubernetes.io/is-default-class": "true",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+    }
+    out = syncer.translate(vobj)
+    assert out["apiVersion"] == "storage.k8s.io/v1"
+    for field in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode", "mountOptions"):
+        assert out[field] == vobj[field]
+    assert out["allowVolumeExpansion"] is True
+    assert "storageclass.kubernetes.io/is-default-class" not in out["metadata"]["annotations"]
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in out["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "name", "expected"),
+    [
+        ([], "fast", "fast"),
+        (["sync.toHost.storageClasses.enabled=true"], "fast", "vnest-fast-x-team-host-x-vc"),
+        (["sync.toHost.storageClasses.enabled=true"], "", ""),
+        (["sync.toHost.storageClasses.enabled=true"], None, None),
+    ],
+)
+def test_storage_class_references(sets, name, expected):
+    assert host_storage_class(_ctx(*sets), name) == expected
+
+
+def _pvc(**spec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "shop", "uid": "c1"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, **spec},
+    }
+
+
+def test_pvcs_name_the_host_copy_of_their_class_when_classes_sync():
+    on = PersistentVolumeClaimSyncer(_ctx("sync.toHost.storageClasses.enabled=true"))
+    assert (
+        on.translate(_pvc(storageClassName="fast"))["spec"]["storageClassName"]
+        == "vnest-fast-x-team-host-x-vc"
+    )
+    assert on.translate(_pvc(storageClassName=""))["spec"]["storageClassName"] == ""
+    assert "storageClassName" not in on.translate(_pvc())["spec"]
+    off = PersistentVolumeClaimSyncer(_ctx())
+    assert off.translate(_pvc(storageClassName="fast"))["spec"]["storageClassName"] == "fast"
+
+
+def test_update_rewrites_only_what_differs_and_recreates_for_immutable_fields():
+    ctx = _ctx("sync.toHost.storageClasses.enabled=true")
+    syncer = StorageClassSyncer(ctx)
+    vobj = _obj(
+        "StorageClass", "fast", provisioner="p", reclaimPolicy="Delete", volumeBindingMode="Immediate"
+    )
+    desired = syncer.translate(vobj)
+    hobj = copy.deepcopy(desired)
+    hobj["metadata"].update(uid="h1", resourceVersion="7")
+    _run(syncer.update_host(vobj, hobj, syncer.translate(vobj)))
+    assert ctx.host.calls == []  # type: ignore[attr-defined]
+
+    changed = syncer.translate({**vobj, "allowVolumeExpansion": True})
+    _run(syncer.update_host(vobj, hobj, changed))
+    method, path, body = ctx.host.calls[-1]  # type: ignore[attr-defined]
+    assert (method, path) == ("PUT", "/apis/storage.k8s.io/v1/storageclasses/vnest-fast-x-team-host-x-vc")
+    assert body["allowVolumeExpansion"] is True and body["metadata"]["resourceVersion"] == "7"
+
+    _run(syncer.update_host(vobj, hobj, syncer.translate({**vobj, "provisioner": "other"})))
+    method, path, body = ctx.host.calls[-1]  # type: ignore[attr-defined]
+    assert method == "DELETE" and body["preconditions"] == {"uid": "h1"}
+
+
+def test_a_host_object_not_ours_is_left_alone_and_reported():
+    ctx = _ctx("sync.toHost.storageClasses.enabled=true")
+    syncer = StorageClassSyncer(ctx)
+    vobj = _obj("StorageClass", "fast", provisioner="p")
+    path = "/apis/storage.k8s.io/v1/storageclasses"
+    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")  # type: ignore[attr-defined]
+    # Another virtual cluster of the same name, in another host namespace, made it.
+    theirs = _obj(
+        "StorageClass",
+        "vnest-fast-x-team-host-x-vc",
+        labels={naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "elsewhere"},
+    )
+    ctx.host.objects[f"{path}/vnest-fast-x-team-host-x-vc"] = theirs  # type: ignore[attr-defined]
+    assert _run(syncer.create_host(vobj, syncer.translate(vobj))) is None
+    _run(syncer.delete_host(theirs))
+    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]  # type: ignore[attr-defined]
+    events = ctx.virtual.calls  # type: ignore[attr-defined]
+    assert len(events) == 1 and events[0][2]["reason"] == "SyncError"
+    assert events[0][2]["involvedObject"]["name"] == "fast"
+
+
+# ---- PersistentVolumes ---------------------------------------------------------------------
+
+
+def _pv(name: str, labels: dict | None = None, **spec) -> dict:
+    base = {
+        "capacity": {"storage": "1Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "nfs": {"server": "s", "path": "/x"},
+    }
+    return _obj("PersistentVolume", name, labels=labels, spec={**base, **spec})
+
+
+def test_pv_copy_translates_claim_and_class():
+    ctx = _ctx("sync.toHost.persistentVolumes.enabled=true", "sync.toHost.storageClasses.enabled=true")
+    syncer = PersistentVolumeSyncer(ctx)
+    vpv = _pv(
+        "share",
+        storageClassName="manual",
+        claimRef={"kind": "PersistentVolumeClaim", "namespace": "shop", "name": "data", "uid": "c1"},
+    )
+    out = syncer.translate(vpv)
+    assert out["metadata"]["name"] == "vnest-share-x-team-host-x-vc"
+    assert out["spec"]["nfs"] == {"server": "s", "path": "/x"}
+    assert out["spec"]["storageClassName"] == "vnest-manual-x-team-host-x-vc"
+    assert out["spec"]["claimRef"] == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "team-host",
+        "name": "data-x-shop-x-vc",
+    }
+    plain = PersistentVolumeSyncer(_ctx("sync.toHost.persistentVolumes.enabled=true")).translate(
+        _pv("share", storageClassName="manual")
+    )
+    assert plain["spec"]["storageClassName"] == "manual" and "claimRef" not in plain["spec"]
+
+
+def test_the_pvc_syncers_fake_volumes_are_never_copied():
+    ctx = _ctx("sync.toHost.persistentVolumes.enabled=true")
+    syncer = PersistentVolumeSyncer(ctx)
+    syncer.virtual.store["pvc-123"] = _pv("pvc-123", labels={FAKE_VOLUME_LABEL: "true"})
+    syncer.virtual.store["share"] = _pv("share")
+    assert not syncer.wanted("pvc-123")
+    assert syncer.wanted("share")
+    # Without the label, still not copied: one of this cluster's host claims is bound to that host volume.
+    syncer.virtual.store["pvc-456"] = _pv("pvc-456")
+    assert syncer.wanted("pvc-456")
+    hpvc = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "data-x-shop-x-vc",
+            "namespace": NS,
+            "uid": "h1",
+            "labels": {"vnest.io/managed-by": NAME},
+        },
+        "spec": {"volumeName": "pvc-456"},
+    }
+    _run(_with_loop(lambda: syncer._on_host_claim(None, hpvc)))
+    assert not syncer.wanted("pvc-456")
+    _run(_with_loop(lambda: syncer._on_host_claim(hpvc, None)))
+    assert syncer.wanted("pvc-456")
+
+
+async def _with_loop(fn):
+    return fn()  # handlers queue keys, which needs a running loop
+
+
+def test_pv_status_comes_back_with_the_claim_in_virtual_names():
+    ctx = _ctx("sync.toHost.persistentVolumes.enabled=true")
+    syncer = PersistentVolumeSyncer(ctx)
+    vpv = _pv("share")
+    hpvc = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "data-x-shop-x-vc",
+            "namespace": NS,
+            "uid": "host-claim",
+            "labels": {naming.LABEL_MANAGED_BY: NAME},
+            "annotations": {
+                naming.ANNOTATION_NAME: "data",
+                naming.ANNOTATION_NAMESPACE: "shop",
+                naming.ANNOTATION_UID: "c1",
+            },
+        },
+        "spec": {},
+    }
+    syncer.host_claims.store[f"{NS}/data-x-shop-x-vc"] = hpvc
+    hpv = _host_copy(ctx, "PersistentVolume", vpv, spec=copy.deepcopy(vpv["spec"]), status={"phase": "Bound"})
+    hpv["spec"]["claimRef"] = {"namespace": NS, "name": "data-x-shop-x-vc", "uid": "host-claim"}
+    _run(syncer.status_back(vpv, hpv))
+    (m1, p1, spec_put), (m2, p2, status_put) = ctx.virtual.calls  # type: ignore[attr-defined]
+    assert (m1, p1) == ("PUT", "/api/v1/persistentvolumes/share")
+    assert spec_put["spec"]["claimRef"] == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "shop",
+        "name": "data",
+        "uid": "c1",
+    }
+    assert (m2, p2) == ("PUT", "/api/v1/persistentvolumes/share/status")
+    assert status_put["status"] == {"phase": "Bound"}
+    # A claim of another tenant (not ours) is never told.
+    syncer.host_claims.store[f"{NS}/data-x-shop-x-vc"]["metadata"]["labels"] = {
+        naming.LABEL_MANAGED_BY: "other"
+    }
+    assert syncer.virtual_claim(hpv) is None
+
+
+def test_claims_bound_to_a_tenant_volume_copy_bind_to_the_virtual_volume():
+    ctx = _ctx("sync.toHost.persistentVolumes.enabled=true")
+    pvcs = PersistentVolumeClaimSyncer(ctx)
+    vpv = _pv("share")
+    hpv = _host_copy(ctx, "PersistentVolume", vpv)
+    assert pvcs.host_volumes is not None and pvcs.virtual_volumes is not None
+    pvcs.host_volumes.store[hpv["metadata"]["name"]] = hpv
+    pvcs.virtual_volumes.store["share"] = vpv
+    assert pvcs.virtual_volume_of("vnest-share-x-team-host-x-vc") == "share"
+    assert pvcs.virtual_volume_of("pvc-123") is None  # the host's own volume: a fake one is shown
+    # Pre-bound to the tenant's volume: the host claim names its copy.
+    assert pvcs.translate(_pvc(volumeName="share"))["spec"]["volumeName"] == "vnest-share-x-team-host-x-vc"
+    assert "volumeName" not in pvcs.translate(_pvc(volumeName="unknown"))["spec"]
+    assert PersistentVolumeClaimSyncer(_ctx()).virtual_volume_of("vnest-share-x-team-host-x-vc") is None
+
+
+# ---- from host -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        (None, "!vnest.io/managed-by"),
+        ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2,!vnest.io/managed-by"),
+        (
+            {
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["gold", "silver"]},
+                    {"key": "zone", "operator": "NotIn", "values": ["x"]},
+                    {"key": "shared", "operator": "Exists"},
+                    {"key": "private", "operator": "DoesNotExist"},
+                ]
+            },
+            "tier in (gold,silver),zone notin (x),shared,!private,!vnest.io/managed-by",
+        ),
+    ],
+)
+def test_selectors_never_select_what_vnest_made(selector, expected):
+    assert selector_string(selector) == expected
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ([], False),  # auto, without a virtual scheduler
+        (["sync.fromHost.storageClasses.enabled=true"], True),
+        (["controlPlane.advanced.virtualScheduler.enabled=true"], True),
+        (["controlPlane.distro.k8s.scheduler.enabled=true"], True),
+        (
+            [
+                "controlPlane.advanced.virtualScheduler.enabled=true",
+                "sync.toHost.storageClasses.enabled=true",
+            ],
+            False,
+        ),
+        (
+            [
+                "controlPlane.advanced.virtualScheduler.enabled=true",
+                "sync.toHost.persistentVolumeClaims.enabled=false",
+            ],
+            False,
+        ),
+        (
+            [
+                "controlPlane.advanced.virtualScheduler.enabled=true",
+                "sync.fromHost.storageClasses.enabled=false",
+            ],
+            False,
+        ),
+    ],
+)
+def test_storage_classes_auto_is_vclusters(sets, expected):
+    assert from_host_enabled(_values(*sets), "storageClasses") is expected
+
+
+@pytest.mark.parametrize("kind", ["priorityClasses", "storageClasses"])
+def test_a_class_syncs_one_way_only(kind):
+    with pytest.raises(UsageError) as err:
+        load_config([], [f"sync.toHost.{kind}.enabled=true", f"sync.fromHost.{kind}.enabled=true"])
+    assert str(err.value).startswith(f"sync.fromHost.{kind}.enabled: cannot be true while sync.toHost.{kind}")
+    load_config([], ["sync.toHost.storageClasses.enabled=true"])  # with fromHost's default, auto
+
+
+def test_selector_config_is_checked():
+    with pytest.raises(UsageError) as err:
+        load_config([], ["sync.fromHost.ingressClasses.selector.matchExpressions=[{key: a, operator: In}]"])
+    assert "matchExpressions[0].values: required with operator In" in str(err.value)
+
+
+def _from_host(syncer_class, *sets: str):
+    ctx = _ctx(*sets)
+    syncer = syncer_class(ctx)
+    return ctx, syncer
+
+
+def test_from_host_copy_carries_the_host_fields_and_our_labels():
+    _, syncer = _from_host(StorageClassesFromHost, "sync.fromHost.storageClasses.enabled=true")
+    hobj = _obj("StorageClass", "standard", labels={"tier": "std", "vnest.io/x": "y"}, provisioner="p")
+    hobj["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
+    want = syncer.desired(hobj)
+    assert want["metadata"] == {
+        "name": "standard",
+        "labels": {"tier": "std", naming.LABEL_MANAGED_BY: NAME, LABEL_FROM_HOST: "true"},
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    }
+    assert want["provisioner"] == "p"
+
+
+def test_from_host_reconcile_creates_reverts_and_deletes():
+    ctx, syncer = _from_host(PriorityClassesFromHost, "sync.fromHost.priorityClasses.enabled=true")
+    assert syncer.host is not None and syncer.virtual is not None
+    hobj = _obj("PriorityClass", "batch", labels={"tier": "b"}, value=100, description="host's")
+    syncer.host.store["batch"] = hobj
+    calls = ctx.virtual.calls  # type: ignore[attr-defined]
+
+    _run(syncer.reconcile("batch"))
+    assert calls[-1][0:2] == ("POST", "/apis/scheduling.k8s.io/v1/priorityclasses")
+    made = copy.deepcopy(calls[-1][2])
+    made["metadata"].update(uid="v1", resourceVersion="3")
+
+    # In line with the host: nothing to do.
+    syncer.virtual.store["batch"] = made
+    _run(syncer.reconcile("batch"))
+    assert len(calls) == 1
+
+    # A tenant's edit is reverted.
+    edited = copy.deepcopy(made)
+    edited["description"] = "mine now"
+    edited["metadata"]["labels"]["extra"] = "1"
+    syncer.virtual.store["batch"] = edited
+    _run(syncer.reconcile("batch"))
+    method, path, body = calls[-1]
+    assert (method, path) == ("PUT", "/apis/scheduling.k8s.io/v1/priorityclasses/batch")
+    assert body["description"] == "host's" and "extra" not in body["metadata"]["labels"]
+    assert body["metadata"]["resourceVersion"] == "3"
+
+    # The host's value changed (a new object): the copy is made again.
+    syncer.virtual.store["batch"] = made
+    syncer.host.store["batch"] = {**hobj, "value": 200}
+    _run(syncer.reconcile("batch"))
+    assert calls[-1][0] == "DELETE" and calls[-1][2]["preconditions"] == {"uid": "v1"}
+
+    # The host object gone: so goes the copy.
+    del syncer.host.store["batch"]
+    _run(syncer.reconcile("batch"))
+    assert calls[-1][0] == "DELETE"
+
+
+def test_from_host_never_touches_a_tenants_object_of_the_same_name():
+    ctx, syncer = _from_host(IngressClassesFromHost, "sync.fromHost.ingressClasses.enabled=true")
+    assert syncer.host is not None and syncer.virtual is not None
+    syncer.host.store["nginx"] = _obj("IngressClass", "nginx", spec={"controller": "k8s.io/ingress-nginx"})
+    syncer.virtual.store["nginx"] = _obj("IngressClass", "nginx", spec={"controller": "example.com/mine"})
+    _run(syncer.reconcile("nginx"))
+    _run(syncer.reconcile("nginx"))
+    calls = ctx.virtual.calls  # type: ignore[attr-defined]
+    assert len(calls) == 1  # one event, no change
+    assert calls[0][0] == "POST" and calls[0][2]["kind"] == "Event" and calls[0][2]["reason"] == "SyncError"
+    # Nor is it deleted when the host object goes.
+    del syncer.host.store["nginx"]
+    _run(syncer.reconcile("nginx"))
+    assert len(calls) == 1
+
+
+def test_system_priority_classes_stay_the_virtual_clusters_own():
+    ctx, syncer = _from_host(PriorityClassesFromHost, "sync.fromHost.priorityClasses.enabled=true")
+    assert syncer.host is not None
+    syncer.host.store["system-node-critical"] = _obj(
+        "PriorityClass", "system-node-critical", value=2000001000
+    )
+    _run(syncer.reconcile("system-node-critical"))
+    assert ctx.virtual.calls == []  # type: ignore[attr-defined]
+
+
+def test_a_kind_turned_off_only_cleans_up_its_copies():
+    ctx = _ctx()
+    kinds = {s.kind: s for s in syncers(ctx)}
+    assert set(kinds) == {
+        "FromHostStorageClass",
+        "FromHostIngressClass",
+        "FromHostRuntimeClass",
+        "FromHostPriorityClass",
+    }
+    syncer = kinds["FromHostRuntimeClass"]
+    assert syncer.host is None  # no informer: the chart grants no access
+    copy_ = _obj("RuntimeClass", "gvisor", labels={naming.LABEL_MANAGED_BY: NAME, LABEL_FROM_HOST: "true"})
+    theirs = _obj("RuntimeClass", "kata", labels={})
+    ctx.virtual.objects = {"/a": copy_, "/b": theirs}  # type: ignore[attr-defined]
+    _run(syncer._clean_up())
+    deletes = [c for c in ctx.virtual.calls if c[0] == "DELETE"]  # type: ignore[attr-defined]
+    assert [(c[1], c[2]["preconditions"]) for c in deletes] == [
+        ("/apis/node.k8s.io/v1/runtimeclasses/gvisor", {"uid": "gvisor-uid"})
+    ]
+
+
+def test_same_treats_empty_as_absent():
+    assert same(None, False) and same({}, None) and same([], None) and same(0, None)
+    assert not same(1, 2) and not same({"a": 1}, {})

@@ -1,0 +1,230 @@
+"""Unit tests of pure syncer translations: EndpointSlices of selector-less Services, ServiceAccounts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from vnest import naming
+from vnest.config import defaults
+from vnest.syncer.endpoints import (
+    CONTROLLER,
+    dependencies,
+    translate_endpoint,
+    translate_slice,
+)
+from vnest.syncer.engine import SyncContext
+from vnest.syncer.pods import PodSyncer
+from vnest.syncer.serviceaccounts import (
+    host_service_account,
+    pod_service_account,
+    translate_service_account,
+)
+
+pytestmark = pytest.mark.unit
+
+VC, HOST_NS = "vc", "vc-host"
+
+
+def _ctx(values: dict | None = None) -> SyncContext:
+    return SyncContext(VC, HOST_NS, None, None, values or defaults())  # type: ignore[arg-type]
+
+
+def _host_pod(ns: str, name: str) -> str | None:
+    return naming.host_name(name, ns, VC) if name.startswith("synced") else None
+
+
+def _host_node(name: str) -> bool:
+    return name == "worker1"
+
+
+def test_defaults_match_vcluster():
+    to_host = defaults()["sync"]["toHost"]
+    assert to_host["endpoints"]["enabled"] is True
+    assert to_host["serviceAccounts"]["enabled"] is False
+
+
+# --- EndpointSlices ------------------------------------------------------------------------
+
+
+def test_endpoint_pod_ref_names_the_host_pod_and_node_is_kept_when_the_host_has_it():
+    endpoint = {
+        "addresses": ["10.0.0.5"],
+        "conditions": {"ready": True, "serving": True, "terminating": False},
+        "hostname": "db-0",
+        "zone": "z1",
+        "nodeName": "worker1",
+        "targetRef": {"kind": "Pod", "namespace": "data", "name": "synced-db", "uid": "u1"},
+        "deprecatedTopology": {"kubernetes.io/hostname": "worker1"},
+    }
+    before = copy.deepcopy(endpoint)
+    out = translate_endpoint(endpoint, "data", HOST_NS, _host_pod, _host_node)
+    assert out == {
+        "addresses": ["10.0.0.5"],
+        "conditions": {"ready": True, "serving": True, "terminating": False},
+        "hostname": "db-0",
+        "zone": "z1",
+        "nodeName": "worker1",
+        "targetRef": {"kind": "Pod", "namespace": HOST_NS, "name": "synced-db-x-data-x-vc"},
+    }
+    assert endpoint == before  # the cached virtual object is never changed
+
+
+def test_endpoint_refs_and_nodes_the_host_does_not_have_are_dropped():
+    endpoint = {
+        "addresses": ["10.0.0.6"],
+        "nodeName": "made-up",
+        "targetRef": {"kind": "Pod", "name": "not-synced"},
+    }
+    assert translate_endpoint(endpoint, "data", HOST_NS, _host_pod, _host_node) == {"addresses": ["10.0.0.6"]}
+    other_kind = {"addresses": ["10.0.0.7"], "targetRef": {"kind": "Node", "name": "synced-n"}}
+    assert translate_endpoint(other_kind, "data", HOST_NS, _host_pod, _host_node) == {
+        "addresses": ["10.0.0.7"]
+    }
+
+
+def test_endpoint_pod_ref_without_namespace_means_the_slices_namespace():
+    endpoint = {"addresses": ["10.0.0.8"], "targetRef": {"kind": "Pod", "name": "synced-a"}}
+    out = translate_endpoint(endpoint, "web", HOST_NS, _host_pod, _host_node)
+    assert out["targetRef"]["name"] == "synced-a-x-web-x-vc"
+
+
+def _vslice(**extra) -> dict:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "db-1",
+            "namespace": "data",
+            "uid": "slice-uid",
+            "labels": {
+                "kubernetes.io/service-name": "db",
+                "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io",
+                "vnest.io/managed-by": "forged",
+                "team": "a",
+            },
+            "annotations": {"note": "x"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["192.0.2.10"], "conditions": {"ready": True}}],
+        "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+        **extra,
+    }
+
+
+HSVC = {"metadata": {"name": "db-x-data-x-vc", "namespace": HOST_NS, "uid": "svc-uid"}}
+
+
+def test_slice_on_the_host_belongs_to_the_host_service_and_to_vnest():
+    out = translate_slice(_ctx(), _vslice(), HSVC, _host_pod, _host_node)
+    meta = out["metadata"]
+    assert meta["name"] == "db-1-x-data-x-vc"
+    assert meta["namespace"] == HOST_NS
+    labels = meta["labels"]
+    assert labels["kubernetes.io/service-name"] == "db-x-data-x-vc"
+    # The host's mirroring controller would delete a slice it believes is its own.
+    assert labels["endpointslice.kubernetes.io/managed-by"] == CONTROLLER
+    assert labels[naming.LABEL_MANAGED_BY] == VC  # the tenant's forged one is hashed away
+    assert labels["vnest.io/namespace"] == "data"
+    assert labels["team"] == "a"
+    assert meta["annotations"][naming.ANNOTATION_NAME] == "db-1"
+    assert meta["annotations"][naming.ANNOTATION_NAMESPACE] == "data"
+    assert meta["annotations"][naming.ANNOTATION_UID] == "slice-uid"
+    assert meta["annotations"][naming.ANNOTATION_KIND] == "EndpointSlice"
+    assert meta["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Service", "name": "db-x-data-x-vc", "uid": "svc-uid"}
+    ]
+    assert out["addressType"] == "IPv4"
+    assert out["endpoints"] == [{"addresses": ["192.0.2.10"], "conditions": {"ready": True}}]
+    assert out["ports"] == [{"name": "pg", "port": 5432, "protocol": "TCP"}]
+
+
+def test_slice_without_ports_or_endpoints():
+    vslice = _vslice(endpoints=None)
+    del vslice["ports"]
+    out = translate_slice(_ctx(), vslice, HSVC, _host_pod, _host_node)
+    assert out["endpoints"] == []
+    assert "ports" not in out
+
+
+def test_slice_dependencies_name_its_service_pods_and_nodes():
+    vslice = _vslice(
+        endpoints=[
+            {"addresses": ["1.1.1.1"], "targetRef": {"kind": "Pod", "name": "a"}, "nodeName": "n1"},
+            {"addresses": ["1.1.1.2"], "targetRef": {"kind": "Pod", "namespace": "other", "name": "b"}},
+            {"addresses": ["1.1.1.3"], "targetRef": {"kind": "Node", "name": "n2"}},
+        ]
+    )
+    assert dependencies(vslice) == {
+        ("Service", "data/db"),
+        ("Pod", "data/a"),
+        ("Pod", "other/b"),
+        ("Node", "n1"),
+    }
+
+
+# --- ServiceAccounts -------------------------------------------------------------------------
+
+
+def test_service_account_copy_never_mounts_and_drops_secret_references():
+    vsa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "runner", "namespace": "ci", "uid": "sa-uid", "labels": {"a": "b"}},
+        "secrets": [{"name": "runner-token-abcde"}],
+        "imagePullSecrets": [{"name": "registry"}],
+        "automountServiceAccountToken": True,
+    }
+    out = translate_service_account(_ctx(), vsa)
+    assert out["metadata"]["name"] == "runner-x-ci-x-vc"
+    assert out["metadata"]["labels"] == {"a": "b", naming.LABEL_MANAGED_BY: VC, "vnest.io/namespace": "ci"}
+    assert out["metadata"]["annotations"][naming.ANNOTATION_KIND] == "ServiceAccount"
+    assert out["automountServiceAccountToken"] is False
+    assert "secrets" not in out and "imagePullSecrets" not in out
+
+
+def test_pod_service_account_defaults_like_the_api_server():
+    assert pod_service_account({"spec": {}}) == "default"
+    assert pod_service_account({"spec": {"serviceAccount": "old"}}) == "old"
+    assert pod_service_account({"spec": {"serviceAccountName": "new", "serviceAccount": "new"}}) == "new"
+    pod = {"metadata": {"name": "p", "namespace": "ci"}, "spec": {"serviceAccountName": "runner"}}
+    assert host_service_account(_ctx(), pod) == "runner-x-ci-x-vc"
+
+
+def _vpod() -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "ci", "uid": "pod-uid"},
+        "spec": {
+            "serviceAccountName": "runner",
+            "serviceAccount": "runner",
+            "automountServiceAccountToken": True,
+            "containers": [{"name": "c", "image": "nginx"}],
+            "volumes": [
+                {
+                    "name": "kube-api-access",
+                    "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]},
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_host_pod_runs_as_the_copy_of_its_service_account_only_with_the_sync(sync):
+    values = defaults()
+    values["sync"]["toHost"]["serviceAccounts"]["enabled"] = sync
+    hpod = PodSyncer(_ctx(values)).translate(_vpod())
+    spec = hpod["spec"]
+    if sync:
+        assert spec["serviceAccountName"] == "runner-x-ci-x-vc"
+    else:
+        assert "serviceAccountName" not in spec  # the host namespace's default
+    assert "serviceAccount" not in spec
+    # Never a host token: the token comes from the virtual API server through a host Secret.
+    assert spec["automountServiceAccountToken"] is False
+    sources = spec["volumes"][0]["projected"]["sources"]
+    assert not any("serviceAccountToken" in s for s in sources)
+    assert sources[0]["secret"]["name"] == naming.host_name("vnest-token-p", "ci", VC)

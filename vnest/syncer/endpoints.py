@@ -1,0 +1,282 @@
+"""EndpointSlices of selector-less Services (`sync.toHost.endpoints.enabled`, on by default as in vCluster).
+
+A virtual Service with a selector needs nothing here: its host copy selects the
+translated pods and the host's own endpointslice controller lists them. A
+selector-less one is different: its tenant writes the endpoints by hand (an
+external database, a pod of another Service), and its host copy, selector-less
+too, would have none, so traffic to its ClusterIP would go nowhere. So each
+virtual EndpointSlice of such a Service gets a host copy:
+- named by the usual rule (`<name>-x-<namespace>-x-<vcluster>`), with the usual
+  managed-by label and vnest.io/object-* annotations;
+- `kubernetes.io/service-name` naming the host Service, and
+  `endpointslice.kubernetes.io/managed-by` naming vnest's controller: the host's
+  endpointslice and mirroring controllers leave slices of other managers alone;
+- owned by the host Service, so the host's garbage collector removes it with it;
+- addresses, conditions, hostname, zone, hints and ports as they are; a targetRef
+  to a pod names that pod's host copy (dropped when the pod is not synced: a
+  reference to a virtual name means nothing on the host), as are targetRefs of
+  other kinds; a nodeName is kept only when the host has that node (one running
+  a pod of this cluster, or one real node sync selected), never a made-up name.
+vCluster syncs the legacy Endpoints objects instead; vnest syncs the slices,
+which cover both: a tenant's Endpoints object is mirrored into slices by the
+virtual cluster's own endpointslice-mirroring controller, and those sync here.
+
+Never synced: slices of `default/kubernetes` (the virtual API server's own), of
+`networking.replicateServices.fromHost` targets (replicated.py makes those from
+the host's), and of Services whose host copy is missing, not ours, or has a
+selector (e.g. the virtual kube-dns Service, whose host copy selects the
+control-plane pod): there the host's own controller owns the endpoints. A
+Service gaining a selector, or going, takes the host slices with it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from vnest import naming
+from vnest.kube.client import Obj
+from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
+from vnest.syncer.informer import Informer, key_of
+from vnest.syncer.replicated import LABEL_SERVICE_NAME, LABEL_SLICE_MANAGER, from_host_targets
+
+# The endpointslice.kubernetes.io/managed-by of the host slices made here (a domain, as Kubernetes
+# names its own controllers); distinct from replicated.py's, whose slices are other objects.
+CONTROLLER = f"endpoints-syncer.{naming.PREFIX}"
+KUBERNETES = "default/kubernetes"
+_ENDPOINT_FIELDS = ("addresses", "conditions", "hostname", "zone", "hints")
+
+Dep = tuple[str, str]  # ("Service" | "Pod", "ns/name") or ("Node", name)
+
+
+def translate_endpoint(
+    endpoint: Obj,
+    namespace: str,
+    host_namespace: str,
+    host_pod: Callable[[str, str], str | None],
+    host_node: Callable[[str], bool],
+) -> Obj:
+    """One endpoint of a virtual slice in `namespace`, as the host (`host_namespace`) should see it.
+
+    `host_pod(ns, name)` is the host name of a synced virtual pod (None when it is not
+    synced); `host_node(name)` tells whether the host has that node.
+    """
+    out = {k: copy.deepcopy(endpoint[k]) for k in _ENDPOINT_FIELDS if k in endpoint}
+    ref = endpoint.get("targetRef")
+    if ref and ref.get("kind") == "Pod" and ref.get("name"):
+        name = host_pod(ref.get("namespace") or namespace, ref["name"])
+        if name is not None:
+            # The virtual pod's uid and resourceVersion would only mislead on the host.
+            out["targetRef"] = {"kind": "Pod", "namespace": host_namespace, "name": name}
+    if endpoint.get("nodeName") and host_node(endpoint["nodeName"]):
+        out["nodeName"] = endpoint["nodeName"]
+    return out
+
+
+def translate_slice(
+    ctx: SyncContext,
+    vslice: Obj,
+    hsvc: Obj,
+    host_pod: Callable[[str, str], str | None],
+    host_node: Callable[[str], bool],
+) -> Obj:
+    """The host copy of virtual EndpointSlice `vslice`, for host Service `hsvc`."""
+    ns = vslice["metadata"]["namespace"]
+    meta = ctx.host_metadata(vslice)
+    meta["labels"][LABEL_SERVICE_NAME] = hsvc["metadata"]["name"]
+    meta["labels"][LABEL_SLICE_MANAGER] = CONTROLLER
+    meta["ownerReferences"] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": hsvc["metadata"]["name"],
+            "uid": hsvc["metadata"]["uid"],
+        }
+    ]
+    endpoints = [
+        translate_endpoint(e, ns, ctx.host_namespace, host_pod, host_node)
+        for e in vslice.get("endpoints") or []
+    ]
+    out: Obj = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": vslice.get("addressType", "IPv4"),
+        "endpoints": endpoints,
+    }
+    if vslice.get("ports") is not None:
+        out["ports"] = copy.deepcopy(vslice["ports"])
+    return out
+
+
+def dependencies(vslice: Obj) -> set[Dep]:
+    """What a virtual slice's host copy depends on: its Service, the pods and nodes it names."""
+    ns = vslice["metadata"]["namespace"]
+    deps: set[Dep] = set()
+    service = (vslice["metadata"].get("labels") or {}).get(LABEL_SERVICE_NAME)
+    if service:
+        deps.add(("Service", f"{ns}/{service}"))
+    for endpoint in vslice.get("endpoints") or []:
+        ref = endpoint.get("targetRef") or {}
+        if ref.get("kind") == "Pod" and ref.get("name"):
+            deps.add(("Pod", f"{ref.get('namespace') or ns}/{ref['name']}"))
+        if endpoint.get("nodeName"):
+            deps.add(("Node", endpoint["nodeName"]))
+    return deps
+
+
+class EndpointSliceSyncer(ResourceSyncer):
+    kind = "EndpointSlice"
+
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx)
+        self.replicated = from_host_targets(ctx)  # decided by the config, never by a tenant's labels
+        self.services = ctx.informer("virtual", "Service")
+        self.host_services = ctx.informer("host", "Service")
+        # Synced pods (targetRefs) and the nodes they run on (nodeNames the host has).
+        self.host_pods: Informer | None = None
+        if ctx.values["sync"]["toHost"]["pods"]["enabled"]:
+            self.host_pods = ctx.informer("host", "Pod")
+        self.selected_nodes: Informer | None = None  # real node sync's host nodes, found in setup
+        self.pods_on: Counter[str] = Counter()  # host node -> how many of our host pods run there
+        self.deps_of: dict[str, set[Dep]] = {}  # virtual slice key -> what it depends on
+        self.slices_of: dict[Dep, set[str]] = defaultdict(set)  # and back
+
+    # ---- watching what the slices depend on ----------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self.virtual.add_handler(self._on_virtual_slice)
+        self.services.add_handler(lambda old, new: self._wake(("Service", key_of(new or old))))  # type: ignore[arg-type]
+        self.host_services.add_handler(self._on_host_service)
+        if self.host_pods is not None:
+            self.host_pods.add_handler(self._on_host_pod)
+        # Real node sync (nodes.HostNodes) registers its informer of the selected host nodes.
+        self.selected_nodes = self.ctx.informers.get(("host-selected", "Node"))
+        if self.selected_nodes is not None:
+            self.selected_nodes.add_handler(
+                lambda old, new: self._wake(("Node", key_of(new or old)))  # type: ignore[arg-type]
+            )
+
+    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
+        # The host informer also sees the host controller's slices of our Services (they carry the
+        # Service's labels, managed-by included): only ours name a virtual slice.
+        obj = new or old
+        if obj is not None and self._made_here(obj):
+            super()._on_host(old, new)
+
+    def _on_virtual_slice(self, old: Obj | None, new: Obj | None) -> None:
+        key = key_of(new or old)  # type: ignore[arg-type]
+        for dep in self.deps_of.pop(key, set()):
+            self.slices_of[dep].discard(key)
+            if not self.slices_of[dep]:
+                del self.slices_of[dep]
+        if new is not None:
+            deps = dependencies(new)
+            self.deps_of[key] = deps
+            for dep in deps:
+                self.slices_of[dep].add(key)
+
+    def _wake(self, dep: Dep) -> None:
+        for key in self.slices_of.get(dep, ()):
+            self.queue.add(key)
+
+    def _on_host_service(self, old: Obj | None, new: Obj | None) -> None:
+        vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
+        if vkey:
+            self._wake(("Service", vkey))
+
+    def _on_host_pod(self, old: Obj | None, new: Obj | None) -> None:
+        before = (old or {}).get("spec", {}).get("nodeName")
+        after = (new or {}).get("spec", {}).get("nodeName")
+        if before != after:
+            if before:
+                self.pods_on[before] -= 1
+                if self.pods_on[before] <= 0:
+                    del self.pods_on[before]
+                    self._wake(("Node", before))
+            if after:
+                self.pods_on[after] += 1
+                if self.pods_on[after] == 1:
+                    self._wake(("Node", after))
+        # Only a pod's coming and going changes a targetRef, not its every status update.
+        if old is None or new is None or old["metadata"].get("uid") != new["metadata"].get("uid"):
+            vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
+            if vkey:
+                self._wake(("Pod", vkey))
+
+    # ---- lookups -------------------------------------------------------------------
+
+    def _made_here(self, hobj: Obj | None) -> bool:
+        labels = (hobj or {}).get("metadata", {}).get("labels") or {}
+        return self.ctx.owns(hobj) and labels.get(LABEL_SLICE_MANAGER) == CONTROLLER
+
+    def host_pod(self, namespace: str, name: str) -> str | None:
+        if self.host_pods is None:
+            return None
+        hpod = self.host_pods.get(self.ctx.host_key(f"{namespace}/{name}"))
+        return hpod["metadata"]["name"] if self.ctx.owns(hpod) else None  # type: ignore[index]
+
+    def host_node(self, name: str) -> bool:
+        return name in self.pods_on or (
+            self.selected_nodes is not None and self.selected_nodes.get(name) is not None
+        )
+
+    def host_service(self, vslice: Obj) -> Obj | None:
+        """The host Service a virtual slice syncs for; None when it must not sync."""
+        meta = vslice["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
+        service = (meta.get("labels") or {}).get(LABEL_SERVICE_NAME)
+        if not service:
+            return None
+        skey = f"{meta['namespace']}/{service}"
+        if skey == KUBERNETES or skey in self.replicated:
+            return None
+        vsvc = self.services.get(skey)
+        if vsvc is None or vsvc["metadata"].get("deletionTimestamp") or vsvc["spec"].get("selector"):
+            return None
+        hsvc = self.host_services.get(self.ctx.host_key(skey))
+        if not self.ctx.owns(hsvc) or hsvc["spec"].get("selector"):  # type: ignore[index]
+            return None
+        return hsvc
+
+    # ---- reconcile -----------------------------------------------------------------
+
+    async def reconcile(self, vkey: str) -> None:
+        vslice = self.virtual.get(vkey)
+        hslice = self.host.get(self.ctx.host_key(vkey))
+        if hslice is not None and not self._made_here(hslice):
+            hslice = None  # not ours: create_host reports it and leaves it alone
+        hsvc = self.host_service(vslice) if vslice is not None else None
+        if vslice is None or hsvc is None:
+            if hslice is not None:
+                await self.delete_host(hslice)
+            return
+        desired = translate_slice(self.ctx, vslice, hsvc, self.host_pod, self.host_node)
+        if hslice is None:
+            await self.create_host(vslice, desired)
+        elif not self.uid_matches(vslice, hslice) or hslice.get("addressType") != desired["addressType"]:
+            await self.delete_host(hslice)  # made again when its DELETED event comes back
+        elif not _same(desired, hslice):
+            desired["metadata"]["resourceVersion"] = hslice["metadata"]["resourceVersion"]
+            await self.ctx.host.request(
+                "PUT", self.resource.path(self.ctx.host_namespace, hslice["metadata"]["name"]), body=desired
+            )
+
+
+def _same(want: Obj, have: Obj) -> bool:
+    """Whether host slice `have` already is `want`: a field gone (a dropped targetRef) counts too."""
+    wmeta: dict[str, Any] = want["metadata"]
+    hmeta: dict[str, Any] = have["metadata"]
+    hendpoints = have.get("endpoints") or []
+    return (
+        is_subset(want["endpoints"], hendpoints)
+        and all(w.keys() == h.keys() for w, h in zip(want["endpoints"], hendpoints, strict=False))
+        and is_subset(want.get("ports") or [], have.get("ports") or [])
+        and wmeta["labels"] == hmeta.get("labels")
+        and wmeta["annotations"] == hmeta.get("annotations")
+        and is_subset(wmeta["ownerReferences"], hmeta.get("ownerReferences"))
+    )
