@@ -194,6 +194,35 @@ def test_role_is_limited_to_what_the_syncer_needs(helm):
     ]
 
 
+CUSTOM_RESOURCES = {
+    "sync": {
+        "toHost": {
+            "customResources": {
+                "widgets.example.com": {"enabled": True},
+                "gadgets.other.io/v2": {"enabled": True},
+                "gizmos.off.io": {"enabled": False},
+            }
+        }
+    }
+}
+
+
+def test_role_manages_the_enabled_custom_resources_in_the_namespace(helm):
+    _, manifests = _render(helm, CUSTOM_RESOURCES)
+    role = chart.get(manifests, "Role", f"vc-{NAME}")
+    custom = [r for r in role["rules"] if r["apiGroups"][0] in ("example.com", "other.io", "off.io")]
+    assert sorted((r["apiGroups"], r["resources"], r["verbs"]) for r in custom) == [
+        (["example.com"], ["widgets"], ALL_VERBS),
+        (["other.io"], ["gadgets"], ALL_VERBS),
+    ]
+    # Without any (or with only disabled ones), the Role is the default one.
+    _, default = _render(helm)
+    _, disabled = _render(
+        helm, {"sync": {"toHost": {"customResources": {"gizmos.off.io": {"enabled": False}}}}}
+    )
+    assert chart.get(disabled, "Role", f"vc-{NAME}") == chart.get(default, "Role", f"vc-{NAME}")
+
+
 def test_services(helm):
     _, manifests = _render(helm)
     selector = {"app": "vnest", "release": NAME}
@@ -520,6 +549,7 @@ COPIES_TO_HOST = {
     }
 }
 OWN_ROLE = ("rbac.authorization.k8s.io", "clusterroles")
+CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 
 def _cluster_rules(manifests: list[dict]) -> dict[str, dict[tuple[str, str], list[str]]]:
@@ -594,6 +624,8 @@ def _cluster_rules(manifests: list[dict]) -> dict[str, dict[tuple[str, str], lis
             _merge(NODES, {"sync": {"toHost": {"persistentVolumes": {"enabled": True}}}}),
             {BASE_ROLE: {("", "nodes"): READ, ("", "persistentvolumes"): MANAGE, OWN_ROLE: ["get"]}},
         ),
+        (CUSTOM_RESOURCES, {BASE_ROLE: {CRDS: ["get"]}}),
+        ({"sync": {"toHost": {"customResources": {"gizmos.off.io": {"enabled": False}}}}}, {}),
     ],
     ids=[
         "none",
@@ -607,6 +639,8 @@ def _cluster_rules(manifests: list[dict]) -> dict[str, dict[tuple[str, str], lis
         "copiesToHost",
         "storageClassesToHostBeatsAuto",
         "nodesAndVolumes",
+        "customResources",
+        "customResourcesDisabled",
     ],
 )
 def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected):
@@ -629,6 +663,9 @@ def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected
             # The one ClusterRole a role may read is itself, the owner of its host copies and replicas.
             if rule["resources"] == ["clusterroles"]:
                 assert rule["resourceNames"] == [role["metadata"]["name"]]
+            elif rule["resources"] == ["customresourcedefinitions"]:
+                # The syncer reads the configured CRDs once, by name: the enabled ones only.
+                assert rule["resourceNames"] == ["gadgets.other.io", "widgets.example.com"]
             else:
                 assert "resourceNames" not in rule
 

@@ -16,6 +16,7 @@ from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError
 from vnest.kube.client import ApiError, resource_of
+from vnest.syncer.clusterscoped import cluster_selector, owns_cluster_object, same
 from vnest.syncer.engine import SyncContext, hashed_label_key
 from vnest.syncer.fromhost import (
     LABEL_FROM_HOST,
@@ -30,13 +31,7 @@ from vnest.syncer.persistentvolumes import PersistentVolumeSyncer
 from vnest.syncer.pods import PodSyncer
 from vnest.syncer.priorityclasses import PriorityClassSyncer, pod_priority_class
 from vnest.syncer.pvcs import FAKE_VOLUME_LABEL, PersistentVolumeClaimSyncer
-from vnest.syncer.storageclasses import (
-    StorageClassSyncer,
-    cluster_selector,
-    host_storage_class,
-    owns_cluster_object,
-    same,
-)
+from vnest.syncer.storageclasses import StorageClassSyncer, host_storage_class
 
 NAME, NS = "vc", "team-host"
 OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "r", "uid": "r-uid"}

@@ -71,7 +71,8 @@ Labels = dict[str, str]
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SERVICE_REF = re.compile(rf"^({_DNS_LABEL}/)?{_DNS_LABEL}$")
-_PLURAL_GROUP = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+$")
+# sync.toHost.customResources keys: <plural>.<group>, optionally /<version> (as in vCluster).
+_PLURAL_GROUP = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+(/{_DNS_LABEL})?$")
 
 
 class _Model(BaseModel):
@@ -113,9 +114,40 @@ class SyncReferenced(_Model):
 
 
 class CustomResourceSync(_Model):
-    """One custom resource kind synced to the host."""
+    """One custom resource kind synced to the host; its CustomResourceDefinition is copied from the host."""
 
     enabled: Bool = _enabled(True, "this custom resource kind syncs to the host")
+    scope: str = Field(
+        "Namespaced",
+        description="The kind's scope. Only Namespaced is supported, as in vCluster.",
+        json_schema_extra={"enum": ["Namespaced"]},
+    )
+    patches: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="vCluster's sync patches. vnest does not support them: the list must stay empty.",
+    )
+
+    @field_validator("scope")
+    @classmethod
+    def _namespaced(cls, value: str) -> str:
+        if value != "Namespaced":
+            raise FieldProblem(
+                None,
+                f"unsupported scope {show(value)}: only 'Namespaced' is allowed "
+                "(custom resources sync into the host namespace, as in vCluster)",
+            )
+        return value
+
+    @field_validator("patches")
+    @classmethod
+    def _no_patches(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if value:
+            raise FieldProblem(
+                None,
+                "vnest does not support sync patches: a custom resource's host copy has the virtual "
+                "object's fields as they are (only its name and metadata are translated)",
+            )
+        return value
 
 
 class SyncToHost(_Model):
@@ -151,15 +183,22 @@ class SyncToHost(_Model):
     )
     custom_resources: dict[str, CustomResourceSync] = Field(
         default_factory=dict,
-        description="Custom resource kinds copied to the host, keyed by plural.group (e.g. certificates.cert-manager.io).",
+        description="Custom resource kinds copied to the host, keyed by plural.group (e.g. certificates.cert-manager.io)"
+        ", optionally /version (else the host's storage version); each CRD is copied from the host.",
     )
 
     @field_validator("custom_resources")
     @classmethod
     def _plural_group(cls, value: dict[str, CustomResourceSync]) -> dict[str, CustomResourceSync]:
-        for key in value:
+        enabled: dict[str, str] = {}  # plural.group -> the key that syncs it
+        for key, sync in value.items():
             if not _PLURAL_GROUP.match(key):
                 raise FieldProblem(key, f"expected a key of the form plural.group, got {show(key)}")
+            name = key.partition("/")[0]
+            if sync.enabled and name in enabled:
+                raise FieldProblem(key, f"{name} already syncs as {show(enabled[name])}; one version only")
+            if sync.enabled:
+                enabled[name] = key
         return value
 
 

@@ -78,6 +78,22 @@ RESOURCES: dict[str, Resource] = {
 }
 
 
+def register(kind: str, resource: Resource) -> None:
+    """Teaches every client and syncer where a kind learned at runtime lives (a custom resource's CRD).
+
+    Kinds are keys across vnest (informers, the engine, `create`/`apply` by an object's kind), so a
+    kind already known elsewhere in the API (a custom `Service`, say) cannot be registered again.
+    """
+    known = RESOURCES.get(kind)
+    if known is not None and known != resource:
+        where = f"{resource.plural}.{resource.group_version}"
+        raise VnestError(
+            f"kind {kind} ({where}) has the name of a kind vnest already knows "
+            f"({known.plural} of {known.group_version}); vnest tells kinds apart by name only"
+        )
+    RESOURCES[kind] = resource
+
+
 def resource_of(kind: str) -> Resource:
     try:
         return RESOURCES[kind]

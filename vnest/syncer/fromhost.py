@@ -29,9 +29,9 @@ from typing import Any, ClassVar
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj, resource_of
+from vnest.syncer.clusterscoped import same
 from vnest.syncer.engine import Reconciler, SyncContext, is_own_key
 from vnest.syncer.informer import Informer, key_of
-from vnest.syncer.storageclasses import same
 
 _log = log.get("syncer.fromhost")
 

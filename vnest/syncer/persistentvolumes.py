@@ -35,10 +35,11 @@ import copy
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
+from vnest.syncer.clusterscoped import ClusterCopySyncer, same
 from vnest.syncer.engine import SyncContext
 from vnest.syncer.informer import key_of
 from vnest.syncer.pvcs import FAKE_VOLUME_LABEL
-from vnest.syncer.storageclasses import ClusterCopySyncer, host_storage_class, same
+from vnest.syncer.storageclasses import host_storage_class
 
 _log = log.get("syncer.persistentvolumes")
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from vnest.kube.client import Obj
+from vnest.syncer.clusterscoped import ClusterCopySyncer, host_class_name
 from vnest.syncer.engine import SyncContext
-from vnest.syncer.storageclasses import ClusterCopySyncer, host_class_name
 
 # HighestUserDefinablePriority in Kubernetes: above it only the system classes.
 MAX_VALUE = 1_000_000_000

@@ -22,15 +22,10 @@ import copy
 
 from vnest import naming
 from vnest.kube.client import Obj
+from vnest.syncer.clusterscoped import host_class_name, host_informer, owns_cluster_object
 from vnest.syncer.engine import ResourceSyncer, SyncContext
 from vnest.syncer.informer import Informer
-from vnest.syncer.storageclasses import (
-    host_class_name,
-    host_informer,
-    host_storage_class,
-    owns_cluster_object,
-    storage_classes_to_host,
-)
+from vnest.syncer.storageclasses import host_storage_class, storage_classes_to_host
 
 FAKE_VOLUME_LABEL = "vnest.io/fake-volume"
 

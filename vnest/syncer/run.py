@@ -20,7 +20,7 @@ from typing import Any
 from vnest import log, naming
 from vnest.dns import DnsIndex, DnsServer, coredns
 from vnest.kube.client import ApiError, HostConnection, KubeClient
-from vnest.syncer import fromhost, replicated
+from vnest.syncer import customresources, fromhost, replicated
 from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
 from vnest.syncer.endpoints import EndpointSliceSyncer
 from vnest.syncer.engine import Reconciler, SyncContext
@@ -136,6 +136,9 @@ class Syncer:
             self.kubelet.host_pod_of = self.host_pod_of
             self.nodes.kubelet_address = self.kubelet.address
             self.nodes.kubelet_port = await self.kubelet.start()
+        # sync.toHost.customResources: each kind's CRD is copied from the host (and Established in the
+        # virtual cluster) before its syncer can exist; a kind that cannot sync stops the syncer here.
+        self.syncers.extend(await customresources.syncers(self.ctx))
         for syncer in self.syncers:
             syncer.setup()
         dns_port = await self._start_dns()
