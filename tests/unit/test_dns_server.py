@@ -162,6 +162,43 @@ def test_cluster_names_over_udp_and_tcp():
     run(main())
 
 
+def test_address_answers_built_without_dnspython_equal_the_rendered_ones():
+    """Plain A/AAAA queries take a raw path; with and without the response cache, and in
+    every spelling, the reply is the one dnspython renders."""
+
+    async def main():
+        ix = populated()
+        ix.on_service(None, service("v6", ips=["fd00::10"]))
+        names = [
+            ("web.default.svc.cluster.local.", T.A),
+            ("WeB.DeFault.Svc.Cluster.Local.", T.A),
+            ("db.default.svc.cluster.local.", T.A),
+            ("db-0.db.default.svc.cluster.local.", T.A),
+            ("10-244-0-9.default.pod.cluster.local.", T.A),
+            ("v6.default.svc.cluster.local.", T.AAAA),
+        ]
+        async with (
+            DnsServer(ix, upstreams=[], response_cache=0) as raw,
+            DnsServer(ix, upstreams=[], response_cache=4096) as cached,
+        ):
+            for name, rdtype in names:
+                for edns in (-1, 0):
+                    for server in (raw, cached, cached):  # the second cached reply is a hit
+                        query = dns.message.make_query(name, rdtype, use_edns=edns)
+                        reply = await dns.asyncquery.udp(query, LOCAL, port=server.port, timeout=2)
+                        assert reply.rcode() == dns.rcode.NOERROR and reply.answer
+                        assert reply.flags & dns.flags.AA and reply.flags & dns.flags.RA
+                        assert reply.flags & dns.flags.RD
+                        assert reply.edns == edns
+                        rrset = reply.answer[0]
+                        assert rrset.name.to_text() == name  # the client's own spelling
+                        assert rrset.rdtype == rdtype and rrset.ttl == 30
+                        assert values(reply) == values(await udp(cached.port, name.lower(), rdtype))
+            assert raw.metrics.snapshot()["results"]["answered"] == 12
+
+    run(main())
+
+
 def test_changes_are_answered_at_once():
     async def main():
         ix = DnsIndex()

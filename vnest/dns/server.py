@@ -168,6 +168,31 @@ def _raw_reply(
     return header + counts + data[12:qend] + authority + (_OPT if edns else b"")
 
 
+def _raw_address_reply(data: bytes, qend: int, answer: Answer, edns: bool, limit: int) -> bytes | None:
+    """The answer to a plain A or AAAA query that the index answers with addresses of the very
+    name asked (a Service's ClusterIPs, a headless Service's endpoints, a pod), built without
+    dnspython: this is most of a cluster's DNS traffic, and it must stay cheap when the response
+    cache was just emptied by a change in the index. None when the answer is anything else, or
+    too big for the client (the full path then truncates it)."""
+    if len(answer.answer) != 1 or answer.authority or answer.additional or answer.chase is not None:
+        return None
+    rrset = answer.answer[0]
+    if rrset.rdtype == dns.rdatatype.A:
+        addresses = [socket.inet_aton(rd.address) for rd in rrset]
+    elif rrset.rdtype == dns.rdatatype.AAAA:
+        addresses = [socket.inet_pton(socket.AF_INET6, rd.address) for rd in rrset]
+    else:
+        return None
+    # Each record names the question's name by a pointer to it (offset 12), so the client's
+    # spelling (DNS 0x20 case randomization) comes back as it was sent.
+    head = b"\xc0\x0c" + struct.pack("!HHI", rrset.rdtype, dns.rdataclass.IN, rrset.ttl)
+    records = b"".join(head + struct.pack("!H", len(a)) + a for a in addresses)
+    flags = 0x84 | (data[2] & 0x01)  # QR, AA, RD echoed
+    header = data[:2] + bytes([flags, 0x80]) + struct.pack("!HHHH", 1, len(addresses), 0, 1 if edns else 0)
+    wire = header + data[12:qend] + records + (_OPT if edns else b"")
+    return wire if len(wire) <= limit else None
+
+
 class _UpstreamProtocol(asyncio.DatagramProtocol):
     def __init__(self, upstream: _Upstream) -> None:
         self.upstream = upstream
@@ -504,7 +529,7 @@ class DnsServer:
                 self.metrics.query(kept[2], "forwarded", time.perf_counter() - started)
                 return data[:2] + kept[0]
             del self._forwarded[cache_key]
-        fast = self._fast(data, udp, started)
+        fast = self._fast(data, udp, started, cache_key)
         if fast is not None:
             return fast
         try:
@@ -538,14 +563,20 @@ class DnsServer:
         if answer.chase is not None and self._outside and question.rdtype != dns.rdatatype.CNAME:
             return _Forward(query, data, self._outside, qtype, limit, started, answer, answer.chase)
         wire, result = self._render(query, answer, limit)
+        self._keep(cache_key, wire, qtype, result)
+        self.metrics.query(qtype, result, time.perf_counter() - started)
+        return wire
+
+    def _keep(self, cache_key: tuple[bool, bytes], wire: bytes, qtype: str, result: str) -> None:
+        """Keeps an in-cluster answer until the index changes."""
         if self._cache_size > 0:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()  # crude, but bounded: a flood of new names cannot grow it
             self._cache[cache_key] = (wire[2:], qtype, result)
-        self.metrics.query(qtype, result, time.perf_counter() - started)
-        return wire
 
-    def _fast(self, data: bytes, udp: bool, started: float) -> bytes | _Forward | None:
+    def _fast(
+        self, data: bytes, udp: bool, started: float, cache_key: tuple[bool, bytes]
+    ) -> bytes | _Forward | None:
         """Plain queries without dnspython: most of a random-name flood's cost is parsing and
         rendering, and negative answers and forwards need neither. None: take the full path."""
         plain = _parse_plain(data)
@@ -574,8 +605,15 @@ class DnsServer:
             and self.index.key_in_domain(key)
         ):
             return _Forward(None, data, [self._fallback], qtype, limit, started, qend=qend, edns=edns)
+        if answer.answer and answer.rcode == dns.rcode.NOERROR:
+            wire = _raw_address_reply(data, qend, answer, edns, limit)
+            if wire is None:
+                return None  # records to render: dnspython does it, and the cache keeps the result
+            self._keep(cache_key, wire, qtype, "answered")
+            self.metrics.query(qtype, "answered", time.perf_counter() - started)
+            return wire
         if answer.answer or answer.additional or answer.chase is not None:
-            return None  # records to render: dnspython does it, and the cache keeps the result
+            return None
         if answer.rcode not in (dns.rcode.NXDOMAIN, dns.rcode.NOERROR):
             return None
         soa = self._soa_wire()
