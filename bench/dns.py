@@ -4,7 +4,8 @@ Processes on loopback, so that the client, the servers and the upstream do not s
 event loop (they do share this machine's CPUs, which the results' nproc tells):
   - the client (this process): one UDP socket, C concurrent workers, each sending a query
     and waiting for its answer before the next (closed loop); per query, the time from
-    send to answer; after a 0.5 s warm-up, D seconds of counting;
+    send to answer; after a 0.5 s warm-up, D seconds of counting; every row three times, in
+    rounds, and the median round kept (this machine's speed drifts over a run);
   - the vnest DNS server (a subprocess): a DnsIndex fed like the syncer feeds it, with
     1000 ClusterIP services in 20 namespaces, a headless service and 2000 pods, then a
     DnsServer on 127.0.0.1; a second one with its response cache off shows the cost of a
@@ -86,6 +87,7 @@ CLUSTER_NAME = "web-7.ns-3.svc.cluster.local."
 UPSTREAM_NAME = "www.example.test."
 CONCURRENCY = (1, 16)
 WARMUP = 0.5
+ROUNDS = 3
 QUERY_TIMEOUT = 1.0
 HOST_CONTEXT = "vnest-host"  # the context `vnest host up` merges into $KUBECONFIG
 COREDNS_TTL = 30  # the kubernetes plugin's TTL; vnest's index answers with 30 s too
@@ -272,6 +274,18 @@ async def measure(port: int, name: str, concurrency: int, duration: float) -> di
     }
 
 
+def settle(idle_percent: float = 15.0, timeout: float = 60.0) -> float:
+    """Waits until this machine's CPUs are mostly idle (the host's controllers are still busy
+    with the objects just applied, which would weigh on whichever rows come first); returns
+    the seconds waited."""
+    started = time.monotonic()
+    while psutil.cpu_percent(interval=0.5) > idle_percent:
+        if time.monotonic() - started > timeout:
+            print(f"warning: the machine stayed busier than {idle_percent}% for {timeout:.0f}s", flush=True)
+            break
+    return round(time.monotonic() - started, 2)
+
+
 def spawn(*args: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -428,6 +442,7 @@ def run(env: Env, duration: float) -> dict[str, Any]:
             coredns[label] = (proc, port)
         for label, (proc, port) in coredns.items():
             ready[label] = round(wait_coredns(env, label, proc, port, host["cluster_ip"]), 2)
+        settled = settle()
         cd_cached, cd_cached_port = coredns["cache"]
         cd_uncached, cd_uncached_port = coredns["nocache"]
         targets = [
@@ -462,15 +477,28 @@ def run(env: Env, duration: float) -> dict[str, Any]:
         idle(1.0)
         memory = {label: {"idle": rss_mib(proc)} for label, proc in servers.items()}
         load_before = os.getloadavg()
+        # Every row once per round, rounds one after the other: this machine's speed drifts over
+        # a run (by up to half, from neighbours' load), and rows measured in one stretch would
+        # carry that drift into the comparison. Each row reports its median round.
+        rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(ROUNDS):
+            for label, proc, port, name in targets:
+                ps = psutil.Process(proc.pid)
+                for concurrency in CONCURRENCY:
+                    cpu_before = cpu_seconds(ps)
+                    row = asyncio.run(measure(port, name, concurrency, duration))
+                    row["cpu"] = cpu_seconds(ps) - cpu_before
+                    rounds.setdefault((label, concurrency), []).append(row)
         rows = []
-        for label, proc, port, name in targets:
-            ps = psutil.Process(proc.pid)
+        for label, _, _, name in targets:
             for concurrency in CONCURRENCY:
-                cpu_before = cpu_seconds(ps)
-                row = asyncio.run(measure(port, name, concurrency, duration))
-                cpu = cpu_seconds(ps) - cpu_before
+                runs = rounds[(label, concurrency)]
+                median = sorted(runs, key=lambda r: r["qps"])[len(runs) // 2]
+                row = {k: v for k, v in median.items() if k != "cpu"}
+                row["qps_rounds"] = [r["qps"] for r in runs]
                 # warm-up queries are in the CPU time too; divide by all of them
-                total = row["queries"] * (1 + WARMUP / duration)
+                total = sum(r["queries"] for r in runs) * (1 + WARMUP / duration)
+                cpu = sum(r["cpu"] for r in runs)
                 row["server_cpu_us_per_query"] = round(cpu / total * 1e6, 1) if total else None
                 rows.append({"target": label, "name": name, "concurrency": concurrency, **row})
         load_after = os.getloadavg()
@@ -492,6 +520,7 @@ def run(env: Env, duration: float) -> dict[str, Any]:
     return {
         "host": host,
         "coredns_ready_seconds": ready,
+        "settle_seconds": settled,
         "corefile": corefiles["cache"],
         "memory": memory,
         "load": (load_before, load_after),
@@ -501,7 +530,7 @@ def run(env: Env, duration: float) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds counted per row")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds counted per row and round")
     parser.add_argument(
         "--port", type=int, default=56443, help="first of the seven ports of the benchmark's own host"
     )
@@ -541,6 +570,7 @@ def main() -> int:
         "params": {
             "duration_seconds": args.duration,
             "warmup_seconds": WARMUP,
+            "rounds": ROUNDS,
             "concurrency": list(CONCURRENCY),
             "transport": "UDP, loopback",
             "index": "1000 ClusterIP services in 20 namespaces, 1 headless service (10 endpoints), 2000 pods",
@@ -558,6 +588,9 @@ def main() -> int:
                 "corefile": corefile_text.replace(str(env.kubeconfig), "$KUBECONFIG"),
             },
             "port": args.port,
+            # waited before counting, until the CPUs were under 15% busy (the host's
+            # controllers digest the applied objects first)
+            "settle_seconds": out["settle_seconds"],
         },
         "machine": {**facts, "dnspython": dns.version.version, "coredns": versions["coredns"]},
         "load_average_1_5_15m": {"before": list(load_before), "after": list(load_after)},

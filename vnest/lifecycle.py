@@ -23,10 +23,8 @@ from typing import Any
 import yaml
 
 from vnest import __version__, chart, drivers, kubeconfig, log, naming
-from vnest.config import load_config, to_values
 from vnest.drivers.base import PAUSED, Target
 from vnest.errors import UsageError, VnestError
-from vnest.host.local import CONTEXT as LOCAL_HOST_CONTEXT
 from vnest.kube.client import ApiError, KubeClient, Obj
 
 _log = log.get("lifecycle")
@@ -168,6 +166,12 @@ async def create(
     timeout: float,
 ) -> None:
     _validate_names(name, namespace)
+    # Imported here, not with this module, and after the names are checked: the config models take
+    # about 0.1 s to build and the local host module brings TLS and DNS libraries; connect, list and
+    # a mistyped NAME need neither.
+    from vnest.config import load_config, to_values
+    from vnest.host.local import CONTEXT as LOCAL_HOST_CONTEXT
+
     values = to_values(load_config(files, sets))  # bad config: exit 2 before touching the host
     s = Session.open()
     driver_name = driver_name or ("process" if s.context == LOCAL_HOST_CONTEXT else "kubernetes")

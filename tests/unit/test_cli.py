@@ -21,3 +21,14 @@ def test_help_lists_the_verbs():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "binaries" in result.output and "host" in result.output
+
+
+def test_constants_the_cli_copies_for_a_fast_help_equal_their_sources():
+    from vnest import drivers
+    from vnest.cli import clusters, host, syncer
+    from vnest.host import local
+    from vnest.syncer import run
+
+    assert clusters.DRIVERS == drivers.DRIVERS
+    assert host.DEFAULT_PORT == local.DEFAULT_PORT
+    assert (syncer.HOST_QPS, syncer.HOST_BURST) == (run.HOST_QPS, run.HOST_BURST)

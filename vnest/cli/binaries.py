@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vnest import binaries as bins
+# vnest.binaries is imported by the commands that use it, not with this module: every `vnest`
+# invocation imports the CLI modules, so `vnest --help` would pay for it too.
 
 
 @click.group()
@@ -15,10 +16,14 @@ def binaries() -> None:
 @binaries.command()
 def ensure() -> None:
     """Build whatever is missing for the current pins, then print their folder."""
+    from vnest import binaries as bins
+
     click.echo(bins.ensure().dir)
 
 
 @binaries.command()
 def path() -> None:
     """Print the folder that holds (or will hold) the binaries for the current pins."""
+    from vnest import binaries as bins
+
     click.echo(bins.bin_dir())

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
 
 import click
-import yaml
 
-from vnest import lifecycle
-from vnest.drivers import DRIVERS
+# lifecycle, asyncio and yaml are imported by the commands that use them, not with this module:
+# every `vnest` invocation imports the CLI modules, and `vnest --help`, `vnest CMD --help` and
+# click's usage errors need none of them (lifecycle brings the Kubernetes client).
+
+DRIVERS = ("kubernetes", "process")  # vnest.drivers.DRIVERS, copied so that the help needs no import
 
 namespace_option = click.option(
     "-n",
@@ -78,6 +79,10 @@ def create(
     timeout: float,
 ) -> None:
     """Create a virtual cluster NAME in a host namespace (created if missing)."""
+    import asyncio
+
+    from vnest import lifecycle
+
     asyncio.run(
         lifecycle.create(
             name, _ns(name, namespace), list(files), list(sets), driver, connect, upgrade, wait, timeout
@@ -92,6 +97,12 @@ def create(
 )
 def list_(namespace: str | None, output: str) -> None:
     """List the virtual clusters on the host."""
+    import asyncio
+
+    import yaml
+
+    from vnest import lifecycle
+
     rows = asyncio.run(lifecycle.list_clusters(namespace))
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -122,6 +133,10 @@ def connect(
     command: tuple[str, ...],
 ) -> None:
     """Switch the kube context to virtual cluster NAME, or run one command in it: `-- CMD ARGS...`."""
+    import asyncio
+
+    from vnest import lifecycle
+
     code = asyncio.run(
         lifecycle.connect(name, _ns(name, namespace), print_only, out_file, list(command) or None, server)
     )
@@ -131,6 +146,8 @@ def connect(
 @click.command()
 def disconnect() -> None:
     """Switch back to the context that was current before `vnest connect`."""
+    from vnest import lifecycle
+
     lifecycle.disconnect()
 
 
@@ -143,6 +160,10 @@ def disconnect() -> None:
 )
 def delete(name: str, namespace: str | None, delete_namespace: bool, keep_data: bool) -> None:
     """Delete virtual cluster NAME and every host object it owns."""
+    import asyncio
+
+    from vnest import lifecycle
+
     asyncio.run(lifecycle.delete(name, _ns(name, namespace), delete_namespace, keep_data))
 
 
@@ -151,6 +172,10 @@ def delete(name: str, namespace: str | None, delete_namespace: bool, keep_data: 
 @namespace_option
 def pause(name: str, namespace: str | None) -> None:
     """Stop the control plane and its workloads on the host, keeping all state."""
+    import asyncio
+
+    from vnest import lifecycle
+
     asyncio.run(lifecycle.pause(name, _ns(name, namespace)))
 
 
@@ -162,6 +187,10 @@ def pause(name: str, namespace: str | None) -> None:
 )
 def resume(name: str, namespace: str | None, timeout: float) -> None:
     """Bring a paused virtual cluster back as it was."""
+    import asyncio
+
+    from vnest import lifecycle
+
     asyncio.run(lifecycle.resume(name, _ns(name, namespace), timeout))
 
 
@@ -171,6 +200,12 @@ def resume(name: str, namespace: str | None, timeout: float) -> None:
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 def describe(name: str, namespace: str | None, output: str) -> None:
     """Show the config in effect, versions, endpoints, synced-object counts and health."""
+    import asyncio
+
+    import yaml
+
+    from vnest import lifecycle
+
     info = asyncio.run(lifecycle.describe(name, _ns(name, namespace)))
     if output == "json":
         click.echo(json.dumps(info, indent=2))

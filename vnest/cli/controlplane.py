@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from vnest.controlplane.run import Options, main
+# vnest.controlplane.run is imported by the command, not with this module: it brings the config
+# models and the Kubernetes client, which `vnest --help` and every other command would pay for too.
 
 
 @click.group()
@@ -44,4 +45,6 @@ def controlplane() -> None:
 )
 def run(**kwargs: object) -> None:
     """Start the datastore, API server, controller manager (and scheduler), then keep them running."""
+    from vnest.controlplane.run import Options, main
+
     sys.exit(main(Options(**kwargs)))  # type: ignore[arg-type]

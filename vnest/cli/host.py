@@ -6,7 +6,10 @@ import json
 
 import click
 
-from vnest.host.local import CONTEXT, DEFAULT_PORT, LocalHost, Ports
+# vnest.host.local is imported by the commands, not with this module: it brings TLS, DNS and HTTP
+# libraries (about 0.1 s) that `vnest --help` and every other command would pay for too.
+
+DEFAULT_PORT = 16443  # vnest.host.local.DEFAULT_PORT, copied so that the help needs no import
 
 
 @click.group()
@@ -44,6 +47,8 @@ def host() -> None:
 )
 def up(nodes: int, port: int, timeout: float) -> None:
     """Start the local host cluster (harmless when it already runs) and switch to its context."""
+    from vnest.host.local import LocalHost, Ports
+
     LocalHost().up(nodes, Ports.starting_at(port), wait=timeout)
 
 
@@ -51,6 +56,8 @@ def up(nodes: int, port: int, timeout: float) -> None:
 @click.option("--keep-data", is_flag=True, help="Keep the datastore and PKI for the next `up`.")
 def down(keep_data: bool) -> None:
     """Stop every process of the local host cluster and remove its kube context."""
+    from vnest.host.local import LocalHost
+
     LocalHost().down(keep_data=keep_data)
 
 
@@ -58,6 +65,8 @@ def down(keep_data: bool) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status(output: str) -> None:
     """Show whether the local host cluster runs, and its nodes."""
+    from vnest.host.local import CONTEXT, LocalHost
+
     st = LocalHost().status()
     if output == "json":
         click.echo(json.dumps(st, indent=2))

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
-from vnest.config import load_config, to_values
-from vnest.syncer.run import HOST_BURST, HOST_QPS, main
+# vnest.config and vnest.syncer.run are imported by the command, not with this module: they bring
+# the config models and the Kubernetes client, which `vnest --help` and every other command would
+# pay for too. Their defaults are copied here so that the help needs no import.
+HOST_QPS = 200.0  # vnest.syncer.run.HOST_QPS
+HOST_BURST = 400  # vnest.syncer.run.HOST_BURST
 
 _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -71,6 +74,8 @@ def run(
     metrics_port: int,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
+    from vnest.config import load_config, to_values
+    from vnest.syncer.run import main
 
     values = to_values(load_config([config], []))
     sys.exit(

@@ -20,9 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
-from lightkube.config.client_adapter import ConnectionParams, verify_cluster
-from lightkube.config.kubeconfig import KubeConfig
 
 from vnest.errors import VnestError
 
@@ -112,6 +109,11 @@ class HostConnection:
 
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> HostConnection:
+        # lightkube is imported where a client is made, not with this module: importing it costs
+        # about 0.3 s (all its models), which the CLI would pay on `--help` and usage errors too.
+        from lightkube.config.client_adapter import verify_cluster
+        from lightkube.config.kubeconfig import KubeConfig
+
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
         single = config.get(context)
         url = urlsplit(single.cluster.server)
@@ -183,6 +185,10 @@ class KubeClient:
         cls, path: Path | None = None, context: str | None = None, timeout: float = 30.0
     ) -> KubeClient:
         """From a kubeconfig file (default: $KUBECONFIG / ~/.kube/config, else in-cluster)."""
+        from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
+        from lightkube.config.client_adapter import ConnectionParams
+        from lightkube.config.kubeconfig import KubeConfig
+
         try:
             config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
             single = config.get(context)
@@ -195,6 +201,10 @@ class KubeClient:
 
     @classmethod
     def from_dict(cls, kubeconfig: Obj, context: str | None = None, timeout: float = 30.0) -> KubeClient:
+        from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
+        from lightkube.config.client_adapter import ConnectionParams
+        from lightkube.config.kubeconfig import KubeConfig
+
         single = KubeConfig.from_dict(kubeconfig).get(context)
         params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
         return cls(_lightkube_async_client(single, params), context=single.context_name)
