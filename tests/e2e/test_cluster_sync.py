@@ -10,6 +10,8 @@ import pytest
 from vnest import naming
 from vnest.procs import wait_until
 
+from .vcluster import VirtualCluster
+
 HOST = "vnest-host"
 WAIT = 60
 CLUSTER_KINDS = "priorityclasses,storageclasses,persistentvolumes,ingressclasses,runtimeclasses"
@@ -21,36 +23,17 @@ def env(host_env):
     host_env.kubectl("config", "use-context", HOST)
 
 
-class Cluster:
+class Cluster(VirtualCluster):
     """A virtual cluster made for one test, deleted after it with every host object labelled for it."""
 
     def __init__(self, env, name: str, namespace: str, values: dict | None = None) -> None:
-        self.env, self.name, self.namespace = env, name, namespace
+        super().__init__(env, name, namespace)
         args = ["create", name, "-n", namespace, "--no-connect"]
         if values is not None:
             path = env.root / f"{name}-values.json"  # JSON is YAML
             path.write_text(json.dumps(values))
             args += ["-f", str(path)]
         env.vnest(*args)
-
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        return self.env.vnest(
-            "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
-        ).stdout
-
-    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
-        scope = ["-n", namespace] if namespace else []
-        proc = self.env.vnest(
-            "connect", self.name, "-n", self.namespace, "--",
-            self.env.kubectl_path, "get", kind, name, *scope, "-o", "json",
-            check=False,
-        )  # fmt: skip
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-    def apply(self, obj: dict) -> None:
-        path = self.env.root / f"{self.name}-{obj['kind']}-{obj['metadata']['name']}.json"
-        path.write_text(json.dumps(obj))
-        self.kubectl("apply", "-f", str(path))
 
     def host_name(self, name: str) -> str:
         return naming.host_cluster_scoped_name(name, self.namespace, self.name)

@@ -11,6 +11,8 @@ import yaml
 from vnest import naming
 from vnest.procs import wait_until
 
+from .vcluster import VirtualCluster
+
 HOST = "vnest-host"
 WAIT = 60
 GROUP = "crtest.example.com"
@@ -52,26 +54,11 @@ CRD = {
 }
 
 
-class Cluster:
+class Cluster(VirtualCluster):
     """A virtual cluster made for one test, deleted after it."""
 
-    def __init__(self, env, name: str, namespace: str) -> None:
-        self.env, self.name, self.namespace = env, name, namespace
-
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        return self.env.vnest(
-            "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
-        ).stdout
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.kubectl(*args, "-o", "json"))
-
-    def get(self, kind: str, name: str, namespace: str = "team") -> dict | None:
-        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", "--ignore-not-found")
-        return json.loads(out) if out.strip() else None
-
-    def apply(self, obj: dict) -> None:
-        self.kubectl("apply", "-f", str(_write(self.env, f"{self.name}-{obj['metadata']['name']}", obj)))
+    def get(self, kind: str, name: str, namespace: str | None = "team") -> dict | None:
+        return super().get(kind, name, namespace)
 
     def host(self, kind: str, name: str) -> dict | None:
         return _host_get(self.env, kind, name, self.namespace)

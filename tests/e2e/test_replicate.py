@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dns.message
 import dns.query
@@ -11,6 +10,8 @@ import yaml
 
 from vnest import naming
 from vnest.procs import wait_until
+
+from .vcluster import VirtualCluster
 
 HOST = "vnest-host"
 NAME = "rep"  # two virtual clusters of this one name, in two host namespaces
@@ -21,27 +22,12 @@ REPLICATED = "vnest.io/replicated"
 SLICE_MANAGER = "endpointslice.kubernetes.io/managed-by"
 
 
-class Cluster:
+class Cluster(VirtualCluster):
     def __init__(self, env, namespace: str) -> None:
-        self.env, self.namespace = env, namespace
-
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        return self.env.vnest(
-            "connect", NAME, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
-        ).stdout
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.kubectl(*args, "-o", "json"))
-
-    def get(self, kind: str, name: str, namespace: str) -> dict | None:
-        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", "--ignore-not-found")
-        return json.loads(out) if out.strip() else None
+        super().__init__(env, NAME, namespace)
 
     def dns_port(self) -> int:
-        status = (
-            Path(self.env.vars["VNEST_HOME"]) / "clusters" / self.namespace / NAME / "data" / "status.json"
-        )
-        return json.loads(status.read_text())["dnsPort"]
+        return json.loads((self.state() / "data" / "status.json").read_text())["dnsPort"]
 
 
 def _host(env, *args: str) -> dict:

@@ -11,30 +11,16 @@ from vnest import naming
 from vnest.procs import wait_until
 from vnest.syncer.endpoints import CONTROLLER
 
+from .vcluster import VirtualCluster
+
 HOST = "vnest-host"
 SERVICE_NAME = "kubernetes.io/service-name"
 SLICE_MANAGER = "endpointslice.kubernetes.io/managed-by"
 WAIT = 60
 
 
-class Cluster:
+class Cluster(VirtualCluster):
     """A virtual cluster made for this module's tests."""
-
-    def __init__(self, env, name: str, namespace: str) -> None:
-        self.env, self.name, self.namespace = env, name, namespace
-
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        return self.env.vnest(
-            "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
-        ).stdout
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.kubectl(*args, "-o", "json"))
-
-    def apply(self, obj: dict) -> None:
-        path = self.env.root / f"{self.name}-{obj['kind']}-{obj['metadata']['name']}.json"
-        path.write_text(json.dumps(obj))
-        self.kubectl("apply", "-f", str(path))
 
     def host(self, kind: str, name: str) -> dict | None:
         proc = self.env.kubectl(

@@ -16,6 +16,8 @@ from vnest import naming
 from vnest.host.kwok import SIMULATED_LOG
 from vnest.procs import wait_until
 
+from .vcluster import VirtualCluster
+
 HOST = "vnest-host"
 
 
@@ -25,19 +27,8 @@ def env(host_env):
     host_env.kubectl("config", "use-context", HOST)
 
 
-class Cluster:
+class Cluster(VirtualCluster):
     """A virtual cluster made for one test, deleted after it."""
-
-    def __init__(self, env, name: str, namespace: str) -> None:
-        self.env, self.name, self.namespace = env, name, namespace
-
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        return self.env.vnest(
-            "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check
-        ).stdout
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.kubectl(*args, "-o", "json"))
 
     def host_json(self, *args: str) -> dict:
         out = self.env.kubectl("--context", HOST, *args, "-n", self.namespace, "-o", "json").stdout
@@ -45,9 +36,6 @@ class Cluster:
 
     def host_pods(self, selector: str = "") -> list[dict]:
         return self.host_json("get", "pods", "-l", selector or f"vnest.io/managed-by={self.name}")["items"]
-
-    def state(self) -> Path:
-        return Path(self.env.vars["VNEST_HOME"]) / "clusters" / self.namespace / self.name
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError
-from vnest.kube.client import ApiError, resource_of
+from vnest.kube.client import ApiError, KubeClient, resource_of
 from vnest.syncer.clusterscoped import cluster_selector, owns_cluster_object, same
 from vnest.syncer.engine import SyncContext, hashed_label_key
 from vnest.syncer.fromhost import (
@@ -41,6 +41,7 @@ class FakeClient:
     """Records requests; `objects` answers GETs (path -> object); `fail` maps (method, path) to an ApiError."""
 
     server = "https://fake"
+    delete_exact = KubeClient.delete_exact  # the real method, over this fake transport
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []

@@ -15,7 +15,7 @@ import pytest
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError, VnestError
-from vnest.kube.client import ApiError, Resource, register, resource_of
+from vnest.kube.client import ApiError, KubeClient, Resource, register, resource_of
 from vnest.syncer import customresources as cr
 from vnest.syncer.engine import SyncContext, hashed_label_key
 from vnest.syncer.fromhost import LABEL_FROM_HOST
@@ -68,6 +68,7 @@ class FakeClient:
     """Records requests; `objects` answers GETs by path; a written CRD comes back Established."""
 
     server = "https://fake"
+    delete_exact = KubeClient.delete_exact  # the real method, over this fake transport
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []

@@ -292,6 +292,23 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    async def delete_exact(self, kind: str, obj: Obj, grace: int | None = None) -> bool:
+        """Deletes that very object, never a newer one of the same name (a uid precondition);
+        False when it was gone already or replaced. Any other error is raised."""
+        meta = obj["metadata"]
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}}
+        if grace is not None:
+            body["gracePeriodSeconds"] = grace
+        try:
+            await self.request(
+                "DELETE", resource_of(kind).path(meta.get("namespace"), meta["name"]), body=body
+            )
+        except ApiError as e:
+            if e.not_found or e.conflict:
+                return False
+            raise
+        return True
+
     async def delete(
         self, kind: str, name: str, namespace: str | None = None, wait_gone: bool = False
     ) -> bool:

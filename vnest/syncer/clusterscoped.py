@@ -173,20 +173,8 @@ class ClusterCopySyncer(CopySyncer):
 
     async def delete_host(self, hobj: Obj, grace: int | None = None) -> None:
         """Deletes a copy this virtual cluster owns, and only that very object (uid precondition)."""
-        if not self.owns(hobj):
-            return
-        meta = hobj["metadata"]
-        try:
-            await self.ctx.host.request(
-                "DELETE",
-                self.resource.path(None, meta["name"]),
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
-            )
-        except ApiError as e:
-            if not (e.not_found or e.conflict):
-                raise
-        else:
-            _log.info(f"host {self.kind} deleted", name=meta["name"])
+        if self.owns(hobj) and await self.ctx.host.delete_exact(self.kind, hobj):
+            _log.info(f"host {self.kind} deleted", name=hobj["metadata"]["name"])
 
     def metadata_current(self, desired: Obj, hobj: Obj) -> bool:
         want, have = desired["metadata"], hobj["metadata"]

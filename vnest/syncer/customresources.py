@@ -222,15 +222,7 @@ class CustomResourceSyncer(CopySyncer):
         await super().reconcile(vkey)
 
     async def _delete_virtual(self, vobj: Obj) -> None:
-        meta = vobj["metadata"]
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}}
-        try:
-            await self.ctx.virtual.request(
-                "DELETE", self.resource.path(meta["namespace"], meta["name"]), body=body
-            )
-        except ApiError as e:
-            if not (e.not_found or e.conflict):
-                raise
+        await self.ctx.virtual.delete_exact(self.kind, vobj)
 
     async def update_host(self, vobj: Obj, hobj: Obj, desired: Obj) -> None:
         meta, hmeta = desired["metadata"], hobj["metadata"]

@@ -311,21 +311,8 @@ class ResourceSyncer(Reconciler):
 
     async def delete_host_object(self, kind: str, hobj: Obj, grace: int | None = None) -> None:
         """Deletes a host object this cluster manages, and only that very object (uid precondition)."""
-        if not self.ctx.owns(hobj):
-            return
-        path = resource_of(kind).path(self.ctx.host_namespace, hobj["metadata"]["name"])
-        body: Obj = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "preconditions": {"uid": hobj["metadata"]["uid"]},  # never a newer object of the same name
-        }
-        if grace is not None:
-            body["gracePeriodSeconds"] = grace
-        try:
-            await self.ctx.host.request("DELETE", path, body=body)
-        except ApiError as e:
-            if not (e.not_found or e.conflict):
-                raise
+        if self.ctx.owns(hobj):
+            await self.ctx.host.delete_exact(kind, hobj, grace)
 
     @staticmethod
     def uid_matches(vobj: Obj, hobj: Obj) -> bool:

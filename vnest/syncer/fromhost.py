@@ -208,20 +208,8 @@ class FromHostClasses(Reconciler):
         _log.info(f"{self.resource_kind} copy brought back in line with the host", name=name)
 
     async def _delete(self, vobj: Obj) -> None:
-        if not self.ours(vobj):
-            return
-        meta = vobj["metadata"]
-        try:
-            await self.ctx.virtual.request(
-                "DELETE",
-                self.resource.path(None, meta["name"]),
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
-            )
-        except ApiError as e:
-            if not (e.not_found or e.conflict):
-                raise
-        else:
-            _log.info(f"{self.resource_kind} copy removed", name=meta["name"])
+        if self.ours(vobj) and await self.ctx.virtual.delete_exact(self.resource_kind, vobj):
+            _log.info(f"{self.resource_kind} copy removed", name=vobj["metadata"]["name"])
 
     async def _warn_once(self, vobj: Obj, message: str) -> None:
         mark = (vobj["metadata"].get("uid", ""), message)

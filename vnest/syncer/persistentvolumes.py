@@ -191,18 +191,10 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
                 raise
 
     async def _delete_virtual(self, vpv: Obj) -> None:
-        meta = vpv["metadata"]
-        try:
-            await self.ctx.virtual.request(
-                "DELETE",
-                self.resource.path(None, meta["name"]),
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
+        if await self.ctx.virtual.delete_exact("PersistentVolume", vpv):
+            _log.info(
+                "virtual PersistentVolume removed: the host reclaimed its copy", name=vpv["metadata"]["name"]
             )
-        except ApiError as e:
-            if not (e.not_found or e.conflict):
-                raise
-        else:
-            _log.info("virtual PersistentVolume removed: the host reclaimed its copy", name=meta["name"])
 
 
 def _reclaimed(vpv: Obj) -> bool:

@@ -35,7 +35,7 @@ from typing import Any
 
 from vnest import log, naming
 from vnest.dns.podconfig import pod_dns_config
-from vnest.kube.client import ApiError, Obj
+from vnest.kube.client import Obj
 from vnest.syncer.engine import (
     ResourceSyncer,
     SyncContext,
@@ -357,21 +357,7 @@ class PodSyncer(ResourceSyncer):
         await self._sync_status(vpod, hpod)
 
     async def _delete_virtual(self, vpod: Obj) -> None:
-        meta = vpod["metadata"]
-        try:
-            await self.ctx.virtual.request(
-                "DELETE",
-                self.resource.path(meta["namespace"], meta["name"]),
-                body={
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "gracePeriodSeconds": 0,
-                    "preconditions": {"uid": meta["uid"]},
-                },
-            )
-        except ApiError as e:
-            if not (e.not_found or e.conflict):
-                raise
+        await self.ctx.virtual.delete_exact("Pod", vpod, grace=0)
 
     async def _update_host(self, vpod: Obj, hpod: Obj) -> None:
         desired = self.translate(vpod)

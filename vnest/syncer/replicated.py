@@ -205,11 +205,7 @@ class _Replicator(Reconciler):
             return
         meta = obj["metadata"]
         try:
-            await self.target.request(
-                "DELETE",
-                resource_of(kind).path(meta.get("namespace"), meta["name"]),
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
-            )
+            deleted = await self.target.delete_exact(kind, obj)
         except ApiError as e:
             if e.status == 403 and forbidden:
                 _log.info(forbidden, object=f"{meta.get('namespace')}/{meta['name']}")
@@ -219,10 +215,11 @@ class _Replicator(Reconciler):
                     "remove it by hand or delete the virtual cluster",
                     error=str(e),
                 )
-            elif not (e.not_found or e.conflict):
+            else:
                 raise
         else:
-            _log.info(f"replicated {kind} removed", object=f"{meta.get('namespace')}/{meta['name']}")
+            if deleted:
+                _log.info(f"replicated {kind} removed", object=f"{meta.get('namespace')}/{meta['name']}")
 
     async def remove(self, key: str, service: Obj | None) -> None:
         """Removes the replica at `key`: its Service (if ours) and every slice of ours for it."""
