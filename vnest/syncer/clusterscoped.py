@@ -58,13 +58,16 @@ def host_class_name(ctx: SyncContext, name: str) -> str:
     return naming.host_cluster_scoped_name(name, ctx.host_namespace, ctx.name)
 
 
-async def cluster_role_owner(ctx: SyncContext) -> Obj | None:
-    """An owner reference to the cluster's ClusterRole, or None when it cannot be read."""
-    name = naming.cluster_role(ctx.name, ctx.host_namespace)
+async def cluster_role_owner(
+    ctx: SyncContext, name: str = "", owned: str = "cluster-scoped host copies"
+) -> Obj | None:
+    """An owner reference to a ClusterRole of this cluster (default: naming.cluster_role), or None
+    when it cannot be read; `owned` names what goes without an owner then, for the log."""
+    name = name or naming.cluster_role(ctx.name, ctx.host_namespace)
     try:
         role = await ctx.host.get("ClusterRole", name)
     except ApiError as e:
-        _log.info("cluster-scoped host copies get no owner: the ClusterRole is not readable", error=str(e))
+        _log.info(f"{owned} get no owner: the ClusterRole is not readable", error=str(e))
         return None
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj, resource_of
+from vnest.syncer import storageclasses
 from vnest.syncer.clusterscoped import same
 from vnest.syncer.engine import Reconciler, SyncContext, is_own_key
 from vnest.syncer.informer import Informer, key_of
@@ -224,16 +225,8 @@ class StorageClassesFromHost(FromHostClasses):
     kind = "FromHostStorageClass"
     resource_kind = "StorageClass"
     config_key = "storageClasses"
-    fields = (
-        "provisioner",
-        "parameters",
-        "reclaimPolicy",
-        "mountOptions",
-        "allowVolumeExpansion",
-        "volumeBindingMode",
-        "allowedTopologies",
-    )
-    immutable = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
+    fields = storageclasses.FIELDS
+    immutable = storageclasses.IMMUTABLE
 
 
 class IngressClassesFromHost(FromHostClasses):

@@ -51,6 +51,7 @@ from typing import Any
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, KubeClient, Obj, resource_of
+from vnest.syncer.clusterscoped import cluster_role_owner
 from vnest.syncer.engine import Reconciler, SyncContext, is_subset, split_key
 from vnest.syncer.informer import Informer, key_of
 
@@ -513,17 +514,7 @@ class ToHostServices(_Replicator):
         if not self.mappings:
             return None
         name = naming.to_host_cluster_role(self.ctx.name, self.ctx.host_namespace)
-        try:
-            role = await self.ctx.host.get("ClusterRole", name)
-        except ApiError as e:
-            _log.info("replicated host Services get no owner: the ClusterRole is not readable", error=str(e))
-            return None
-        return {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "name": name,
-            "uid": role["metadata"]["uid"],
-        }
+        return await cluster_role_owner(self.ctx, name, "replicated host Services")
 
     async def _clean_up(self) -> None:
         """With no toHost mapping left: removes every host replica made by an earlier config.

@@ -36,16 +36,21 @@ def host_storage_class(ctx: SyncContext, name: str | None) -> str | None:
     return host_class_name(ctx, name)
 
 
+# What a StorageClass copy carries, either way, and what the API server will not change in place.
+FIELDS = (
+    "provisioner",
+    "parameters",
+    "reclaimPolicy",
+    "mountOptions",
+    "allowVolumeExpansion",
+    "volumeBindingMode",
+    "allowedTopologies",
+)
+IMMUTABLE = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
+
+
 class StorageClassSyncer(ClusterCopySyncer):
     kind = "StorageClass"
-    fields = (
-        "provisioner",
-        "parameters",
-        "reclaimPolicy",
-        "mountOptions",
-        "allowVolumeExpansion",
-        "volumeBindingMode",
-        "allowedTopologies",
-    )
-    immutable = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
+    fields = FIELDS
+    immutable = IMMUTABLE
     dropped_annotations = DEFAULT_CLASS_ANNOTATIONS
