@@ -25,6 +25,9 @@ ANNOTATION_NAME = f"{PREFIX}/object-name"
 ANNOTATION_NAMESPACE = f"{PREFIX}/object-namespace"
 ANNOTATION_UID = f"{PREFIX}/object-uid"
 ANNOTATION_KIND = f"{PREFIX}/object-kind"
+# On a virtual pod: the uid of its host copy, once that was seen on a node. A pod carrying it
+# whose host copy is gone ran and stopped (its virtual pod goes); one without it never ran.
+ANNOTATION_HOST_UID = f"{PREFIX}/host-uid"
 
 # On the config Secret: facts `vnest list` reports without asking anything else.
 ANNOTATION_DRIVER = f"{PREFIX}/driver"

@@ -487,6 +487,8 @@ def test_selectors_never_select_what_vnest_made(selector, expected):
     ],
 )
 def test_storage_classes_auto_is_vclusters(sets, expected):
+    if any("cheduler" in s for s in sets):
+        sets = [*sets, "sync.fromHost.nodes.enabled=true"]  # what a virtual scheduler needs
     assert from_host_enabled(_values(*sets), "storageClasses") is expected
 
 

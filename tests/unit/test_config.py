@@ -322,8 +322,25 @@ def test_datastore(sets, expected):
 def test_scheduler_enabled_and_kubernetes_version():
     assert VClusterConfig().scheduler_enabled is False
     assert VClusterConfig().kubernetes_version is None
-    assert load_config([], ["controlPlane.distro.k8s.scheduler.enabled=true"]).scheduler_enabled is True
-    assert load_config([], ["controlPlane.advanced.virtualScheduler.enabled=true"]).scheduler_enabled is True
+    nodes = "sync.fromHost.nodes.enabled=true"
+    assert (
+        load_config([], ["controlPlane.distro.k8s.scheduler.enabled=true", nodes]).scheduler_enabled is True
+    )
+    assert (
+        load_config([], ["controlPlane.advanced.virtualScheduler.enabled=true", nodes]).scheduler_enabled
+        is True
+    )
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    ["controlPlane.distro.k8s.scheduler.enabled", "controlPlane.advanced.virtualScheduler.enabled"],
+)
+def test_a_virtual_scheduler_needs_the_host_nodes(scheduler):
+    # As in vCluster: fake nodes appear only once a pod runs on them, so it could place nothing.
+    with pytest.raises(UsageError) as err:
+        load_config([], [f"{scheduler}=true"])
+    assert str(err.value).startswith("sync.fromHost.nodes.enabled: must be true when the virtual cluster")
     assert load_config([], ["controlPlane.distro.k8s.version=v1.31.0"]).kubernetes_version == "v1.31.0"
 
 

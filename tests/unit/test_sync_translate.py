@@ -15,7 +15,7 @@ from vnest.syncer.endpoints import (
     translate_slice,
 )
 from vnest.syncer.engine import SyncContext
-from vnest.syncer.pods import PodSyncer
+from vnest.syncer.pods import PodSyncer, pin_to_node
 from vnest.syncer.serviceaccounts import (
     host_service_account,
     pod_service_account,
@@ -228,3 +228,50 @@ def test_host_pod_runs_as_the_copy_of_its_service_account_only_with_the_sync(syn
     sources = spec["volumes"][0]["projected"]["sources"]
     assert not any("serviceAccountToken" in s for s in sources)
     assert sources[0]["secret"]["name"] == naming.host_name("vnest-token-p", "ci", VC)
+
+
+# --- Pods with their node named ------------------------------------------------------------
+
+
+def test_a_named_node_becomes_a_required_affinity_so_the_host_scheduler_still_checks_it():
+    vpod = _vpod()
+    vpod["spec"]["nodeName"] = "worker1"
+    vpod["spec"]["schedulerName"] = "tenant-scheduler"
+    spec = PodSyncer(_ctx()).translate(vpod)["spec"]
+    assert "nodeName" not in spec and "schedulerName" not in spec
+    assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["worker1"]}]}
+        ]
+    }
+    assert vpod["spec"]["nodeName"] == "worker1"  # the cached virtual pod is never changed
+
+
+def test_a_pod_without_a_node_gets_no_affinity():
+    assert "affinity" not in PodSyncer(_ctx()).translate(_vpod())["spec"]
+
+
+def test_pinning_joins_every_term_of_the_pods_own_node_affinity():
+    spec = {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["other"]}]},
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {}}],
+            }
+        }
+    }
+    pin_to_node(spec, "worker1")
+    node_affinity = spec["affinity"]["nodeAffinity"]
+    pinned = {"key": "metadata.name", "operator": "In", "values": ["worker1"]}
+    assert node_affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}], "matchFields": [pinned]},
+        {"matchFields": [pinned]},  # a name the tenant asked for elsewhere is replaced, as DaemonSets do
+    ]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [
+        {"weight": 1, "preference": {}}
+    ]

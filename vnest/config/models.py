@@ -896,6 +896,19 @@ class VClusterConfig(_Model):
         default_factory=ExportKubeConfig, description="The exported kubeconfig."
     )
 
+    @model_validator(mode="after")
+    def _virtual_scheduler_sees_nodes(self) -> VClusterConfig:
+        # A scheduler places pods on the nodes it sees; fake nodes exist only once a pod runs on
+        # them, so it would wait forever. vCluster refuses the same.
+        if self.scheduler_enabled and not self.sync.from_host.nodes.enabled:
+            raise FieldProblem(
+                "sync.fromHost.nodes.enabled",
+                "must be true when the virtual cluster runs its own scheduler "
+                "(controlPlane.advanced.virtualScheduler or controlPlane.distro.k8s.scheduler): "
+                "it can only place pods on the host nodes it sees",
+            )
+        return self
+
     @property
     def scheduler_enabled(self) -> bool:
         """True when pods are scheduled inside the virtual cluster rather than by the host."""

@@ -130,10 +130,11 @@ class HostConnection:
 
 
 class ApiError(VnestError):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.detail = detail or message  # the server's own words, without the request line
 
     @property
     def not_found(self) -> bool:
@@ -245,7 +246,7 @@ class KubeClient:
                 message, reason = status.get("message", resp.text), status.get("reason", "")
             except ValueError:
                 message, reason = resp.text, ""
-            raise ApiError(resp.status_code, reason, f"{method} {path}: {message}")
+            raise ApiError(resp.status_code, reason, f"{method} {path}: {message}", message)
         return resp.json() if resp.content else {}
 
     # ---- conveniences over request() --------------------------------------

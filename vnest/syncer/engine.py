@@ -19,6 +19,7 @@ import asyncio
 import copy
 import datetime
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +29,11 @@ from vnest.syncer.informer import Informer, key_of
 from vnest.syncer.queue import WorkQueue
 
 _log = log.get("syncer")
+
+# How many (object, message) warnings the context remembers so as to tell each only once.
+WARNED_MAX = 10_000
+# Host answers to a create that retrying alone will not fix: the tenant must hear of them.
+REFUSALS = frozenset({400, 403, 404, 422})
 
 LABEL_NAMESPACE = f"{naming.PREFIX}/namespace"
 
@@ -81,6 +87,7 @@ class SyncContext:
     values: dict[str, Any]
     informers: dict[tuple[str, str], Informer] = field(default_factory=dict)
     host_service_ip: str = ""  # the ClusterIP of host Service NAME: where in-pod clients reach the API
+    _warned: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
 
     def informer(self, side: str, kind: str) -> Informer:
         """One shared informer per (side, kind): syncers that read another kind share its cache."""
@@ -203,6 +210,17 @@ class SyncContext:
         except ApiError as e:
             _log.debug("cannot record event", error=str(e))
 
+    async def warn_once(self, vobj: Obj, reason: str, message: str) -> None:
+        """A Warning event, told once per object and message: retries with backoff must not spam."""
+        key = (vobj["metadata"].get("uid", ""), message)
+        if key in self._warned:
+            self._warned.move_to_end(key)
+            return
+        self._warned[key] = None
+        if len(self._warned) > WARNED_MAX:
+            self._warned.popitem(last=False)
+        await self.event(vobj, reason, message)
+
 
 class Reconciler(abc.ABC):
     """Workers that take keys off a work queue and reconcile them, retrying failures with backoff."""
@@ -287,10 +305,18 @@ class ResourceSyncer(Reconciler):
         return self.virtual.get(vkey), hobj if self.ctx.owns(hobj) else None
 
     async def create_host(self, vobj: Obj, desired: Obj) -> Obj | None:
-        """Creates the host copy; None when an object vnest does not manage holds the name."""
+        """Creates the host copy; None when an object vnest does not manage holds the name.
+
+        A refusal by the host (admission, validation, a missing RuntimeClass, a quota) is told
+        to the tenant as a Warning event on the virtual object, with the host's reason in
+        virtual names, and raised so that the work queue retries with backoff.
+        """
         try:
             return await self.ctx.host.create(desired, namespace=self.ctx.host_namespace)
         except ApiError as e:
+            if e.status in REFUSALS:
+                message = e.detail.replace(desired["metadata"]["name"], vobj["metadata"]["name"])
+                await self.ctx.warn_once(vobj, "SyncError", f"the host refused the {self.kind}: {message}")
             if not e.conflict:
                 raise
         existing = await self.ctx.host.get_or_none(

@@ -155,18 +155,57 @@ class KubeletProxy:
                     if dst.can_write_eof():
                         dst.write_eof()
 
-        # Whichever side ends first ends the exchange: the API server may keep its
-        # side open for reuse after a plain response, and a closed stream is closed.
+        if not upgrade:
+            try:
+                await _relay_response(upstream_reader, writer)
+            except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):
+                pass
+            finally:
+                upstream_writer.close()
+            return
+        # Whichever side ends first ends the exchange: a closed stream is closed.
         tasks = [
             asyncio.create_task(pipe(reader, upstream_writer)),
             asyncio.create_task(pipe(upstream_reader, writer)),
         ]
         try:
-            await asyncio.wait(tasks if upgrade else tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
             upstream_writer.close()
+
+
+async def _relay_response(upstream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A plain response (logs), relayed chunk by chunk with the end of the body in a write of its own.
+
+    The API server serves logs over WebSocket (`wsstream`) by copying the body it reads from
+    the kubelet, and drops the bytes of any read that also returns EOF. Go's chunked reader
+    returns data and EOF together when the last chunk and the terminating zero-size chunk
+    arrive together, as they do when relayed as one buffer, so the log came back empty over
+    WebSocket while plain `kubectl logs` showed it. A kubelet writes the body, flushes, and
+    only then ends it; so does this relay.
+    """
+    head = await upstream.readuntil(b"\r\n\r\n")
+    writer.write(head)
+    await writer.drain()
+    if b"transfer-encoding: chunked" not in head.lower():
+        while data := await upstream.read(65536):
+            writer.write(data)
+            await writer.drain()
+        return
+    while True:
+        size_line = await upstream.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            end = size_line
+            while (line := await upstream.readuntil(b"\r\n")) != b"\r\n":
+                end += line  # trailers, if any
+            writer.write(end + b"\r\n")
+            await writer.drain()
+            return
+        writer.write(size_line + await upstream.readexactly(size + 2))  # the chunk and its CRLF
+        await writer.drain()
 
 
 def _parse_head(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:

@@ -5,7 +5,13 @@ other tenants' pods), yet a bound pod needs a Node. As vCluster's default, a
 fake node carries the host node's name and made-up, generous capacity; it is
 created when the first pod lands on that node and removed when the last one
 leaves. The node lifecycle controller is off in the virtual cluster, so
-nothing marks these nodes NotReady.
+nothing marks these nodes NotReady, and nothing would lift the
+`node.kubernetes.io/not-ready:NoSchedule` taint the API server's
+TaintNodesByCondition admission puts on every new Node: the syncer removes it
+itself. A fake node carries no other taint but the tenant's own: the syncer
+has no right to read the host's nodes (fake nodes need no ClusterRole, as in
+vCluster), and the host's taints hold anyway, since the host schedules the
+pods. Real node sync (`HostNodes`) carries the host node's taints exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ _log = log.get("syncer.nodes")
 
 FAKE_LABEL = "vnest.io/fake-node"
 GC_EVERY = 30.0
+# The node lifecycle controller's taints, which no one lifts in a virtual cluster.
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 
 
@@ -98,6 +106,13 @@ class FakeNodes:
                     if not e.conflict:
                         raise
                     node = await self.ctx.virtual.get("Node", name)
+            taints = node.get("spec", {}).get("taints") or []
+            kept = [t for t in taints if t.get("key") not in LIFECYCLE_TAINTS]
+            if kept != taints:
+                # Admission's not-ready taint; a tenant's own taints on its fake node stay.
+                node = await self.ctx.virtual.request(
+                    "PUT", f"/api/v1/nodes/{name}", body={**node, "spec": {**node["spec"], "taints": kept}}
+                )
             updated = copy.deepcopy(node)
             updated["status"] = self._status()
             await self.ctx.virtual.request("PUT", f"/api/v1/nodes/{name}/status", body=updated)
@@ -175,14 +190,16 @@ class HostNodes(Reconciler):
     def _virtual(self, hnode: Obj) -> tuple[Obj, Obj]:
         meta = hnode["metadata"]
         labels = {**(meta.get("labels") or {}), SYNCED_LABEL: "true"}
+        host_spec = hnode.get("spec", {})
         node = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": meta["name"], "labels": labels},
+            # Exactly the host's: none when it has none, so the not-ready taint admission put on
+            # the virtual Node at create goes (nothing else in the virtual cluster would lift it).
             "spec": {
-                k: copy.deepcopy(v)
-                for k, v in hnode.get("spec", {}).items()
-                if k in ("taints", "unschedulable")
+                "taints": copy.deepcopy(host_spec.get("taints") or []),
+                "unschedulable": bool(host_spec.get("unschedulable")),
             },
         }
         status = copy.deepcopy(hnode.get("status") or {})
@@ -205,8 +222,8 @@ class HostNodes(Reconciler):
             vnode = await self.ctx.virtual.create(node)
         elif not (
             is_subset(node["metadata"]["labels"], vnode["metadata"].get("labels"))
-            and node["spec"].get("taints") == vnode["spec"].get("taints")
-            and node["spec"].get("unschedulable") == vnode["spec"].get("unschedulable")
+            and node["spec"]["taints"] == (vnode["spec"].get("taints") or [])
+            and node["spec"]["unschedulable"] == bool(vnode["spec"].get("unschedulable"))
         ):
             updated = copy.deepcopy(vnode)
             updated["metadata"]["labels"] = {

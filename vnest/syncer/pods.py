@@ -15,16 +15,26 @@ What the host pod gets, compared with the virtual one:
   the same virtual namespace of this virtual cluster;
 - the labels of its virtual namespace, as hashed `vnest.io/ns-*` labels, so
   that NetworkPolicy namespaceSelectors can be enforced on the host;
-- no nodeName, scheduler or priority of the virtual cluster's: the host
-  schedules (unless the virtual scheduler is enabled), with the priority of the
-  host copy of its PriorityClass when those sync (vnest.syncer.priorityclasses);
+- no scheduler or priority of the virtual cluster's: the host schedules, with
+  the priority of the host copy of its PriorityClass when those sync
+  (vnest.syncer.priorityclasses). A pod that comes with its node already named
+  (by the tenant, a DaemonSet-style controller or the virtual scheduler) is
+  pinned there by a required node affinity on the node's name, as the DaemonSet
+  controller pins its pods, rather than by nodeName: the host scheduler still
+  checks the node's taints, the node selector vnest adds and the node's room,
+  and says why in events (copied back) when the pod cannot go there;
 - ClusterFirst DNS pointed at the virtual cluster's kube-dns Service (whose
   ClusterIP is its host copy's) with the virtual namespace's search path.
 Status flows back; the virtual pod is bound to the node the host chose, which
 appears in the virtual cluster as a fake node (vnest.syncer.nodes).
 Deletion goes both ways: the virtual pod deleted, its host pod goes; the host
 pod gone while the virtual pod was running, the virtual pod goes too (its
-controller makes a new one), as in vCluster.
+controller makes a new one), as in vCluster. "Was running" is recorded on the
+virtual pod, not guessed from its nodeName: the first time its host copy is
+seen on a node, the virtual pod gets the host pod's uid in annotation
+`vnest.io/host-uid` (within the binding, which copies its annotations onto the
+pod, so at no extra request for the pods the host schedules). A pod without it
+has never run on the host, and gets its host copy however it was created.
 """
 
 from __future__ import annotations
@@ -93,6 +103,18 @@ def references(pod: Obj) -> dict[str, set[str]]:
     return refs
 
 
+def pin_to_node(spec: Obj, node: str) -> None:
+    """Requires the node named `node`, as the DaemonSet controller pins its pods (within every term)."""
+    field = {"key": "metadata.name", "operator": "In", "values": [node]}
+    node_affinity = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    terms = required.get("nodeSelectorTerms") or [{}]
+    for term in terms:
+        fields = [f for f in term.get("matchFields") or [] if f.get("key") != "metadata.name"]
+        term["matchFields"] = [*fields, field]
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+
+
 def token_secret_name(ctx: SyncContext, pod: Obj) -> str:
     meta = pod["metadata"]
     return naming.host_name(f"vnest-token-{meta['name']}", meta["namespace"], ctx.name)
@@ -110,10 +132,6 @@ class PodSyncer(ResourceSyncer):
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
         self.sync_service_accounts = bool(ctx.values["sync"]["toHost"]["serviceAccounts"]["enabled"])
-        self.virtual_scheduler = bool(
-            ctx.values["controlPlane"]["distro"]["k8s"]["scheduler"]["enabled"]
-            or ctx.values["controlPlane"]["advanced"]["virtualScheduler"]["enabled"]
-        )
 
     def setup(self) -> None:
         super().setup()
@@ -151,9 +169,10 @@ class PodSyncer(ResourceSyncer):
             # The host copy of the class, a system class or the host's own (vnest.syncer.priorityclasses);
             # the host computes priority and preemption policy from it.
             spec["priorityClassName"] = priority_class
-        if not self.virtual_scheduler:
-            spec.pop("nodeName", None)
-            spec.pop("schedulerName", None)
+        spec.pop("schedulerName", None)
+        node = spec.pop("nodeName", None)
+        if node:
+            pin_to_node(spec, node)
         if self.sync_service_accounts:
             # The host copy of its virtual ServiceAccount (vnest.syncer.serviceaccounts); without
             # that sync, the host namespace's default. Either way no host token is mounted.
@@ -346,7 +365,7 @@ class PodSyncer(ResourceSyncer):
             await self.delete_host(hpod, grace=0)
             return  # its DELETED event brings us back
         if hpod is None:
-            if vpod["spec"].get("nodeName") and not self.virtual_scheduler:
+            if naming.ANNOTATION_HOST_UID in (vpod["metadata"].get("annotations") or {}):
                 # It ran on the host and its host pod is gone: so goes the virtual pod.
                 await self._delete_virtual(vpod)
                 return
@@ -388,20 +407,36 @@ class PodSyncer(ResourceSyncer):
     async def _sync_status(self, vpod: Obj, hpod: Obj) -> None:
         node = hpod["spec"].get("nodeName")
         meta = vpod["metadata"]
-        if node and not vpod["spec"].get("nodeName"):
+        if node:
             if self.nodes is not None:
                 await self.nodes.ensure(node)
-            await self.ctx.virtual.request(
-                "POST",
-                self.resource.path(meta["namespace"], meta["name"], "binding"),
-                body={
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-                },
-            )
-            return  # the binding's event brings us back for the status
+            host_uid = hpod["metadata"]["uid"]
+            ran = {naming.ANNOTATION_HOST_UID: host_uid}
+            if not vpod["spec"].get("nodeName"):
+                await self.ctx.virtual.request(
+                    "POST",
+                    self.resource.path(meta["namespace"], meta["name"], "binding"),
+                    body={
+                        "apiVersion": "v1",
+                        "kind": "Binding",
+                        "metadata": {
+                            "name": meta["name"],
+                            "namespace": meta["namespace"],
+                            "uid": meta["uid"],
+                            "annotations": ran,  # the binding copies them onto the pod
+                        },
+                        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                    },
+                )
+                return  # the binding's event brings us back for the status
+            if (meta.get("annotations") or {}).get(naming.ANNOTATION_HOST_UID) != host_uid:
+                # Bound before it reached the host (its node named at create): one patch records it.
+                vpod = await self.ctx.virtual.request(
+                    "PATCH",
+                    self.resource.path(meta["namespace"], meta["name"]),
+                    body={"metadata": {"annotations": ran}},
+                    content_type="application/merge-patch+json",
+                )
         status = hpod.get("status") or {}
         if not status or vpod.get("status") == status:
             return
