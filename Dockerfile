@@ -2,7 +2,8 @@
 #
 # The vnest image: the vnest CLI (the syncer and control-plane entrypoint),
 # plus the binaries the chart's first init container copies into the pod:
-# kine, etcd and a static busybox. kube-apiserver, kube-controller-manager and
+# kine, etcd, pod-security-check (upstream's Pod Security Standards checks,
+# which the syncer runs) and a static busybox. kube-apiserver, kube-controller-manager and
 # kube-scheduler are NOT in this image: the chart copies them from the
 # official registry.k8s.io images, so one vnest image serves every Kubernetes
 # version.
@@ -10,7 +11,7 @@
 #   docker build -t vnest:0.1.0 .
 
 # ---------------------------------------------------------------------------
-# Stage 1: kine and etcd, built exactly as vnest/binaries/build.py builds them
+# Stage 1: kine, etcd and pod-security-check, built exactly as vnest/binaries/build.py builds them
 # (CGO_ENABLED=0, -trimpath, "-s -w" plus the same -X version stamp), from the
 # same pinned Go modules under build/go. It runs on the build machine's
 # platform and cross-compiles for the target (pure Go, no cgo).
@@ -34,7 +35,9 @@ RUN --mount=type=cache,target=/go/pkg/mod \
         -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=${kine_version}" \
         -o /out/kine github.com/k3s-io/kine; \
     cd /src/build/go/etcd; \
-    go build -trimpath -ldflags "-s -w" -o /out/etcd .
+    go build -trimpath -ldflags "-s -w" -o /out/etcd .; \
+    cd /src/build/go/kube; \
+    go build -trimpath -ldflags "-s -w" -o /out/pod-security-check ./cmd/pod-security-check
 
 # ---------------------------------------------------------------------------
 # Stage 2: the runtime image.
@@ -49,7 +52,7 @@ RUN set -eu; \
     cp /bin/busybox /usr/local/bin/busybox; \
     rm -rf /var/lib/apt/lists/*
 
-COPY --from=binaries /out/kine /out/etcd /usr/local/bin/
+COPY --from=binaries /out/kine /out/etcd /out/pod-security-check /usr/local/bin/
 
 # vnest itself. No VNEST_BIN_DIR here: in the pod, `vnest controlplane run`
 # gets --bin-dir /binaries from the chart.

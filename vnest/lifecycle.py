@@ -29,6 +29,8 @@ from vnest.kube.client import ApiError, KubeClient, Obj
 
 _log = log.get("lifecycle")
 
+# The host namespace label of the Pod Security admission (pod-security.kubernetes.io/enforce).
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
 # Host kinds that carry a cluster's labels and go when it is deleted.
 CONTROL_PLANE_KINDS = (
@@ -191,6 +193,7 @@ async def create(
             )
         manifests = chart.render(name, namespace, values)
         created_namespace = await _ensure_namespace(s.host, namespace)
+        await _label_pod_security(s.host, namespace, values["policies"]["podSecurityStandard"])
         _log.info(
             f"{'upgrading' if existing else 'creating'} virtual cluster {name}",
             namespace=namespace,
@@ -221,6 +224,18 @@ async def _ensure_namespace(host: KubeClient, namespace: str) -> bool:
         return False
     await host.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     return True
+
+
+async def _label_pod_security(host: KubeClient, namespace: str, level: str) -> None:
+    """The host's own PodSecurity admission enforces the cluster's level too, behind the syncer's check."""
+    await host.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}",
+        body={
+            "metadata": {"labels": {POD_SECURITY_ENFORCE: level, f"{POD_SECURITY_ENFORCE}-version": "latest"}}
+        },
+        content_type="application/merge-patch+json",
+    )
 
 
 # ---- connect / disconnect -----------------------------------------------------

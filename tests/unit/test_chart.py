@@ -300,6 +300,7 @@ def test_statefulset(helm):
         "/usr/local/bin/busybox",
         "/usr/local/bin/kine",
         "/usr/local/bin/etcd",
+        "/usr/local/bin/pod-security-check",
         "/binaries/",
     ]
     assert init[1]["command"] == [
@@ -686,6 +687,8 @@ def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected
     ],
 )
 def test_storage_classes_from_host_is_granted_exactly_when_the_syncer_copies_them(helm, sets):
+    if any("cheduler" in s for s in sets):
+        sets = [*sets, "sync.fromHost.nodes.enabled=true"]  # what a virtual scheduler needs
     values = to_values(load_config([], sets))
     granted = _cluster_rules(chart.render(NAME, NS, values, helm=helm)).get(BASE_ROLE, {})
     reads = granted.get(("storage.k8s.io", "storageclasses")) == READ
@@ -699,3 +702,23 @@ def test_cluster_role_names_are_the_ones_the_syncer_and_driver_use(helm):
     names = {role["metadata"]["name"] for role in chart.by_kind(manifests, "ClusterRole")}
     assert names == {naming.cluster_role(name, namespace), naming.to_host_cluster_role(name, namespace)}
     assert all(len(n) <= 63 for n in names)
+
+
+def test_the_control_plane_pod_meets_the_restricted_pod_security_standard(helm):
+    # The host namespace carries the cluster's enforce label; at `restricted` the control plane
+    # must still start there. Judged by upstream's own checks, as the host's admission would.
+    import asyncio
+
+    from vnest.syncer.podsecurity import PodSecurityChecker
+
+    _, manifests = _render(helm, {"controlPlane": {"distro": {"k8s": {"scheduler": {"enabled": True}}}}})
+    template = chart.get(manifests, "StatefulSet", NAME)["spec"]["template"]
+
+    async def check() -> str | None:
+        checker = PodSecurityChecker(build.Binaries(build.bin_dir()).pod_security_check, "restricted")
+        try:
+            return await checker.violation(template)
+        finally:
+            await checker.close()
+
+    assert asyncio.run(check()) is None

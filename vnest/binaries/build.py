@@ -75,6 +75,8 @@ def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
         ]
     return [
         _Target("kube", "kube", ".", tuple(kube_flags)),
+        # vnest's own: upstream's Pod Security Standards checks, served to the syncer.
+        _Target("pod-security-check", "kube", "./cmd/pod-security-check", ()),
         _Target(
             "kwok",
             "kube",

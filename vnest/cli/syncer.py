@@ -56,6 +56,11 @@ def syncer() -> None:
 )
 @click.option("--metrics-address", help="Serve /metrics here (default: no metrics endpoint).")
 @click.option("--metrics-port", type=int, default=0, show_default=True, help="0: any free port.")
+@click.option(
+    "--pod-security-check",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The pinned pod-security-check binary; required unless policies.podSecurityStandard is privileged.",
+)
 def run(
     name: str,
     namespace: str,
@@ -72,12 +77,18 @@ def run(
     dns_fallback: str | None,
     metrics_address: str | None,
     metrics_port: int,
+    pod_security_check: Path | None,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
     from vnest.config import load_config, to_values
     from vnest.syncer.run import main
 
     values = to_values(load_config([config], []))
+    if pod_security_check is None and values["policies"]["podSecurityStandard"] != "privileged":
+        raise click.UsageError(
+            "--pod-security-check is required: policies.podSecurityStandard is "
+            f"{values['policies']['podSecurityStandard']!r}, and pods are checked before they reach the host"
+        )
     sys.exit(
         main(
             name,
@@ -94,5 +105,6 @@ def run(
             dns_port,
             dns_fallback,
             (metrics_address, metrics_port) if metrics_address else None,
+            pod_security_check,
         )
     )

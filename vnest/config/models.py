@@ -784,8 +784,13 @@ class Policies(_Model):
     resource_quota: ResourceQuota = Field(default_factory=ResourceQuota, description="ResourceQuota.")
     limit_range: LimitRange = Field(default_factory=LimitRange, description="LimitRange.")
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy, description="NetworkPolicies.")
-    pod_security_standard: str = Field(
-        "", description="Pod Security Standard enforced: privileged, baseline or restricted; empty for none."
+    pod_security_standard: Literal["privileged", "baseline", "restricted"] = Field(
+        "baseline",
+        description=(
+            "The Pod Security Standard every pod must meet before it reaches the host: privileged, "
+            "baseline (vnest's default; vCluster has none) or restricted. The syncer checks it with "
+            "upstream's checks, whatever the tenant's namespace labels say."
+        ),
     )
 
 

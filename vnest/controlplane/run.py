@@ -259,6 +259,7 @@ class ControlPlane:
             f"--kubelet-address={self.opts.advertise_address}",
             f"--dns-address={self.opts.advertise_address}",
             f"--metrics-address={self.opts.advertise_address}",
+            f"--pod-security-check={self.bins.pod_security_check}",
         ]
         # In a pod, the chart's `dns` and `metrics` ports; on this machine, free ones picked here
         # (many clusters share it), so that a restarted syncer serves on the same ports.
@@ -361,6 +362,9 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
         ]
+        level = self.values["policies"]["podSecurityStandard"]
+        if level != "privileged":
+            argv.append(f"--admission-control-config-file={self._admission_config(level)}")
         external = self.values["controlPlane"]["backingStore"]["etcd"]["external"]
         if self.cfg.datastore == "external-etcd":
             tls = external["tls"]
@@ -369,6 +373,36 @@ class ControlPlane:
             argv += [f"--etcd-keyfile={tls['keyFile']}"] if tls["keyFile"] else []
             argv.append(f"--etcd-prefix=/vnest/{self.opts.namespace}/{self.opts.name}")
         return argv + list(self._k8s("apiServer")["extraArgs"])
+
+    def _admission_config(self, level: str) -> Path:
+        """PodSecurity admission at the cluster's level for every namespace without labels of its own.
+
+        It refuses a violating pod at create, which is how an honest tenant learns early; a
+        tenant relabelling its namespace gets past it, not past the syncer's own check
+        (vnest.syncer.podsecurity), which is what keeps such pods off the host.
+        """
+        path = self.opts.data_dir / "admission.yaml"
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {
+                    "name": "PodSecurity",
+                    "configuration": {
+                        "apiVersion": "pod-security.admission.config.k8s.io/v1",
+                        "kind": "PodSecurityConfiguration",
+                        "defaults": {
+                            mode: value
+                            for m in ("enforce", "audit", "warn")
+                            for mode, value in ((m, level), (f"{m}-version", "latest"))
+                        },
+                        "exemptions": {"usernames": [], "runtimeClasses": [], "namespaces": []},
+                    },
+                }
+            ],
+        }
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return path
 
     def _kubeconfig_path(self, component: str) -> Path:
         return self.opts.data_dir / f"{component}.kubeconfig"

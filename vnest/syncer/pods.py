@@ -54,6 +54,7 @@ from vnest.syncer.engine import (
     translate_label_key,
 )
 from vnest.syncer.informer import key_of
+from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.priorityclasses import pod_priority_class
 from vnest.syncer.serviceaccounts import host_service_account
 
@@ -124,8 +125,9 @@ class PodSyncer(ResourceSyncer):
     kind = "Pod"
     workers = 8
 
-    def __init__(self, ctx: SyncContext) -> None:
+    def __init__(self, ctx: SyncContext, security: PodSecurityChecker | None = None) -> None:
         super().__init__(ctx)
+        self.security = security  # None: policies.podSecurityStandard is privileged
         self.nodes: Any = None  # the node syncer (fake or real), set by the syncer runner
         self.node_selector: dict[str, str] = {}  # with real node sync: pods stay on the selected nodes
         self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
@@ -368,6 +370,11 @@ class PodSyncer(ResourceSyncer):
             if naming.ANNOTATION_HOST_UID in (vpod["metadata"].get("annotations") or {}):
                 # It ran on the host and its host pod is gone: so goes the virtual pod.
                 await self._delete_virtual(vpod)
+                return
+            if self.security is not None and (problem := await self.security.violation(vpod)):
+                # Never on the host, whatever the tenant's namespace labels say; its next change
+                # (or a new pod from its controller) is checked again.
+                await self.ctx.warn_once(vpod, "PodSecurity", problem)
                 return
             await self._ensure_token_secret(vpod)
             await self.create_host(vpod, self.translate(vpod))

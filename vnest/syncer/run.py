@@ -32,6 +32,7 @@ from vnest.syncer.networkpolicies import NetworkPolicySyncer
 from vnest.syncer.nodes import FakeNodes, HostNodes
 from vnest.syncer.persistentvolumes import PersistentVolumeSyncer
 from vnest.syncer.pods import PodSyncer
+from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.priorityclasses import PriorityClassSyncer
 from vnest.syncer.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.serviceaccounts import ServiceAccountSyncer
@@ -62,6 +63,7 @@ class Syncer:
         dns_port: int = 0,
         dns_fallback: str | None = None,
         metrics: tuple[str, int] | None = None,
+        pod_security: PodSecurityChecker | None = None,
     ) -> None:
         self.ctx = SyncContext(name, host_namespace, virtual, host, values)
         self.values = values
@@ -80,7 +82,7 @@ class Syncer:
         self.syncers: list[Reconciler] = []
         self.pods: PodSyncer | None = None
         if to_host["pods"]["enabled"]:
-            self.pods = PodSyncer(self.ctx)
+            self.pods = PodSyncer(self.ctx, pod_security)
             self.syncers.append(self.pods)
         if to_host["services"]["enabled"]:
             self.syncers.append(ServiceSyncer(self.ctx))
@@ -244,6 +246,7 @@ def main(
     dns_port: int = 0,
     dns_fallback: str | None = None,
     metrics: tuple[str, int] | None = None,
+    pod_security_check: Path | None = None,
 ) -> int:
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -264,17 +267,37 @@ def main(
                     address=kubelet_address,
                 )
             host.limit(host_qps, host_burst)
+            level = values["policies"]["podSecurityStandard"]
+            pod_security = (
+                PodSecurityChecker(pod_security_check, level)
+                if pod_security_check is not None and level != "privileged"
+                else None
+            )
             syncer = Syncer(
-                name, namespace, virtual, host, values, kubelet, dns_address, dns_port, dns_fallback, metrics
+                name,
+                namespace,
+                virtual,
+                host,
+                values,
+                kubelet,
+                dns_address,
+                dns_port,
+                dns_fallback,
+                metrics,
+                pod_security,
             )
             task = asyncio.create_task(syncer.run(ready_file))
             stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done and task.exception() is not None:
-                _log.error(f"the syncer stopped: {task.exception()}")
-                return 1
-            task.cancel()
-            stopper.cancel()
+            try:
+                done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if task in done and task.exception() is not None:
+                    _log.error(f"the syncer stopped: {task.exception()}")
+                    return 1
+                task.cancel()
+                stopper.cancel()
+            finally:
+                if pod_security is not None:
+                    await pod_security.close()
         return 0
 
     return asyncio.run(runner())

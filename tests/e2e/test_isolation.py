@@ -1,0 +1,162 @@
+"""A hostile tenant against the local host: what it tries, what reaches the host (SPEC.md section 7).
+
+Each attack is shown working first, with the guard off (`podSecurityStandard: privileged`),
+so that a test that passes proves the guard, not a broken attack.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vnest import naming
+from vnest.procs import wait_until
+
+from .vcluster import HOST, VirtualCluster
+
+# What a tenant that is admin in its virtual cluster would like to run on the host's nodes.
+ATTACKS: dict[str, dict] = {
+    "privileged": {"containers": [{"name": "c", "image": "nginx", "securityContext": {"privileged": True}}]},
+    "host-path": {
+        "containers": [
+            {"name": "c", "image": "nginx", "volumeMounts": [{"name": "root", "mountPath": "/host"}]}
+        ],
+        "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+    },
+    "host-network": {"hostNetwork": True, "containers": [{"name": "c", "image": "nginx"}]},
+    "host-pid": {"hostPID": True, "containers": [{"name": "c", "image": "nginx"}]},
+    "host-ipc": {"hostIPC": True, "containers": [{"name": "c", "image": "nginx"}]},
+    "host-port": {
+        "containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80, "hostPort": 8080}]}]
+    },
+    "capabilities": {
+        "containers": [
+            {
+                "name": "c",
+                "image": "nginx",
+                "securityContext": {"capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]}},
+            }
+        ]
+    },
+}
+# A pod that meets `restricted`.
+COMPLIANT = {
+    "securityContext": {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "containers": [
+        {
+            "name": "c",
+            "image": "nginx",
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }
+    ],
+}
+
+
+@pytest.fixture
+def env(host_env):
+    yield host_env
+    host_env.kubectl("config", "use-context", HOST)
+
+
+def _pod(name: str, spec: dict) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "attack"},
+        "spec": spec,
+    }
+
+
+def _host_pod(env, vc: VirtualCluster, name: str) -> dict | None:
+    proc = env.kubectl(
+        "--context", HOST, "get", "pod", naming.host_name(name, "attack", vc.name), "-n", vc.namespace,
+        "-o", "json", check=False,
+    )  # fmt: skip
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _warnings(vc: VirtualCluster, name: str) -> list[dict]:
+    events = vc.json("get", "events", "-n", "attack")["items"]
+    return [e for e in events if e["involvedObject"]["name"] == name and e["type"] == "Warning"]
+
+
+def _create(env, name: str, level: str) -> VirtualCluster:
+    env.vnest(
+        "create", name, "-n", f"{name}-host", "--no-connect", "--set", f"policies.podSecurityStandard={level}"
+    )
+    vc = VirtualCluster(env, name, f"{name}-host")
+    vc.kubectl("create", "namespace", "attack")
+    return vc
+
+
+def test_with_the_guard_off_every_attack_reaches_the_host(env):
+    vc = _create(env, "psa-off", "privileged")
+    try:
+        for name, spec in ATTACKS.items():
+            vc.apply(_pod(name, spec))
+        hpods = {n: wait_until(lambda n=n: _host_pod(env, vc, n), 30, f"host pod {n}") for n in ATTACKS}
+        assert hpods["privileged"]["spec"]["containers"][0]["securityContext"]["privileged"] is True
+        assert hpods["host-path"]["spec"]["volumes"][0]["hostPath"]["path"] == "/"
+        assert hpods["host-network"]["spec"]["hostNetwork"] is True
+        assert hpods["host-pid"]["spec"]["hostPID"] is True
+        assert hpods["host-ipc"]["spec"]["hostIPC"] is True
+        assert hpods["host-port"]["spec"]["containers"][0]["ports"][0]["hostPort"] == 8080
+        assert (
+            "SYS_ADMIN"
+            in hpods["capabilities"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+        )
+        labels = json.loads(
+            env.kubectl("--context", HOST, "get", "namespace", "psa-off-host", "-o", "json").stdout
+        )
+        assert labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    finally:
+        env.vnest("delete", "psa-off", "-n", "psa-off-host", check=False)
+
+
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+def test_no_violating_pod_reaches_the_host_even_after_the_tenant_relabels_its_namespace(env, level):
+    name = f"psa-{level}"
+    vc = _create(env, name, level)
+    try:
+        host_ns = json.loads(
+            env.kubectl("--context", HOST, "get", "namespace", f"{name}-host", "-o", "json").stdout
+        )
+        assert host_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == level
+
+        # An honest mistake is refused at create by the virtual API server, with upstream's words.
+        refused = vc.env.vnest(
+            "connect", name, "-n", f"{name}-host", "--", vc.env.kubectl_path,
+            "run", "priv", "-n", "attack", "--image=nginx", "--privileged", check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert f'violates PodSecurity "{level}:latest": privileged' in refused.stderr
+
+        # The tenant is admin inside: it switches its namespace's admission off. The syncer still says no.
+        vc.kubectl(
+            "label", "namespace", "attack", "pod-security.kubernetes.io/enforce=privileged", "--overwrite"
+        )
+        for pod_name, spec in ATTACKS.items():
+            vc.apply(_pod(pod_name, spec))
+        vc.apply(_pod("compliant", COMPLIANT))
+        wait_until(lambda: _host_pod(env, vc, "compliant"), 30, "the compliant pod's host copy")
+        for pod_name in ATTACKS:
+            warnings = wait_until(lambda n=pod_name: _warnings(vc, n), 30, f"a Warning event on {pod_name}")
+            assert warnings[0]["reason"] == "PodSecurity"
+            assert warnings[0]["message"].startswith(f'violates PodSecurity "{level}:latest": ')
+            assert _host_pod(env, vc, pod_name) is None
+        privileged = _warnings(vc, "privileged")[0]["message"]
+        assert 'privileged (container "c" must not set securityContext.privileged=true)' in privileged
+
+        if level == "restricted":
+            # What baseline allows, restricted does not: a plain pod running as root.
+            vc.apply(_pod("plain", {"containers": [{"name": "c", "image": "nginx"}]}))
+            warnings = wait_until(lambda: _warnings(vc, "plain"), 30, "a Warning event on the plain pod")
+            assert "runAsNonRoot != true" in warnings[0]["message"]
+            assert _host_pod(env, vc, "plain") is None
+    finally:
+        env.vnest("delete", name, "-n", f"{name}-host", check=False)
