@@ -52,9 +52,10 @@ LABEL_VCLUSTER_NAMESPACE = f"{PREFIX}/vcluster-namespace"
 ANNOTATION_REPLICATED_FROM = f"{PREFIX}/replicated-from"
 
 
-# The chart's selector labels of the control-plane pod.
+# What the control plane's Services select (the chart's vnest.controlPlaneSelector): vnest.io keys
+# included, which a tenant's pod can never carry on the host, so none can pose as the control plane.
 def control_plane_pod_selector(vcluster: str) -> dict[str, str]:
-    return {"app": "vnest", "release": vcluster}
+    return {"app": "vnest", "release": vcluster, LABEL_CLUSTER: vcluster, LABEL_COMPONENT: "control-plane"}
 
 
 MAX_NAME = 63

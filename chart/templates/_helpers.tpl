@@ -20,6 +20,18 @@ release: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
+What the control plane's Services select (naming.control_plane_pod_selector): the
+pod's selector labels and vnest.io keys, which a tenant's pod can never carry on
+the host (the syncer rewrites a tenant's vnest.io labels to hashed keys), so no
+tenant pod labelled app=vnest,release=NAME becomes an endpoint of the API.
+*/}}
+{{- define "vnest.controlPlaneSelector" -}}
+{{ include "vnest.selectorLabels" . }}
+vnest.io/cluster: {{ .Release.Name }}
+vnest.io/component: control-plane
+{{- end -}}
+
+{{/*
 Labels of every object of the chart. Call with (dict "ctx" $ "component" "rbac").
 The component is one of naming.py's: rbac, service, control-plane, config.
 */}}

@@ -160,3 +160,52 @@ def test_no_violating_pod_reaches_the_host_even_after_the_tenant_relabels_its_na
             assert _host_pod(env, vc, "plain") is None
     finally:
         env.vnest("delete", name, "-n", f"{name}-host", check=False)
+
+
+def test_a_tenant_pod_with_the_control_planes_labels_never_serves_its_services(env):
+    vc = _create(env, "impostor", "baseline")
+    try:
+        labels = {**naming.control_plane_pod_selector("impostor"), "app": "vnest", "release": "impostor"}
+        pod = _pod("api-impostor", {"containers": [{"name": "c", "image": "nginx"}]})
+        pod["metadata"]["labels"] = labels  # the vnest.io ones included: forged
+        vc.apply(pod)
+        hpod = wait_until(
+            lambda: (p := _host_pod(env, vc, "api-impostor")) and p["status"].get("podIP") and p,
+            60,
+            "the impostor's host pod to get an IP",
+        )
+        assert hpod["metadata"]["labels"]["app"] == "vnest"  # what the old selector alone matched
+        assert naming.LABEL_CLUSTER not in hpod["metadata"]["labels"]  # hashed away
+
+        def endpoint_ips(service: str) -> set[str]:
+            slices = json.loads(
+                env.kubectl(
+                    "--context", HOST, "get", "endpointslices", "-n", "impostor-host",
+                    "-l", f"kubernetes.io/service-name={service}", "-o", "json",
+                ).stdout
+            )["items"]  # fmt: skip
+            return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+
+        # Every host Service that selects the control plane (the API's in process mode, the DNS copy).
+        services = json.loads(
+            env.kubectl("--context", HOST, "get", "services", "-n", "impostor-host", "-o", "json").stdout
+        )
+        selecting = [
+            s["metadata"]["name"]
+            for s in services["items"]
+            if (s["spec"].get("selector") or {}).get("release") == "impostor"
+        ]
+        assert {"impostor", naming.host_name("kube-dns", "kube-system", "impostor")} <= set(selecting)
+        for service in selecting:
+            # The endpoint controllers have had the pod's IP as long as its slice took to exist.
+            wait_until(
+                lambda s=service: env.kubectl(
+                    "--context", HOST, "get", "endpointslices", "-n", "impostor-host",
+                    "-l", f"kubernetes.io/service-name={s}", "-o", "name",
+                ).stdout.strip(),
+                30,
+                f"the EndpointSlice of {service}",
+            )  # fmt: skip
+            assert hpod["status"]["podIP"] not in endpoint_ips(service)
+    finally:
+        env.vnest("delete", "impostor", "-n", "impostor-host", check=False)

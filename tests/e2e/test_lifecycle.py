@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vnest import naming
 from vnest.procs import wait_until
 
 HOST = "vnest-host"
@@ -209,7 +210,7 @@ def test_kubernetes_driver_installs_the_chart_objects(env):
         assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "5Gi"
         service = get("service", name)
         assert {p["port"] for p in service["spec"]["ports"]} == {443, 10250}
-        assert service["spec"]["selector"] == {"app": "vnest", "release": name}
+        assert service["spec"]["selector"] == naming.control_plane_pod_selector(name)
         assert get("service", f"{name}-headless")["spec"]["clusterIP"] == "None"
         role = get("role", f"vc-{name}")
         assert any("pods" in r["resources"] for r in role["rules"])

@@ -225,7 +225,14 @@ def test_role_manages_the_enabled_custom_resources_in_the_namespace(helm):
 
 def test_services(helm):
     _, manifests = _render(helm)
-    selector = {"app": "vnest", "release": NAME}
+    # vnest.io keys a tenant's pod can never carry on the host: no tenant pod becomes an endpoint.
+    selector = {
+        "app": "vnest",
+        "release": NAME,
+        naming.LABEL_CLUSTER: NAME,
+        naming.LABEL_COMPONENT: "control-plane",
+    }
+    assert selector == naming.control_plane_pod_selector(NAME)
     service = chart.get(manifests, "Service", NAME)["spec"]
     assert service["type"] == "ClusterIP"
     assert service["selector"] == selector
@@ -256,7 +263,7 @@ def test_service_spec_labels_and_annotations_from_the_config(helm):
     service = chart.get(manifests, "Service", NAME)
     assert service["spec"]["type"] == "NodePort"
     # The selector and the chart's own labels cannot be overridden: the pod must stay selected.
-    assert service["spec"]["selector"] == {"app": "vnest", "release": NAME}
+    assert service["spec"]["selector"] == naming.control_plane_pod_selector(NAME)
     assert service["metadata"]["labels"]["app"] == "vnest"
     assert service["metadata"]["labels"]["team"] == "a"
     assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
@@ -280,11 +287,9 @@ def test_statefulset(helm):
     assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     assert spec["selector"]["matchLabels"] == {"app": "vnest", "release": NAME}
     pod_labels = spec["template"]["metadata"]["labels"]
-    assert {k: pod_labels[k] for k in ("app", "release", naming.LABEL_CLUSTER)} == {
-        "app": "vnest",
-        "release": NAME,
-        naming.LABEL_CLUSTER: NAME,
-    }
+    assert {k: pod_labels[k] for k in naming.control_plane_pod_selector(NAME)} == (
+        naming.control_plane_pod_selector(NAME)
+    )
 
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == naming.service_account(NAME)
