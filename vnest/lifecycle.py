@@ -114,7 +114,16 @@ class Session:
         return Target(name, namespace, self.host, self.context)
 
     async def config_secret(self, name: str, namespace: str) -> Obj | None:
-        return await self.host.get_or_none("Secret", naming.config_secret(name), namespace)
+        return await self.control_plane_secret(naming.config_secret(name), name, namespace, "config")
+
+    async def control_plane_secret(
+        self, secret: str, name: str, namespace: str, component: str
+    ) -> Obj | None:
+        """One of the control plane's Secrets; an object of that name without vnest's labels is refused."""
+        obj = await self.host.get_or_none("Secret", secret, namespace)
+        if (problem := naming.foreign_control_plane_object(obj, name, component)) is not None:
+            raise VnestError(problem)
+        return obj
 
     async def require(self, name: str, namespace: str) -> Obj:
         secret = await self.config_secret(name, namespace)
@@ -132,7 +141,7 @@ def _paused(secret: Obj) -> bool:
 
 
 async def _virtual_client(s: Session, name: str, namespace: str) -> KubeClient:
-    secret = await s.host.get_or_none("Secret", naming.kubeconfig_secret(name), namespace)
+    secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
     if secret is None:
         raise VnestError(f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet")
     return KubeClient.from_dict(yaml.safe_load(base64.b64decode(secret["data"]["config"])), timeout=5)
@@ -186,6 +195,8 @@ async def create(
                 f"virtual cluster {name!r} already exists in namespace {namespace!r}",
                 hint="use --upgrade to apply a new config to it, or pick another NAME",
             )
+        if existing is None:
+            await _require_namespace_free(s, name, namespace)
         if existing is not None and _driver_of(existing) != driver_name:
             raise UsageError(
                 f"virtual cluster {name!r} runs with the {_driver_of(existing)} driver; "
@@ -226,6 +237,26 @@ async def _ensure_namespace(host: KubeClient, namespace: str) -> bool:
     return True
 
 
+async def _require_namespace_free(s: Session, name: str, namespace: str) -> None:
+    """One virtual cluster per host namespace, as vCluster since 0.25: tenants sharing a namespace
+    would share its quota, network policies and Pod Security label, and could reach each other's
+    Secrets through the host namespace's RBAC."""
+    secrets = await s.host.list("Secret", namespace, label_selector=f"{naming.LABEL_COMPONENT}=config")
+    others = sorted(
+        {
+            c
+            for sec in secrets
+            if (c := sec["metadata"].get("labels", {}).get(naming.LABEL_CLUSTER)) and c != name
+        }
+    )
+    if others:
+        raise VnestError(
+            f"namespace {namespace!r} already holds virtual cluster {others[0]!r}; "
+            "vnest runs one virtual cluster per host namespace",
+            hint=f"pick another namespace with -n, or `vnest delete {others[0]} -n {namespace}` first",
+        )
+
+
 async def _label_pod_security(host: KubeClient, namespace: str, level: str) -> None:
     """The host's own PodSecurity admission enforces the cluster's level too, behind the syncer's check."""
     await host.request(
@@ -245,7 +276,7 @@ async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -
     s = Session.open()
     async with s.host:
         await s.require(name, namespace)
-        secret = await s.host.get_or_none("Secret", naming.kubeconfig_secret(name), namespace)
+        secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
     if secret is None:
         raise VnestError(
             f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet (is it running?)"

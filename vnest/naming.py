@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 PREFIX = "vnest.io"
 
@@ -130,3 +131,22 @@ def kube_context(vcluster: str, namespace: str, parent_context: str) -> str:
 
 def control_plane_labels(vcluster: str, component: str) -> dict[str, str]:
     return {LABEL_CLUSTER: vcluster, LABEL_COMPONENT: component}
+
+
+def foreign_control_plane_object(obj: dict[str, Any] | None, vcluster: str, component: str) -> str | None:
+    """Why `obj`, found under a control-plane name of `vcluster`, is not vnest's; None when it is (or is absent).
+
+    Readers of the control plane's Secrets (kubeconfig, config, certs) refuse an object without
+    vnest's labels: a Secret planted under that name must never become a cluster's CA or config.
+    """
+    if obj is None:
+        return None
+    want = control_plane_labels(vcluster, component)
+    labels = obj.get("metadata", {}).get("labels") or {}
+    if all(labels.get(k) == v for k, v in want.items()):
+        return None
+    meta = obj.get("metadata", {})
+    return (
+        f"{obj.get('kind', 'object')} {meta.get('namespace', '')}/{meta.get('name', '')} is not vnest's: "
+        f"it lacks the labels {', '.join(f'{k}={v}' for k, v in want.items())}; vnest leaves it alone"
+    )

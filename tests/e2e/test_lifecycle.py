@@ -185,8 +185,37 @@ def test_existing_name_needs_upgrade(env):
         assert _host_snapshot(env) == before
         env.vnest("create", "twice", "-n", "twice-ns", "--no-connect", "--upgrade")
         assert _clusters(env)[("twice-ns", "twice")]["status"] == "Running"
+
+        # One virtual cluster per host namespace: a second one there is refused, and makes nothing.
+        before = _host_snapshot(env)
+        proc = env.vnest("create", "second", "-n", "twice-ns", "--no-connect", check=False)
+        assert proc.returncode == 1
+        assert "namespace 'twice-ns' already holds virtual cluster 'twice'" in proc.stderr
+        assert _host_snapshot(env) == before
     finally:
         env.vnest("delete", "twice", "-n", "twice-ns")
+
+
+def test_a_planted_control_plane_secret_is_refused(env):
+    # A Secret under a cluster's config name, without vnest's labels: never taken for its config.
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": naming.config_secret("planted"), "namespace": "planted-ns"},
+        "stringData": {"config.yaml": "{}"},
+    }
+    manifest = env.root / "planted.json"
+    manifest.write_text(json.dumps(planted))
+    env.kubectl("--context", HOST, "create", "namespace", "planted-ns")
+    try:
+        env.kubectl("--context", HOST, "apply", "-f", str(manifest))
+        for args in (["create", "planted"], ["describe", "planted"], ["connect", "planted", "--print"]):
+            proc = env.vnest(*args, "-n", "planted-ns", check=False)
+            assert proc.returncode == 1, args
+            assert "Secret planted-ns/vc-config-planted is not vnest's" in proc.stderr, args
+        assert env.kubectl("--context", HOST, "get", "pods", "-n", "planted-ns", "-o", "name").stdout == ""
+    finally:
+        env.kubectl("--context", HOST, "delete", "namespace", "planted-ns", "--wait=false", check=False)
 
 
 def test_kubernetes_driver_installs_the_chart_objects(env):

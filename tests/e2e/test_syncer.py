@@ -236,8 +236,8 @@ def _get_host(env, kind: str, name: str, namespace: str) -> dict | None:
 
 
 def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_cluster):
-    a = make_cluster("tenant-a", "shared-host")
-    b = make_cluster("tenant-b", "shared-host")
+    a = make_cluster("tenant-a", "tenant-a-host")
+    b = make_cluster("tenant-b", "tenant-b-host")
     for vc in (a, b):
         vc.kubectl("create", "namespace", "team")
         vc.kubectl("run", "same", "-n", "team", "--image=nginx")  # same virtual names in both clusters
@@ -259,7 +259,7 @@ def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_clus
         "kind": "Pod",
         "metadata": {
             "name": "taken-x-team-x-tenant-a",
-            "namespace": "shared-host",
+            "namespace": "tenant-a-host",
             "labels": {"owner": "admin"},
         },
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
@@ -278,7 +278,7 @@ def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_clus
         "a SyncError event on the virtual pod",
     )
     assert "not managed by this virtual cluster" in events[0]["message"]
-    host = _get_host(env, "pod", "taken-x-team-x-tenant-a", "shared-host")
+    host = _get_host(env, "pod", "taken-x-team-x-tenant-a", "tenant-a-host")
     assert host["metadata"]["labels"] == {"owner": "admin"}
     assert host["spec"]["containers"][0]["image"] == "busybox"
 
@@ -286,7 +286,7 @@ def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_clus
     a.kubectl("delete", "pod", "--all", "-n", "team", "--wait=false")
     wait_until(lambda: not a.host_pods(), 30, "tenant A's host pods to go")
     assert {p["metadata"]["name"] for p in b.host_pods()} == {"same-x-team-x-tenant-b"}
-    assert _get_host(env, "pod", "taken-x-team-x-tenant-a", "shared-host") is not None
+    assert _get_host(env, "pod", "taken-x-team-x-tenant-a", "tenant-a-host") is not None
 
 
 def test_long_names_translate_and_map_back(make_cluster):
@@ -365,8 +365,8 @@ def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
 
 
 def test_kubelet_api_reaches_the_host_pod_and_only_this_clusters_pods(make_cluster):
-    a = make_cluster("klet-a", "klet")
-    b = make_cluster("klet-b", "klet")
+    a = make_cluster("klet-a", "klet-a-host")
+    b = make_cluster("klet-b", "klet-b-host")
     a.kubectl("run", "web", "--image=nginx")
     b.kubectl("run", "only-in-b", "--image=nginx")
     for vc, pod in ((a, "web"), (b, "only-in-b")):
@@ -392,7 +392,7 @@ def test_kubelet_api_reaches_the_host_pod_and_only_this_clusters_pods(make_clust
     ok = get("/containerLogs/default/web/web", "apiserver-kubelet-client")
     assert ok.status_code == 200 and ok.text == SIMULATED_LOG
     other = get("/containerLogs/default/only-in-b/only-in-b", "apiserver-kubelet-client")
-    assert other.status_code == 404  # cluster B's pod, though it runs in the same host namespace
+    assert other.status_code == 404  # cluster B's pod, though it runs on the same host
     assert get("/containerLogs/default/web/web", "admin").status_code == 403  # only the API server's identity
 
 

@@ -232,7 +232,13 @@ def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer():
     ctx = _ctx(f"{KEY}.enabled=true")
     ctx.host.objects[CRD_PATH] = host_crd()  # type: ignore[attr-defined]
     secret_path = resource_of("Secret").path(NS, naming.config_secret(NAME))
-    ctx.host.objects[secret_path] = {"metadata": {"name": naming.config_secret(NAME), "uid": "cfg-uid"}}  # type: ignore[attr-defined]
+    ctx.host.objects[secret_path] = {  # type: ignore[attr-defined]
+        "metadata": {
+            "name": naming.config_secret(NAME),
+            "uid": "cfg-uid",
+            "labels": naming.control_plane_labels(NAME, "config"),
+        }
+    }
     [syncer] = _run(cr.syncers(ctx))
     assert syncer.kind == "Widget"
     assert syncer.api_version == "example.com/v1"
@@ -264,7 +270,13 @@ def test_a_kind_that_cannot_sync_stops_the_syncer_loudly(crd, message):
     if crd is not None:
         ctx.host.objects[CRD_PATH] = crd  # type: ignore[attr-defined]
     secret_path = resource_of("Secret").path(NS, naming.config_secret(NAME))
-    ctx.host.objects[secret_path] = {"metadata": {"name": naming.config_secret(NAME), "uid": "cfg-uid"}}  # type: ignore[attr-defined]
+    ctx.host.objects[secret_path] = {  # type: ignore[attr-defined]
+        "metadata": {
+            "name": naming.config_secret(NAME),
+            "uid": "cfg-uid",
+            "labels": naming.control_plane_labels(NAME, "config"),
+        }
+    }
     with pytest.raises(cr.CustomResourceError) as e:
         _run(cr.syncers(ctx))
     assert str(e.value).startswith("sync.toHost.customResources.widgets.example.com: ")

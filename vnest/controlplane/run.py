@@ -121,6 +121,8 @@ def _b64(data: bytes) -> str:
 async def load_or_create_pki(host: KubeClient, opts: Options, names: cppki.ServingNames) -> dict[str, bytes]:
     secret_name = naming.certs_secret(opts.name)
     secret = await host.get_or_none("Secret", secret_name, opts.namespace)
+    if (problem := naming.foreign_control_plane_object(secret, opts.name, "certs")) is not None:
+        raise VnestError(problem)  # never a CA someone else planted
     if secret is not None:
         files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         if cppki.covers(files, names):

@@ -46,8 +46,8 @@ class KubernetesDriver(Driver):
 
     async def wait_ready(self, t: Target, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while await self.status(t) != RUNNING or not await t.host.get_or_none(
-            "Secret", naming.kubeconfig_secret(t.name), t.namespace
+        while await self.status(t) != RUNNING or not _vnests(
+            await t.host.get_or_none("Secret", naming.kubeconfig_secret(t.name), t.namespace), t.name
         ):
             if time.monotonic() > deadline:
                 raise VnestError(
@@ -89,3 +89,8 @@ class KubernetesDriver(Driver):
         if any(r in ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull") for r in waiting):
             return FAILED
         return RUNNING if status.get("phase") == "Running" and ready else PENDING
+
+
+def _vnests(secret: Obj | None, name: str) -> bool:
+    """The kubeconfig Secret exists and is the control plane's own (an impostor is not waited for)."""
+    return secret is not None and naming.foreign_control_plane_object(secret, name, "kubeconfig") is None

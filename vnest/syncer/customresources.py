@@ -375,6 +375,8 @@ async def syncers(ctx: SyncContext) -> list[CustomResourceSyncer]:
     if not keys:
         return []
     secret = await ctx.host.get_or_none("Secret", naming.config_secret(ctx.name), ctx.host_namespace)
+    if (problem := naming.foreign_control_plane_object(secret, ctx.name, "config")) is not None:
+        raise CustomResourceError(problem)  # it would own the host copies
     owner = owner_reference(secret)
     out = []
     for key in keys:
