@@ -130,10 +130,12 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
         assert hpc["value"] == 900_000 and hpc["description"] == "tenant high"
         assert not hpc.get("globalDefault")  # never the host's default
         assert hpc["metadata"]["ownerReferences"][0]["uid"] == role["metadata"]["uid"]
+        # The virtual cluster's own system classes go too, capped: never above the host's.
         for system in ("system-node-critical", "system-cluster-critical"):
-            assert host_get(env, "priorityclass", vc.host_name(system)) is None
+            copy = wait_until(lambda s=system: host_get(env, "priorityclass", vc.host_name(s)), WAIT, system)
+            assert copy["value"] == 1_000_000_000
 
-        # Pods name the host copy (or the system class itself); the host computes their priority.
+        # Pods name the host copy (a system class's too); the host computes their priority.
         vc.apply(_pod("prio", "cs-high"))
         vc.apply(_pod("crit", "system-cluster-critical"))
         hpod = wait_until(
@@ -144,7 +146,8 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
         crit = wait_until(
             lambda: host_get(env, "pod", "crit-x-default-x-cs-to", "cs-to-host"), WAIT, "the critical pod"
         )
-        assert crit["spec"]["priorityClassName"] == "system-cluster-critical"
+        assert crit["spec"]["priorityClassName"] == vc.host_name("system-cluster-critical")
+        assert crit["spec"]["priority"] == 1_000_000_000  # was the host's 2000000000 before
 
         # A tenant's label edit follows.
         vc.kubectl("label", "priorityclass", "cs-high", "tier=silver", "--overwrite")

@@ -160,10 +160,13 @@ def test_priority_class_copy_is_capped_labelled_and_never_the_default():
     assert syncer.translate(_obj("PriorityClass", "low", value=-5))["value"] == -5
 
 
-def test_system_priority_classes_are_not_copied():
+def test_system_priority_classes_are_copied_capped_never_the_hosts_own():
     syncer = PriorityClassSyncer(_ctx("sync.toHost.priorityClasses.enabled=true"))
-    assert not syncer.wanted("system-node-critical")
-    assert not syncer.wanted("system-cluster-critical")
+    for system in ("system-node-critical", "system-cluster-critical"):
+        assert syncer.wanted(system)
+        copy = syncer.translate(_obj("PriorityClass", system, value=2_000_001_000))
+        assert copy["metadata"]["name"] == f"vnest-{system}-x-team-host-x-vc"
+        assert copy["value"] == 1_000_000_000  # below the host's own system classes'
     assert syncer.wanted("high")
 
 
@@ -173,10 +176,20 @@ def test_system_priority_classes_are_not_copied():
         ([], "high", None),
         ([], "system-node-critical", None),
         (["sync.toHost.priorityClasses.enabled=true"], "high", "vnest-high-x-team-host-x-vc"),
-        (["sync.toHost.priorityClasses.enabled=true"], "system-node-critical", "system-node-critical"),
-        (["sync.toHost.priorityClasses.enabled=true"], "system-cluster-critical", "system-cluster-critical"),
+        # Never the host's own system classes: the tenant's capped copies of them.
+        (
+            ["sync.toHost.priorityClasses.enabled=true"],
+            "system-node-critical",
+            "vnest-system-node-critical-x-team-host-x-vc",
+        ),
+        (
+            ["sync.toHost.priorityClasses.enabled=true"],
+            "system-cluster-critical",
+            "vnest-system-cluster-critical-x-team-host-x-vc",
+        ),
         (["sync.toHost.priorityClasses.enabled=true"], None, None),
         (["sync.fromHost.priorityClasses.enabled=true"], "high", "high"),
+        (["sync.fromHost.priorityClasses.enabled=true"], "system-node-critical", None),
     ],
 )
 def test_pod_priority_class_name(sets, name, expected):

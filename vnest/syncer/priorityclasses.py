@@ -5,13 +5,14 @@ A virtual PriorityClass becomes host PriorityClass `vnest-<name>-x-<hostns>-x-<v
 description and preemption policy, its value capped at 1000000000, the highest a
 non-system class may have (as vCluster caps it), so no tenant outranks the host's
 system-node-critical and system-cluster-critical. It is never the host's global default.
-The built-in `system-*` classes exist on both sides and are not copied.
+The virtual cluster's built-in `system-*` classes are copied like any other, capped too: a
+tenant's "critical" pod is critical among its own, never above the host's system pods.
 
-Synced pods (vnest.syncer.pods) carry the host copy's name as priorityClassName, or the
-system class's own name; the host computes their priority from it. With
-`sync.fromHost.priorityClasses.enabled` instead, the host's classes are copied in
-(vnest.syncer.fromhost) and pods keep the names. With neither, pods go to the host without
-a class: the host's global default, if any, applies.
+Synced pods (vnest.syncer.pods) carry the host copy's name as priorityClassName; the host
+computes their priority from it. With `sync.fromHost.priorityClasses.enabled` instead, the
+host's classes are copied in (vnest.syncer.fromhost) and pods keep the names, except the
+`system-*` ones, which are the virtual cluster's own and never the host's. With neither,
+pods go to the host without a class: the host's global default, if any, applies.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from vnest.syncer.engine import SyncContext
 
 # HighestUserDefinablePriority in Kubernetes: above it only the system classes.
 MAX_VALUE = 1_000_000_000
-SYSTEM_CLASSES = ("system-node-critical", "system-cluster-critical")
 
 
 def is_system(name: str) -> bool:
@@ -37,8 +37,8 @@ def pod_priority_class(ctx: SyncContext, name: str | None) -> str | None:
         return None
     sync: dict[str, Any] = ctx.values["sync"]
     if sync["toHost"]["priorityClasses"]["enabled"]:
-        return name if name in SYSTEM_CLASSES else host_class_name(ctx, name)
-    if sync["fromHost"]["priorityClasses"]["enabled"]:
+        return host_class_name(ctx, name)  # system ones included: their capped copies
+    if sync["fromHost"]["priorityClasses"]["enabled"] and not is_system(name):
         return name  # the host's own class, which the virtual cluster shows as a copy
     return None
 
@@ -51,9 +51,6 @@ class PriorityClassSyncer(ClusterCopySyncer):
     kind = "PriorityClass"
     fields = ("value", "description", "preemptionPolicy")  # globalDefault left out: false
     immutable = ("value", "preemptionPolicy")
-
-    def wanted(self, vkey: str) -> bool:
-        return not is_system(vkey)
 
     def payload(self, vobj: Obj) -> Obj:
         out = super().payload(vobj)
