@@ -275,3 +275,72 @@ def test_pinning_joins_every_term_of_the_pods_own_node_affinity():
     assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [
         {"weight": 1, "preference": {}}
     ]
+
+
+# --- every reference a pod makes is translated --------------------------------------------------
+
+
+def _strings(obj: object) -> list[str]:
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return [obj] if isinstance(obj, str) else []
+
+
+def test_no_raw_name_of_a_referenced_object_survives_translation():
+    from vnest.syncer.pods import SECRET_REFERENCES, references
+
+    volumes = [
+        {"name": "cm", "configMap": {"name": "ref-cm-volume"}},
+        {"name": "sec", "secret": {"secretName": "ref-secret-volume"}},
+        {"name": "pvc", "persistentVolumeClaim": {"claimName": "ref-claim"}},
+        {
+            "name": "projected",
+            "projected": {
+                "sources": [
+                    {"configMap": {"name": "ref-cm-projected"}},
+                    {"secret": {"name": "ref-secret-projected"}},
+                ]
+            },
+        },
+    ]
+    for kind, path in SECRET_REFERENCES.items():
+        source: dict = {"driver": "x"} if kind == "csi" else {}
+        holder = source
+        for key in path[:-1]:
+            holder = holder.setdefault(key, {})
+        holder[path[-1]] = f"ref-secret-{kind.lower()}"
+        volumes.append({"name": kind.lower(), kind: source})
+    container = {
+        "name": "c",
+        "image": "x",
+        "env": [
+            {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "ref-cm-env", "key": "k"}}},
+            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "ref-secret-env", "key": "k"}}},
+        ],
+        "envFrom": [
+            {"configMapRef": {"name": "ref-cm-envfrom"}},
+            {"secretRef": {"name": "ref-secret-envfrom"}},
+        ],
+    }
+    vpod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "ci", "uid": "u"},
+        "spec": {
+            "containers": [container],
+            "initContainers": [{**copy.deepcopy(container), "name": "i"}],
+            "ephemeralContainers": [{**copy.deepcopy(container), "name": "e"}],
+            "volumes": volumes,
+            "imagePullSecrets": [{"name": "ref-secret-pull"}],
+        },
+    }
+    raw = {s for s in _strings(vpod["spec"]) if s.startswith("ref-")}
+    assert len(raw) == 10 + len(SECRET_REFERENCES)
+    # Every one is copied to the host (the ConfigMap and Secret syncers follow `references`) ...
+    assert set().union(*references(vpod).values()) == raw
+    # ... and named by its host copy's name: no raw name is left for the host to resolve.
+    out = _strings(PodSyncer(_ctx()).translate(vpod)["spec"])
+    assert not raw & set(out)
+    assert {naming.host_name(name, "ci", VC) for name in raw} <= set(out)

@@ -2,7 +2,9 @@
 
 What the host pod gets, compared with the virtual one:
 - names of ConfigMaps, Secrets and PVCs it references (volumes, projected
-  volumes, env, envFrom, imagePullSecrets) rewritten to their host copies';
+  volumes, the Secrets of csi, cephfs, rbd, iscsi, flexVolume, scaleIO,
+  storageos, cinder and azureFile volumes, env, envFrom, imagePullSecrets)
+  rewritten to their host copies';
 - the service-account token volume replaced by a host Secret holding a token
   the *virtual* API server issued, so in-pod clients talk to the virtual API;
   the host's own token is never mounted;
@@ -70,6 +72,32 @@ _FIELD_ANNOTATIONS = {
 }
 
 
+# Volume types that name a Secret of the pod's namespace, and where: every one is translated to
+# the Secret's host copy (and copied), so a pod never mounts a host Secret of that raw name.
+SECRET_REFERENCES: dict[str, tuple[str, ...]] = {
+    "csi": ("nodePublishSecretRef", "name"),
+    "cephfs": ("secretRef", "name"),
+    "rbd": ("secretRef", "name"),
+    "iscsi": ("secretRef", "name"),
+    "flexVolume": ("secretRef", "name"),
+    "scaleIO": ("secretRef", "name"),
+    "storageos": ("secretRef", "name"),
+    "cinder": ("secretRef", "name"),
+    "azureFile": ("secretName",),
+}
+
+
+def _secret_reference(volume: Obj) -> tuple[Obj, str] | None:
+    """(the dict holding the name, its key) for a volume whose type names a Secret; None otherwise."""
+    for kind, path in SECRET_REFERENCES.items():
+        holder = volume.get(kind)
+        for key in path[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and holder.get(path[-1]):
+            return holder, path[-1]
+    return None
+
+
 def references(pod: Obj) -> dict[str, set[str]]:
     """Names of the ConfigMaps, Secrets and PVCs a pod uses, by kind."""
     refs: dict[str, set[str]] = {"ConfigMap": set(), "Secret": set(), "PersistentVolumeClaim": set()}
@@ -81,6 +109,8 @@ def references(pod: Obj) -> dict[str, set[str]]:
             refs["Secret"].add(vol["secret"]["secretName"])
         if "persistentVolumeClaim" in vol:
             refs["PersistentVolumeClaim"].add(vol["persistentVolumeClaim"]["claimName"])
+        if (ref := _secret_reference(vol)) is not None:
+            refs["Secret"].add(ref[0][ref[1]])
         for src in (vol.get("projected") or {}).get("sources") or []:
             if "configMap" in src:
                 refs["ConfigMap"].add(src["configMap"]["name"])
@@ -192,6 +222,8 @@ class PodSyncer(ResourceSyncer):
                 vol["secret"]["secretName"] = cm(vol["secret"]["secretName"])
             if "persistentVolumeClaim" in vol:
                 vol["persistentVolumeClaim"]["claimName"] = cm(vol["persistentVolumeClaim"]["claimName"])
+            if (ref := _secret_reference(vol)) is not None:
+                ref[0][ref[1]] = cm(ref[0][ref[1]])
             if "projected" in vol:
                 vol["projected"]["sources"] = self._projected_sources(
                     vpod, vol["projected"].get("sources") or []
