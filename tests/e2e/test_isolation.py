@@ -209,3 +209,95 @@ def test_a_tenant_pod_with_the_control_planes_labels_never_serves_its_services(e
             assert hpod["status"]["podIP"] not in endpoint_ips(service)
     finally:
         env.vnest("delete", "impostor", "-n", "impostor-host", check=False)
+
+
+def _service(name: str, **spec: object) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "attack"},
+        "spec": {"ports": [{"name": "main", "port": 443, "protocol": "TCP"}], **spec},
+    }
+
+
+def _endpoints(service: str, addresses: list[str]) -> dict:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": service,
+            "namespace": "attack",
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [a]} for a in addresses],
+        "ports": [{"name": "main", "port": 443, "protocol": "TCP"}],
+    }
+
+
+def _host_obj(env, kind: str, name: str, namespace: str) -> dict | None:
+    proc = env.kubectl("--context", HOST, "get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+@pytest.mark.parametrize("guard", [False, True], ids=["guard-off", "guard-on"])
+def test_external_ips_and_foreign_endpoints_stay_off_the_host(env, guard):
+    name = "addr-on" if guard else "addr-off"
+    args = ["create", name, "-n", f"{name}-host", "--no-connect"]
+    if not guard:  # the admin allows every address: what a tenant could do without the guard
+        args += [
+            "--set",
+            "policies.allowedExternalIPs=[0.0.0.0/0]",
+            "--set",
+            "policies.allowedEndpointCIDRs=[0.0.0.0/0]",
+        ]
+    env.vnest(*args)
+    vc = VirtualCluster(env, name, f"{name}-host")
+    try:
+        vc.kubectl("create", "namespace", "attack")
+        # The host API server's Service IP, and a pod of this very cluster, which may be an endpoint.
+        api_ip = json.loads(
+            env.kubectl("--context", HOST, "get", "service", "kubernetes", "-o", "json").stdout
+        )["spec"]["clusterIP"]
+        vc.apply(_pod("own", {"containers": [{"name": "c", "image": "nginx"}]}))
+        own = wait_until(
+            lambda: (p := _host_pod(env, vc, "own")) and p["status"].get("podIP"), 60, "the own pod's IP"
+        )
+        # CVE-2020-8554: an external IP makes every node route that address to the tenant's Service.
+        vc.apply(_service("intercept", selector={"app": "x"}, externalIPs=["203.0.113.10"]))
+        vc.apply(_service("to-api"))
+        vc.apply(_endpoints("to-api", [api_ip, own]))
+
+        hsvc = wait_until(
+            lambda: _host_obj(env, "service", naming.host_name("intercept", "attack", name), vc.namespace),
+            30,
+            "the host Service",
+        )
+        hslice = wait_until(
+            lambda: _host_obj(env, "endpointslice", naming.host_name("to-api", "attack", name), vc.namespace),
+            30,
+            "the host EndpointSlice",
+        )
+        addresses = [a for e in hslice.get("endpoints") or [] for a in e["addresses"]]
+        if not guard:
+            assert hsvc["spec"]["externalIPs"] == ["203.0.113.10"]
+            assert addresses == [api_ip, own]
+            return
+        assert "externalIPs" not in hsvc["spec"]
+        assert addresses == [own]  # its own pod stays; the host API server does not
+        wait_until(
+            lambda: (
+                {"ExternalIPsDropped", "EndpointsDropped"}
+                <= {e["reason"] for e in vc.json("get", "events", "-n", "attack")["items"]}
+            ),
+            30,
+            "Warning events naming what was dropped",
+        )
+        reasons = {e["reason"]: e["message"] for e in vc.json("get", "events", "-n", "attack")["items"]}
+        assert (
+            "203.0.113.10" in reasons["ExternalIPsDropped"]
+            and "CVE-2020-8554" in reasons["ExternalIPsDropped"]
+        )
+        assert api_ip in reasons["EndpointsDropped"] and own not in reasons["EndpointsDropped"]
+    finally:
+        env.vnest("delete", name, "-n", f"{name}-host", check=False)

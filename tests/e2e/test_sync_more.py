@@ -50,8 +50,10 @@ def _make(env, name: str, namespace: str, values: dict | None = None) -> Cluster
 
 @pytest.fixture(scope="module")
 def defaults_cluster(host_env):
-    """A virtual cluster with the default config: endpoints sync on, ServiceAccount sync off."""
-    vc = _make(host_env, "sm-ep", "sm-ep-host")
+    """A virtual cluster with the default config (endpoints sync on, ServiceAccount sync off), whose
+    admin lets endpoints point at TEST-NET-1, the tenant's "external database" (tests/e2e/test_isolation.py
+    shows what happens to other addresses)."""
+    vc = _make(host_env, "sm-ep", "sm-ep-host", {"policies": {"allowedEndpointCIDRs": ["192.0.2.0/24"]}})
     try:
         yield vc
     finally:

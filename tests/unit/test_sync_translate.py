@@ -161,7 +161,31 @@ def test_slice_dependencies_name_its_service_pods_and_nodes():
         ("Pod", "data/a"),
         ("Pod", "other/b"),
         ("Node", "n1"),
+        ("Address", "1.1.1.1"),
+        ("Address", "1.1.1.2"),
+        ("Address", "1.1.1.3"),
     }
+
+
+def test_endpoints_keep_only_the_addresses_the_host_may_route():
+    from vnest.syncer.addresses import AllowList
+
+    allowed = AllowList(["192.0.2.0/24", "2001:db8::/32"])
+    own_pods = {"10.244.1.5"}
+
+    def ok(address: str) -> bool:
+        return address in own_pods or address in allowed
+
+    endpoints = [
+        {"addresses": ["10.244.1.5"], "conditions": {"ready": True}},  # this cluster's pod
+        {"addresses": ["10.96.0.1"]},  # the host API server's Service IP: dropped
+        {"addresses": ["192.0.2.7", "10.244.2.9"]},  # allowed, and another tenant's pod: dropped
+        {"addresses": ["db.example.com"]},  # not an address the host routes
+    ]
+    out = translate_slice(_ctx(), _vslice(endpoints=endpoints), HSVC, _host_pod, _host_node, ok)
+    assert [e["addresses"] for e in out["endpoints"]] == [["10.244.1.5"], ["192.0.2.7"]]
+    assert "2001:db8::1" in allowed and "2001:db9::1" not in allowed and "192.0.3.1" not in allowed
+    assert allowed.split(["192.0.2.1", "8.8.8.8"]) == (["192.0.2.1"], ["8.8.8.8"])
 
 
 # --- ServiceAccounts -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ feature. The JSON Schema shipped with vnest and the chart is generated from thes
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -68,6 +69,18 @@ Quantity = Annotated[
 ]
 Bool = StrictBool
 Labels = dict[str, str]
+
+
+def _cidr(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError as e:
+            raise ValueError(f"not a CIDR (e.g. 203.0.113.0/24): {e}") from None
+    return value
+
+
+Cidr = Annotated[str, BeforeValidator(_cidr), WithJsonSchema({"type": "string", "format": "cidr"})]
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SERVICE_REF = re.compile(rf"^({_DNS_LABEL}/)?{_DNS_LABEL}$")
@@ -790,6 +803,24 @@ class Policies(_Model):
             "The Pod Security Standard every pod must meet before it reaches the host: privileged, "
             "baseline (vnest's default; vCluster has none) or restricted. The syncer checks it with "
             "upstream's checks, whatever the tenant's namespace labels say."
+        ),
+    )
+    allowed_external_ips: list[Cidr] = Field(
+        default_factory=list,
+        alias="allowedExternalIPs",
+        description=(
+            "CIDRs a Service's spec.externalIPs may name on the host (vnest's; none by default: "
+            "an external IP lets a tenant take traffic to that address from the whole host, "
+            "CVE-2020-8554)."
+        ),
+    )
+    allowed_endpoint_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        alias="allowedEndpointCIDRs",
+        description=(
+            "CIDRs the endpoints of selector-less Services may point at on the host besides the "
+            "virtual cluster's own pods (vnest's; none by default: an endpoint is a way to the "
+            "host API server or another tenant's pods)."
         ),
     )
 

@@ -12,7 +12,12 @@ virtual EndpointSlice of such a Service gets a host copy:
   `endpointslice.kubernetes.io/managed-by` naming vnest's controller: the host's
   endpointslice and mirroring controllers leave slices of other managers alone;
 - owned by the host Service, so the host's garbage collector removes it with it;
-- addresses, conditions, hostname, zone, hints and ports as they are; a targetRef
+- addresses only when they are this virtual cluster's own pods' (their host copies'
+  IPs) or within `policies.allowedEndpointCIDRs` (none by default): an endpoint
+  is a way for the host's proxies to send traffic, and a tenant's must not lead
+  to the host API server or another tenant's pods. An endpoint left without
+  addresses is dropped, and the tenant gets a Warning event on the Service;
+- conditions, hostname, zone, hints and ports as they are; a targetRef
   to a pod names that pod's host copy (dropped when the pod is not synced: a
   reference to a virtual name means nothing on the host), as are targetRefs of
   other kinds; a nodeName is kept only when the host has that node (one running
@@ -38,6 +43,7 @@ from typing import Any
 
 from vnest import naming
 from vnest.kube.client import Obj
+from vnest.syncer.addresses import AllowList
 from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
 from vnest.syncer.informer import Informer, key_of
 from vnest.syncer.replicated import LABEL_SERVICE_NAME, LABEL_SLICE_MANAGER, from_host_targets
@@ -48,7 +54,7 @@ CONTROLLER = f"endpoints-syncer.{naming.PREFIX}"
 KUBERNETES = "default/kubernetes"
 _ENDPOINT_FIELDS = ("addresses", "conditions", "hostname", "zone", "hints")
 
-Dep = tuple[str, str]  # ("Service" | "Pod", "ns/name") or ("Node", name)
+Dep = tuple[str, str]  # ("Service" | "Pod", "ns/name"), ("Node", name) or ("Address", ip)
 
 
 def translate_endpoint(
@@ -57,13 +63,18 @@ def translate_endpoint(
     host_namespace: str,
     host_pod: Callable[[str, str], str | None],
     host_node: Callable[[str], bool],
-) -> Obj:
+    address_allowed: Callable[[str], bool] = lambda _: True,
+) -> Obj | None:
     """One endpoint of a virtual slice in `namespace`, as the host (`host_namespace`) should see it.
 
     `host_pod(ns, name)` is the host name of a synced virtual pod (None when it is not
-    synced); `host_node(name)` tells whether the host has that node.
+    synced); `host_node(name)` tells whether the host has that node; `address_allowed(ip)`
+    whether an address may be an endpoint on the host. None: no address may.
     """
     out = {k: copy.deepcopy(endpoint[k]) for k in _ENDPOINT_FIELDS if k in endpoint}
+    out["addresses"] = [a for a in endpoint.get("addresses") or [] if address_allowed(a)]
+    if not out["addresses"]:
+        return None
     ref = endpoint.get("targetRef")
     if ref and ref.get("kind") == "Pod" and ref.get("name"):
         name = host_pod(ref.get("namespace") or namespace, ref["name"])
@@ -81,6 +92,7 @@ def translate_slice(
     hsvc: Obj,
     host_pod: Callable[[str, str], str | None],
     host_node: Callable[[str], bool],
+    address_allowed: Callable[[str], bool] = lambda _: True,
 ) -> Obj:
     """The host copy of virtual EndpointSlice `vslice`, for host Service `hsvc`."""
     ns = vslice["metadata"]["namespace"]
@@ -96,8 +108,9 @@ def translate_slice(
         }
     ]
     endpoints = [
-        translate_endpoint(e, ns, ctx.host_namespace, host_pod, host_node)
+        out
         for e in vslice.get("endpoints") or []
+        if (out := translate_endpoint(e, ns, ctx.host_namespace, host_pod, host_node, address_allowed))
     ]
     out: Obj = {
         "apiVersion": "discovery.k8s.io/v1",
@@ -124,6 +137,7 @@ def dependencies(vslice: Obj) -> set[Dep]:
             deps.add(("Pod", f"{ref.get('namespace') or ns}/{ref['name']}"))
         if endpoint.get("nodeName"):
             deps.add(("Node", endpoint["nodeName"]))
+        deps.update(("Address", a) for a in endpoint.get("addresses") or [])
     return deps
 
 
@@ -141,6 +155,8 @@ class EndpointSliceSyncer(ResourceSyncer):
             self.host_pods = ctx.informer("host", "Pod")
         self.selected_nodes: Informer | None = None  # real node sync's host nodes, found in setup
         self.pods_on: Counter[str] = Counter()  # host node -> how many of our host pods run there
+        self.pod_ips: Counter[str] = Counter()  # IP -> how many of our host pods have it
+        self.allowed = AllowList(ctx.values["policies"]["allowedEndpointCIDRs"])
         self.deps_of: dict[str, set[Dep]] = {}  # virtual slice key -> what it depends on
         self.slices_of: dict[Dep, set[str]] = defaultdict(set)  # and back
 
@@ -201,6 +217,16 @@ class EndpointSliceSyncer(ResourceSyncer):
                 self.pods_on[after] += 1
                 if self.pods_on[after] == 1:
                     self._wake(("Node", after))
+        before_ips, after_ips = _pod_ips(old), _pod_ips(new)
+        for ip in before_ips - after_ips:
+            self.pod_ips[ip] -= 1
+            if self.pod_ips[ip] <= 0:
+                del self.pod_ips[ip]
+                self._wake(("Address", ip))
+        for ip in after_ips - before_ips:
+            self.pod_ips[ip] += 1
+            if self.pod_ips[ip] == 1:
+                self._wake(("Address", ip))
         # Only a pod's coming and going changes a targetRef, not its every status update.
         if old is None or new is None or old["metadata"].get("uid") != new["metadata"].get("uid"):
             vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
@@ -223,6 +249,10 @@ class EndpointSliceSyncer(ResourceSyncer):
         return name in self.pods_on or (
             self.selected_nodes is not None and self.selected_nodes.get(name) is not None
         )
+
+    def address_allowed(self, address: str) -> bool:
+        """This cluster's own pods' IPs, and what the admin allowed; never another address."""
+        return address in self.pod_ips or address in self.allowed
 
     def host_service(self, vslice: Obj) -> Obj | None:
         """The host Service a virtual slice syncs for; None when it must not sync."""
@@ -255,7 +285,24 @@ class EndpointSliceSyncer(ResourceSyncer):
             if hslice is not None:
                 await self.delete_host(hslice)
             return
-        desired = translate_slice(self.ctx, vslice, hsvc, self.host_pod, self.host_node)
+        desired = translate_slice(self.ctx, vslice, hsvc, self.host_pod, self.host_node, self.address_allowed)
+        dropped = sorted(
+            {
+                a
+                for e in vslice.get("endpoints") or []
+                for a in e.get("addresses") or []
+                if not self.address_allowed(a)
+            }
+        )
+        if dropped:
+            vsvc = self.services.get(f"{vslice['metadata']['namespace']}/{_service_name(vslice)}")
+            await self.ctx.warn_once(
+                vsvc or vslice,
+                "EndpointsDropped",
+                f"endpoint addresses {', '.join(dropped)} not copied to the host: they are not this "
+                "virtual cluster's pods, and the host admin has not allowed them "
+                "(policies.allowedEndpointCIDRs)",
+            )
         if hslice is None:
             await self.create_host(vslice, desired)
         elif not self.uid_matches(vslice, hslice) or hslice.get("addressType") != desired["addressType"]:
@@ -265,6 +312,18 @@ class EndpointSliceSyncer(ResourceSyncer):
             await self.ctx.host.request(
                 "PUT", self.resource.path(self.ctx.host_namespace, hslice["metadata"]["name"]), body=desired
             )
+
+
+def _service_name(vslice: Obj) -> str:
+    return (vslice["metadata"].get("labels") or {}).get(LABEL_SERVICE_NAME, "")
+
+
+def _pod_ips(pod: Obj | None) -> set[str]:
+    status = (pod or {}).get("status") or {}
+    ips = {p["ip"] for p in status.get("podIPs") or [] if p.get("ip")}
+    if status.get("podIP"):
+        ips.add(status["podIP"])
+    return ips
 
 
 def _same(want: Obj, have: Obj) -> bool:

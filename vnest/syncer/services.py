@@ -14,6 +14,10 @@ same virtual namespace only. Endpoints come from each side's own controllers
 NodePorts the host assigned flow back. `default/kubernetes` is the virtual API
 server's own and stays virtual, but carries the ClusterIP of host Service
 NAME, where in-pod clients reach the virtual API server.
+
+`spec.externalIPs` cross only within `policies.allowedExternalIPs` (none by default):
+an external IP makes every node of the host route that address to the tenant's pods
+(CVE-2020-8554). What is dropped is told to the tenant in a Warning event.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
+from vnest.syncer.addresses import AllowList
 from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
 from vnest.syncer.replicated import from_host_targets
 
@@ -58,11 +63,20 @@ class ServiceSyncer(ResourceSyncer):
         # (replicated.py) and never go to the host. Decided by the config, not by labels a
         # tenant could put on a Service of their own.
         self.replicated = from_host_targets(ctx)
+        self.external_ips = AllowList(ctx.values["policies"]["allowedExternalIPs"])
 
     def translate(self, vsvc: Obj, with_ip: bool = True) -> Obj:
         vspec = vsvc["spec"]
         ns = vsvc["metadata"]["namespace"]
         spec = {k: copy.deepcopy(vspec[k]) for k in _SPEC_FIELDS if k in vspec}
+        allowed, _ = self.external_ips.split(vspec.get("externalIPs") or [])
+        if allowed:
+            spec["externalIPs"] = allowed
+        else:
+            spec.pop("externalIPs", None)
+            if spec.get("type", "ClusterIP") == "ClusterIP":
+                # Defaulted for the external IPs; the host refuses it on a Service without any.
+                spec.pop("externalTrafficPolicy", None)
         for port in spec.get("ports") or []:
             # The host assigns NodePorts from its own range; they flow back to the virtual Service.
             port.pop("nodePort", None)
@@ -95,6 +109,15 @@ class ServiceSyncer(ResourceSyncer):
             return
         if vsvc["metadata"].get("deletionTimestamp"):
             return
+        _, dropped = self.external_ips.split(vsvc["spec"].get("externalIPs") or [])
+        if dropped:
+            await self.ctx.warn_once(
+                vsvc,
+                "ExternalIPsDropped",
+                f"spec.externalIPs {', '.join(dropped)} not copied to the host: the host admin has not "
+                "allowed them (policies.allowedExternalIPs); an external IP would route that address "
+                "to this Service from the whole host (CVE-2020-8554)",
+            )
         if hsvc is None:
             await self._create(vsvc)
             return
@@ -176,6 +199,7 @@ class ServiceSyncer(ResourceSyncer):
         if (
             is_subset(spec, hsvc["spec"])
             and spec.get("selector") == hsvc["spec"].get("selector")
+            and spec.get("externalIPs") == hsvc["spec"].get("externalIPs")
             and is_subset(meta["labels"], hsvc["metadata"].get("labels"))
             and is_subset(meta["annotations"], hsvc["metadata"].get("annotations"))
         ):
@@ -187,8 +211,9 @@ class ServiceSyncer(ResourceSyncer):
             **meta["annotations"],
         }
         updated["spec"].update(spec)
-        if "selector" not in spec:
-            updated["spec"].pop("selector", None)
+        for field in ("selector", "externalIPs"):
+            if field not in spec:
+                updated["spec"].pop(field, None)
         await self.ctx.host.request(
             "PUT", self.resource.path(self.ctx.host_namespace, hsvc["metadata"]["name"]), body=updated
         )
