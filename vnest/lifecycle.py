@@ -41,6 +41,9 @@ CONTROL_PLANE_KINDS = (
     "RoleBinding",
     "Role",
     "ServiceAccount",
+    "ResourceQuota",
+    "LimitRange",
+    "NetworkPolicy",
 )
 SYNCED_KINDS = (
     "Pod",

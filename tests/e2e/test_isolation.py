@@ -301,3 +301,61 @@ def test_external_ips_and_foreign_endpoints_stay_off_the_host(env, guard):
         assert api_ip in reasons["EndpointsDropped"] and own not in reasons["EndpointsDropped"]
     finally:
         env.vnest("delete", name, "-n", f"{name}-host", check=False)
+
+
+def test_quota_limits_and_network_policies_hold_on_the_host(env):
+    name, ns = "quota", "quota-host"
+    values = env.root / "quota.yaml"
+    values.write_text(
+        json.dumps(
+            {
+                "policies": {
+                    "resourceQuota": {"enabled": True, "quota": {"count/pods": 2}},
+                    "limitRange": {"enabled": True},
+                    "networkPolicy": {"enabled": True},
+                }
+            }
+        )
+    )
+    env.vnest("create", name, "-n", ns, "--no-connect", "-f", str(values))
+    vc = VirtualCluster(env, name, ns)
+    try:
+        quota = _host_obj(env, "resourcequota", f"vc-{name}", ns)
+        assert quota["spec"]["hard"]["count/pods"] == "2"
+        assert quota["spec"]["hard"]["requests.cpu"] == "10"  # vCluster's defaults for the rest
+        limits = _host_obj(env, "limitrange", f"vc-{name}", ns)
+        assert limits["spec"]["limits"][0]["defaultRequest"]["cpu"] == "100m"
+        work = _host_obj(env, "networkpolicy", f"vc-work-{name}", ns)
+        assert work["spec"]["podSelector"]["matchLabels"] == {naming.LABEL_MANAGED_BY: name}
+        assert _host_obj(env, "networkpolicy", f"vc-cp-{name}", ns) is not None
+
+        vc.kubectl("create", "namespace", "attack")
+        for pod in ("one", "two", "three"):
+            vc.apply(_pod(pod, {"containers": [{"name": "c", "image": "nginx"}]}))
+        made = wait_until(
+            lambda: (
+                (p := [n for n in ("one", "two", "three") if _host_pod(env, vc, n)]) and len(p) == 2 and p
+            ),
+            30,
+            "two host pods",
+        )
+        (refused,) = {"one", "two", "three"} - set(made)
+        warnings = wait_until(lambda: _warnings(vc, refused), 30, "a Warning event on the pod over quota")
+        assert warnings[0]["reason"] == "SyncError"
+        assert "exceeded quota" in warnings[0]["message"] and "count/pods" in warnings[0]["message"]
+        assert _host_pod(env, vc, refused) is None
+        # The LimitRange gave the host pods the requests the quota needs.
+        hpod = _host_pod(env, vc, made[0])
+        assert hpod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100m"
+
+        # A policy turned off goes from the host with --upgrade.
+        values.write_text(
+            json.dumps({"policies": {"resourceQuota": {"enabled": True}, "limitRange": {"enabled": True}}})
+        )
+        env.vnest("create", name, "-n", ns, "--no-connect", "--upgrade", "-f", str(values))
+        assert _host_obj(env, "networkpolicy", f"vc-work-{name}", ns) is None
+        assert _host_obj(env, "resourcequota", f"vc-{name}", ns)["spec"]["hard"]["count/pods"] == "20"
+    finally:
+        env.vnest("delete", name, "-n", ns, check=False)
+    for kind in ("resourcequota", "limitrange"):
+        assert _host_obj(env, kind, f"vc-{name}", ns) is None

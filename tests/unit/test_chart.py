@@ -727,3 +727,46 @@ def test_the_control_plane_pod_meets_the_restricted_pod_security_standard(helm):
             await checker.close()
 
     assert asyncio.run(check()) is None
+
+
+def test_policies_render_vclusters_objects_only_when_enabled(helm):
+    _, off = _render(helm)
+    assert not [m for m in off if m["kind"] in ("ResourceQuota", "LimitRange", "NetworkPolicy")]
+    values = to_values(
+        load_config(
+            [],
+            [
+                "policies.resourceQuota.enabled=true",
+                "policies.resourceQuota.scopes=[NotBestEffort]",
+                "policies.limitRange.enabled=true",
+                "policies.limitRange.max.memory=2Gi",
+                "policies.networkPolicy.enabled=true",
+                "policies.networkPolicy.fallbackDns=1.1.1.1",
+            ],
+        )
+    )
+    manifests = chart.render(NAME, NS, values, helm=helm)
+    quota = chart.get(manifests, "ResourceQuota", f"vc-{NAME}")
+    assert quota["metadata"]["labels"][naming.LABEL_COMPONENT] == "policy"
+    assert quota["spec"]["hard"]["count/pods"] == "20" and quota["spec"]["hard"]["services.nodeports"] == "0"
+    assert quota["spec"]["scopes"] == ["NotBestEffort"]
+    (limit,) = chart.get(manifests, "LimitRange", f"vc-{NAME}")["spec"]["limits"]
+    assert limit == {
+        "type": "Container",
+        "default": {"cpu": "1", "ephemeral-storage": "8Gi", "memory": "512Mi"},
+        "defaultRequest": {"cpu": "100m", "ephemeral-storage": "3Gi", "memory": "128Mi"},
+        "max": {"memory": "2Gi"},
+    }
+    work = chart.get(manifests, "NetworkPolicy", f"vc-work-{NAME}")["spec"]
+    workloads = {naming.LABEL_MANAGED_BY: NAME}
+    assert work["podSelector"]["matchLabels"] == workloads
+    egress_to = [peer for rule in work["egress"] for peer in rule.get("to", [])]
+    assert {"ipBlock": {"cidr": "1.1.1.1/32"}} in egress_to
+    assert {
+        "ipBlock": {
+            "cidr": "0.0.0.0/0",
+            "except": ["100.64.0.0/10", "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+        }
+    } in egress_to
+    cp = chart.get(manifests, "NetworkPolicy", f"vc-cp-{NAME}")["spec"]
+    assert cp["podSelector"]["matchLabels"] == naming.control_plane_pod_selector(NAME)

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -81,6 +82,18 @@ def _cidr(value: Any) -> Any:
 
 
 Cidr = Annotated[str, BeforeValidator(_cidr), WithJsonSchema({"type": "string", "format": "cidr"})]
+
+
+def _ip(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError as e:
+            raise ValueError(f"not an IP address: {e}") from None
+    return value
+
+
+IpAddress = Annotated[str, BeforeValidator(_ip), WithJsonSchema({"type": "string", "format": "ip"})]
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SERVICE_REF = re.compile(rf"^({_DNS_LABEL}/)?{_DNS_LABEL}$")
@@ -741,14 +754,64 @@ class Networking(_Model):
 # --- policies -----------------------------------------------------------------------------
 
 
+# vCluster's defaults for policies.resourceQuota.quota and policies.limitRange.
+VCLUSTER_QUOTA: dict[str, str] = {
+    "requests.cpu": "10",
+    "requests.memory": "20Gi",
+    "requests.storage": "100Gi",
+    "requests.ephemeral-storage": "60Gi",
+    "limits.cpu": "20",
+    "limits.memory": "40Gi",
+    "limits.ephemeral-storage": "160Gi",
+    "services.nodeports": "0",
+    "services.loadbalancers": "1",
+    "count/endpoints": "40",
+    "count/pods": "20",
+    "count/services": "20",
+    "count/secrets": "100",
+    "count/configmaps": "100",
+    "count/persistentvolumeclaims": "20",
+}
+VCLUSTER_LIMIT_DEFAULT = {"ephemeral-storage": "8Gi", "memory": "512Mi", "cpu": "1"}
+VCLUSTER_LIMIT_REQUEST = {"ephemeral-storage": "3Gi", "memory": "128Mi", "cpu": "100m"}
+# outgoingConnections.ipBlock.except: the private and loopback ranges (the host's nodes and pods).
+VCLUSTER_EGRESS_EXCEPT = ["100.64.0.0/10", "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+class ScopedResourceSelectorRequirement(_Model):
+    """One expression of a ResourceQuota's scope selector."""
+
+    scope_name: str = Field(..., description="The scope: PriorityClass, Terminating, BestEffort, ...")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(..., description="The operator.")
+    values: list[str] = Field(default_factory=list, description="Values for In and NotIn.")
+
+
+class ScopeSelector(_Model):
+    """A ResourceQuota's scope selector."""
+
+    match_expressions: list[ScopedResourceSelectorRequirement] = Field(
+        default_factory=list, description="Scope expressions."
+    )
+
+
 class ResourceQuota(_Model):
     """A ResourceQuota on the host namespace."""
 
     enabled: Bool = _enabled(False, "a ResourceQuota limits the virtual cluster")
-    quota: dict[str, Any] = Field(default_factory=dict, description="The quota's hard limits.")
-    scope_selector: dict[str, Any] = Field(default_factory=dict, description="The quota's scope selector.")
+    quota: dict[str, Quantity] = Field(
+        default_factory=lambda: dict(VCLUSTER_QUOTA), description="The quota's hard limits (vCluster's)."
+    )
+    scope_selector: ScopeSelector = Field(
+        default_factory=lambda: ScopeSelector(), description="The quota's scope selector."
+    )
     scopes: list[str] = Field(default_factory=list, description="The quota's scopes.")
     labels: Labels = _labels("the ResourceQuota")
+
+    @field_validator("quota", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any) -> Any:
+        # As Helm merges a values map into the chart's: a file naming one limit keeps the others.
+        return {**VCLUSTER_QUOTA, **value} if isinstance(value, dict) else value
     annotations: Labels = _annotations("the ResourceQuota")
 
 
@@ -756,10 +819,21 @@ class LimitRange(_Model):
     """A LimitRange on the host namespace."""
 
     enabled: Bool = _enabled(False, "a LimitRange sets container defaults")
-    default: dict[str, Any] = Field(default_factory=dict, description="Default limits.")
-    default_request: dict[str, Any] = Field(default_factory=dict, description="Default requests.")
-    max: dict[str, Any] = Field(default_factory=dict, description="Maximum per container.")
-    min: dict[str, Any] = Field(default_factory=dict, description="Minimum per container.")
+    default: dict[str, Quantity] = Field(
+        default_factory=lambda: dict(VCLUSTER_LIMIT_DEFAULT), description="Default limits (vCluster's)."
+    )
+    default_request: dict[str, Quantity] = Field(
+        default_factory=lambda: dict(VCLUSTER_LIMIT_REQUEST), description="Default requests (vCluster's)."
+    )
+    max: dict[str, Quantity] = Field(default_factory=dict, description="Maximum per container.")
+    min: dict[str, Quantity] = Field(default_factory=dict, description="Minimum per container.")
+
+    @field_validator("default", "default_request", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        # As Helm merges a values map into the chart's: a file naming one resource keeps the others.
+        base = VCLUSTER_LIMIT_DEFAULT if info.field_name == "default" else VCLUSTER_LIMIT_REQUEST
+        return {**base, **value} if isinstance(value, dict) else value
     labels: Labels = _labels("the LimitRange")
     annotations: Labels = _annotations("the LimitRange")
 
@@ -767,9 +841,11 @@ class LimitRange(_Model):
 class IpBlock(_Model):
     """Addresses workloads may reach."""
 
-    cidr: str = Field("0.0.0.0/0", description="Allowed CIDR.")
-    except_: list[str] = Field(
-        default_factory=list, alias="except", description="CIDRs excluded from the allowed one."
+    cidr: Cidr = Field("0.0.0.0/0", description="Allowed CIDR.")
+    except_: list[Cidr] = Field(
+        default_factory=lambda: list(VCLUSTER_EGRESS_EXCEPT),
+        alias="except",
+        description="CIDRs excluded from the allowed one (vCluster's: the private and loopback ranges).",
     )
 
 
@@ -783,7 +859,9 @@ class NetworkPolicy(_Model):
     """NetworkPolicies isolating the virtual cluster's pods on the host."""
 
     enabled: Bool = _enabled(False, "NetworkPolicies isolate the virtual cluster")
-    fallback_dns: str = Field("8.8.8.8", description="DNS server allowed when the cluster DNS is unknown.")
+    fallback_dns: IpAddress = Field(
+        "8.8.8.8", description="A DNS server the workloads may always reach (port 53), as in vCluster."
+    )
     outgoing_connections: OutgoingConnections = Field(
         default_factory=OutgoingConnections, description="Allowed egress."
     )

@@ -41,7 +41,12 @@ APPLIED_KINDS = (
     "ClusterRoleBinding",
     "Service",
     "Secret",
+    # policies.*: they hold for the pods the syncer makes, wherever the control plane runs.
+    "ResourceQuota",
+    "LimitRange",
+    "NetworkPolicy",
 )
+POLICY_KINDS = ("ResourceQuota", "LimitRange", "NetworkPolicy")
 TOKEN_SECONDS = 365 * 24 * 3600
 
 
@@ -78,6 +83,7 @@ class ProcessDriver(Driver):
                 obj["metadata"].setdefault("annotations", {})[naming.ANNOTATION_DRIVER] = self.name
             await t.host.apply(obj, namespace=t.namespace)
         await self._drop_cluster_roles(t, keep=manifests)
+        await self._drop_policies(t, keep=manifests)
         meta = self._meta(t)
         if not meta.get("apiPort") or port_in_use(meta["apiPort"]):
             meta["apiPort"] = free_port()
@@ -99,6 +105,15 @@ class ProcessDriver(Driver):
                 obj = await t.host.get_or_none(kind, name)
                 if obj is not None and obj["metadata"].get("labels", {}).get(naming.LABEL_CLUSTER) == t.name:
                     await t.host.delete(kind, name)
+
+    async def _drop_policies(self, t: Target, keep: list[Obj]) -> None:
+        """Deletes the policy objects (policies.*) the new config no longer has, as helm would."""
+        kept = {(obj["kind"], obj["metadata"]["name"]) for obj in keep}
+        selector = ",".join(f"{k}={v}" for k, v in naming.control_plane_labels(t.name, "policy").items())
+        for kind in POLICY_KINDS:
+            for obj in await t.host.list(kind, t.namespace, label_selector=selector):
+                if (kind, obj["metadata"]["name"]) not in kept:
+                    await t.host.delete_exact(kind, obj)
 
     async def _write_host_kubeconfig(self, t: Target) -> Path:
         """A kubeconfig for the host that authenticates as the chart's ServiceAccount."""

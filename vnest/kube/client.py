@@ -68,6 +68,8 @@ RESOURCES: dict[str, Resource] = {
     "EndpointSlice": Resource("discovery.k8s.io/v1", "endpointslices"),
     "Ingress": Resource("networking.k8s.io/v1", "ingresses"),
     "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
+    "ResourceQuota": Resource("v1", "resourcequotas"),
+    "LimitRange": Resource("v1", "limitranges"),
     "PriorityClass": Resource("scheduling.k8s.io/v1", "priorityclasses", namespaced=False),
     "StorageClass": Resource("storage.k8s.io/v1", "storageclasses", namespaced=False),
     "IngressClass": Resource("networking.k8s.io/v1", "ingressclasses", namespaced=False),
