@@ -359,3 +359,41 @@ def test_quota_limits_and_network_policies_hold_on_the_host(env):
         env.vnest("delete", name, "-n", ns, check=False)
     for kind in ("resourcequota", "limitrange"):
         assert _host_obj(env, kind, f"vc-{name}", ns) is None
+
+
+def test_the_syncers_host_identity_has_only_what_the_syncers_use(env):
+    name, ns = "rbac", "rbac-host"
+    env.vnest("create", name, "-n", ns, "--no-connect")
+    try:
+        who = f"system:serviceaccount:{ns}:{naming.service_account(name)}"
+
+        def can(verb: str, resource: str, *args: str) -> bool:
+            kind, _, sub = resource.partition("/")  # `can-i VERB pods/x` would mean the pod named x
+            more = [f"--subresource={sub}"] if sub else []
+            proc = env.kubectl(
+                "--context", HOST, "auth", "can-i", verb, kind, *more, *args, "--as", who, check=False
+            )
+            return proc.stdout.strip() == "yes"
+
+        # What the syncer does.
+        assert can("create", "pods", "-n", ns)
+        assert can("create", "pods/exec", "-n", ns)
+        assert can("delete", "secrets", "-n", ns)
+        # What it must not: mint tokens for the namespace's ServiceAccounts (the host's own
+        # `default` included), touch other namespaces, or anything its syncers never use.
+        for verb, resource in (
+            ("create", "serviceaccounts/token"),
+            ("create", "serviceaccounts"),  # sync.toHost.serviceAccounts is off
+            ("patch", "pods/ephemeralcontainers"),
+            ("update", "pods/status"),
+            ("deletecollection", "pods"),
+            ("create", "leases.coordination.k8s.io"),
+            ("create", "ingresses.networking.k8s.io"),
+            ("create", "networkpolicies.networking.k8s.io"),
+            ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ):
+            assert not can(verb, resource, "-n", ns), (verb, resource)
+        assert not can("get", "secrets", "-n", "kube-system")
+        assert not can("list", "nodes")  # fake nodes need no ClusterRole
+    finally:
+        env.vnest("delete", name, "-n", ns, check=False)

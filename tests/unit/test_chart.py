@@ -67,7 +67,7 @@ DEFAULTS = {
     "networking": {"advanced": {"clusterDomain": "cluster.local"}},
 }
 
-ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+ROLE_MANAGE = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -146,42 +146,32 @@ def test_objects_and_their_labels(helm):
         assert all(isinstance(v, str) for v in labels.values())
 
 
-def test_role_is_limited_to_what_the_syncer_needs(helm):
-    _, manifests = _render(helm)
+def _role_rules(manifests: list[dict]) -> dict[tuple[str, str], list[str]]:
     role = chart.get(manifests, "Role", f"vc-{NAME}")
-    rules = {
+    assert all(len(rule["apiGroups"]) == 1 for rule in role["rules"])
+    return {
         (rule["apiGroups"][0], resource): rule["verbs"]
         for rule in role["rules"]
         for resource in rule["resources"]
     }
-    core = [
-        "pods",
-        "pods/status",
-        "pods/log",
-        "pods/exec",
-        "pods/attach",
-        "pods/portforward",
-        "pods/ephemeralcontainers",
-        "services",
-        "services/status",
-        "endpoints",
-        "configmaps",
-        "secrets",
-        "persistentvolumeclaims",
-        "persistentvolumeclaims/status",
-        "serviceaccounts",
-        "serviceaccounts/token",
-        "events",
-    ]
-    expected = {("", r): ALL_VERBS for r in core}
-    expected[("discovery.k8s.io", "endpointslices")] = ALL_VERBS
-    expected[("networking.k8s.io", "ingresses")] = ALL_VERBS
-    expected[("networking.k8s.io", "networkpolicies")] = ALL_VERBS
-    for r in ("statefulsets", "replicasets", "deployments"):
-        expected[("apps", r)] = ["get", "list", "watch"]
-    expected[("coordination.k8s.io", "leases")] = ALL_VERBS
+
+
+def test_role_is_limited_to_what_the_syncer_needs(helm):
+    _, manifests = _render(helm)
+    rules = _role_rules(manifests)
+    expected = {
+        ("", r): ROLE_MANAGE for r in ("pods", "services", "secrets", "configmaps", "persistentvolumeclaims")
+    }
+    expected[("", "pods/log")] = ["get"]
+    for r in ("pods/exec", "pods/attach", "pods/portforward"):
+        expected[("", r)] = ["create", "get"]  # SPDY and WebSocket
+    expected[("", "events")] = ["get", "list", "watch"]
+    expected[("discovery.k8s.io", "endpointslices")] = ROLE_MANAGE
     assert rules == expected
-    assert all(len(rule["apiGroups"]) == 1 for rule in role["rules"])
+    # Never: minting tokens for the namespace's ServiceAccounts, or more than the syncers use.
+    for never in ("serviceaccounts/token", "pods/ephemeralcontainers", "pods/status", "endpoints"):
+        assert ("", never) not in rules
+    assert not any("deletecollection" in verbs for verbs in rules.values())
 
     binding = chart.get(manifests, "RoleBinding", f"vc-{NAME}")
     assert binding["roleRef"] == {
@@ -192,6 +182,32 @@ def test_role_is_limited_to_what_the_syncer_needs(helm):
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": naming.service_account(NAME), "namespace": NS}
     ]
+
+
+@pytest.mark.parametrize(
+    ("sets", "gains", "loses"),
+    [
+        (["sync.toHost.serviceAccounts.enabled=true"], [("", "serviceaccounts")], []),
+        (["sync.toHost.ingresses.enabled=true"], [("networking.k8s.io", "ingresses")], []),
+        (["sync.toHost.networkPolicies.enabled=true"], [("networking.k8s.io", "networkpolicies")], []),
+        (["sync.toHost.configMaps.enabled=false"], [], [("", "configmaps")]),
+        (["sync.toHost.persistentVolumeClaims.enabled=false"], [], [("", "persistentvolumeclaims")]),
+        (
+            [
+                "sync.toHost.persistentVolumeClaims.enabled=false",
+                "sync.toHost.persistentVolumes.enabled=true",
+            ],
+            [],
+            [],  # the PV syncer reads the host claims
+        ),
+        (["sync.fromHost.events.enabled=false"], [], [("", "events")]),
+    ],
+)
+def test_each_optional_syncer_adds_its_own_rule(helm, sets, gains, loses):
+    base = _role_rules(chart.render(NAME, NS, to_values(load_config([], [])), helm=helm))
+    rules = _role_rules(chart.render(NAME, NS, to_values(load_config([], sets)), helm=helm))
+    assert set(rules) - set(base) == set(gains)
+    assert set(base) - set(rules) == set(loses)
 
 
 CUSTOM_RESOURCES = {
@@ -212,8 +228,8 @@ def test_role_manages_the_enabled_custom_resources_in_the_namespace(helm):
     role = chart.get(manifests, "Role", f"vc-{NAME}")
     custom = [r for r in role["rules"] if r["apiGroups"][0] in ("example.com", "other.io", "off.io")]
     assert sorted((r["apiGroups"], r["resources"], r["verbs"]) for r in custom) == [
-        (["example.com"], ["widgets"], ALL_VERBS),
-        (["other.io"], ["gadgets"], ALL_VERBS),
+        (["example.com"], ["widgets"], ROLE_MANAGE),
+        (["other.io"], ["gadgets"], ROLE_MANAGE),
     ]
     # Without any (or with only disabled ones), the Role is the default one.
     _, default = _render(helm)
