@@ -806,14 +806,13 @@ class ResourceQuota(_Model):
     )
     scopes: list[str] = Field(default_factory=list, description="The quota's scopes.")
     labels: Labels = _labels("the ResourceQuota")
+    annotations: Labels = _annotations("the ResourceQuota")
 
     @field_validator("quota", mode="before")
     @classmethod
     def _over_the_defaults(cls, value: Any) -> Any:
         # As Helm merges a values map into the chart's: a file naming one limit keeps the others.
         return {**VCLUSTER_QUOTA, **value} if isinstance(value, dict) else value
-
-    annotations: Labels = _annotations("the ResourceQuota")
 
 
 class LimitRange(_Model):
@@ -828,6 +827,8 @@ class LimitRange(_Model):
     )
     max: dict[str, Quantity] = Field(default_factory=dict, description="Maximum per container.")
     min: dict[str, Quantity] = Field(default_factory=dict, description="Minimum per container.")
+    labels: Labels = _labels("the LimitRange")
+    annotations: Labels = _annotations("the LimitRange")
 
     @field_validator("default", "default_request", mode="before")
     @classmethod
@@ -835,9 +836,6 @@ class LimitRange(_Model):
         # As Helm merges a values map into the chart's: a file naming one resource keeps the others.
         base = VCLUSTER_LIMIT_DEFAULT if info.field_name == "default" else VCLUSTER_LIMIT_REQUEST
         return {**base, **value} if isinstance(value, dict) else value
-
-    labels: Labels = _labels("the LimitRange")
-    annotations: Labels = _annotations("the LimitRange")
 
 
 class IpBlock(_Model):
