@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import time
 from pathlib import Path
 
@@ -124,7 +125,14 @@ def test_an_expired_watch_lists_again_and_reports_what_changed(etcd_cluster):
             latest = (await virtual.request("GET", "/api/v1/namespaces/default/configmaps"))["metadata"]
             _, argv = _process(state, "etcd")
             client_url = next(a.split("=", 1)[1] for a in argv if a.startswith("--listen-client-urls="))
-            async with httpx.AsyncClient() as http:
+            # The embedded etcd takes only clients with a certificate of its own CA.
+            pki = state / "data" / "pki"
+            tls = ssl.create_default_context(cafile=str(pki / "etcd-ca.crt"))
+            async with httpx.AsyncClient(verify=tls) as anonymous:
+                with pytest.raises(httpx.TransportError):
+                    await anonymous.post(f"{client_url}/v3/kv/compaction", json={"revision": "1"})
+            tls.load_cert_chain(pki / "apiserver-etcd-client.crt", pki / "apiserver-etcd-client.key")
+            async with httpx.AsyncClient(verify=tls) as http:
                 resp = await http.post(
                     f"{client_url}/v3/kv/compaction", json={"revision": latest["resourceVersion"]}
                 )

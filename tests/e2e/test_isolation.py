@@ -397,3 +397,67 @@ def test_the_syncers_host_identity_has_only_what_the_syncers_use(env):
         assert not can("list", "nodes")  # fake nodes need no ClusterRole
     finally:
         env.vnest("delete", name, "-n", ns, check=False)
+
+
+def test_a_certificate_the_tenant_has_signed_never_opens_the_kubelet_api(env):
+    import base64
+    import ssl
+
+    import httpx
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    name, ns = "csr", "csr-host"
+    env.vnest("create", name, "-n", ns, "--no-connect")
+    vc = VirtualCluster(env, name, ns)
+    try:
+        vc.kubectl("run", "web", "--image=nginx")
+        pod = wait_until(
+            lambda: (p := vc.get("pod", "web", "default")) and p["status"].get("phase") == "Running" and p,
+            60,
+            "the pod to run",
+        )
+        node = vc.json("get", "node", pod["spec"]["nodeName"])
+        port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+
+        # Admin inside, the tenant has the controller manager sign the API server's kubelet identity.
+        key = ec.generate_private_key(ec.SECP256R1())
+        # (Kubernetes refuses system:masters in a CSR; the kubelet API checks the name only.)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+        vc.apply(
+            {
+                "apiVersion": "certificates.k8s.io/v1",
+                "kind": "CertificateSigningRequest",
+                "metadata": {"name": "kubelet-client"},
+                "spec": {
+                    "request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
+                    "signerName": "kubernetes.io/kube-apiserver-client",
+                    "usages": ["client auth"],
+                },
+            }
+        )
+        vc.kubectl("certificate", "approve", "kubelet-client")
+        issued = wait_until(
+            lambda: (vc.get("csr", "kubelet-client") or {}).get("status", {}).get("certificate"),
+            30,
+            "the signed certificate",
+        )
+        cert, key_file = env.root / "tenant.crt", env.root / "tenant.key"
+        cert.write_bytes(base64.b64decode(issued))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        tls.load_cert_chain(cert, key_file)
+        # With the cluster CA trusted by the kubelet API, this read the pod's logs (200).
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"https://127.0.0.1:{port}/containerLogs/default/web/web", verify=tls, timeout=10)
+        assert vc.kubectl("logs", "web")  # the API server's own identity still works
+    finally:
+        env.vnest("delete", name, "-n", ns, check=False)

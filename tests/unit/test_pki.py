@@ -36,3 +36,36 @@ def test_client_cert_has_groups_as_organizations_and_round_trips(tmp_path):
     assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
     assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "kubernetes-admin"
     assert (tmp_path / "admin.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_kubelet_client_and_etcd_have_cas_of_their_own():
+    from cryptography import x509
+
+    from vnest.controlplane import pki as cppki
+
+    names = cppki.ServingNames(("localhost",), ("127.0.0.1",))
+    files = cppki.generate(names)
+
+    def issuer(stem: str) -> x509.Name:
+        return x509.load_pem_x509_certificate(files[f"{stem}.crt"]).issuer
+
+    def subject(stem: str) -> x509.Name:
+        return x509.load_pem_x509_certificate(files[f"{stem}.crt"]).subject
+
+    # The cluster CA signs tenants' CSRs (the controller manager holds its key): it must not issue
+    # the one identity the kubelet API accepts, nor anything etcd trusts.
+    assert issuer("apiserver-kubelet-client") == subject("kubelet-client-ca") != subject("ca")
+    assert issuer("apiserver-etcd-client") == issuer("etcd-server") == subject("etcd-ca") != subject("ca")
+    assert cppki.complete(files) is False  # nothing missing
+
+    # A PKI from an older vnest: the kubelet client came from the cluster CA, and there was no etcd CA.
+    old = {
+        k: v for k, v in files.items() if not k.startswith(("kubelet-client-ca", "etcd-", "apiserver-etcd"))
+    }
+    before = old["apiserver-kubelet-client.crt"]
+    assert cppki.complete(old) is True
+    assert old["apiserver-kubelet-client.crt"] != before
+    assert {"kubelet-client-ca.crt", "etcd-ca.crt", "etcd-server.crt", "apiserver-etcd-client.key"} <= set(
+        old
+    )
+    assert old["ca.crt"] == files["ca.crt"]  # the cluster's identity is kept

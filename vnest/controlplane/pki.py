@@ -4,6 +4,17 @@ Generated once, then read back on every start, so a restarted control plane
 keeps its identity (tokens, kubeconfigs and the CA stay valid). When the
 serving names grow (a new extraSAN, a new host Service IP), only the API
 server's certificate is issued again, by the same CA.
+
+Three CAs besides the front proxy's, so that no identity a tenant can obtain
+opens what it must not:
+- `ca`: the cluster's, which the controller manager signs CSRs with; the
+  tenant (admin inside) can have it sign any client name;
+- `kubelet-client-ca`: issues only the API server's kubelet-client
+  certificate, the one identity the syncer's kubelet API accepts, so a
+  certificate from a tenant's CSR never reaches it;
+- `etcd-ca`: the embedded etcd's serving and client certificates; etcd
+  accepts only clients it issued (the API server), never plain TCP.
+A PKI made by an older vnest gets what it lacks on the next start (`complete`).
 """
 
 from __future__ import annotations
@@ -23,8 +34,8 @@ CLIENTS = {
     "controller-manager": ("system:kube-controller-manager", ()),
     "scheduler": ("system:kube-scheduler", ()),
     "syncer": ("vnest:syncer", ("system:masters",)),
-    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
 }
+KUBELET_CLIENT = ("kube-apiserver-kubelet-client", ("system:masters",))
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,30 @@ def generate(names: ServingNames) -> dict[str, bytes]:
     files["sa.key"] = pki.key_pem(sa)
     files["sa.pub"] = pki.public_key_pem(sa)
     files.update(issue_apiserver(files, names))
+    complete(files)
     return files
+
+
+def complete(files: dict[str, bytes]) -> bool:
+    """Adds what a PKI lacks (one made by an older vnest); True when anything was added."""
+    added = False
+    if "kubelet-client-ca.crt" not in files:
+        # Before, the cluster CA issued it, and the kubelet API trusted any client of that CA.
+        kubelet_ca = pki.new_ca("vnest-kubelet-client-ca")
+        _put(files, "kubelet-client-ca", kubelet_ca)
+        cn, orgs = KUBELET_CLIENT
+        _put(files, "apiserver-kubelet-client", pki.issue(kubelet_ca, cn, organizations=orgs, client=True))
+        added = True
+    if "etcd-ca.crt" not in files:
+        etcd_ca = pki.new_ca("vnest-etcd-ca")
+        _put(files, "etcd-ca", etcd_ca)
+        serving = pki.issue(
+            etcd_ca, "etcd", dns_names=("localhost",), ips=("127.0.0.1",), server=True, client=True
+        )
+        _put(files, "etcd-server", serving)
+        _put(files, "apiserver-etcd-client", pki.issue(etcd_ca, "kube-apiserver-etcd-client", client=True))
+        added = True
+    return added
 
 
 def issue_apiserver(files: dict[str, bytes], names: ServingNames) -> dict[str, bytes]:

@@ -125,10 +125,12 @@ async def load_or_create_pki(host: KubeClient, opts: Options, names: cppki.Servi
         raise VnestError(problem)  # never a CA someone else planted
     if secret is not None:
         files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        if cppki.covers(files, names):
+        completed = cppki.complete(files)
+        if cppki.covers(files, names) and not completed:
             return files
-        _log.info("serving names changed; issuing a new API server certificate")
-        files.update(cppki.issue_apiserver(files, names))
+        if not cppki.covers(files, names):
+            _log.info("serving names changed; issuing a new API server certificate")
+            files.update(cppki.issue_apiserver(files, names))
     else:
         _log.info("generating the virtual cluster's PKI")
         files = cppki.generate(names)
@@ -309,7 +311,14 @@ class ControlPlane:
             await self._wait(lambda: _unix_socket_accepts(sock), "kine to listen")
             return f"unix://{sock}"
         if store == "embedded-etcd":
+            # TLS with client certificates on both of its ports: anything else on this machine (or
+            # in the pod's network) could otherwise read and write the whole datastore.
             client, peer = _free_port(), _free_port()
+            p = self.pki_dir
+            tls = [f"--cert-file={p / 'etcd-server.crt'}", f"--key-file={p / 'etcd-server.key'}"]
+            tls += [f"--trusted-ca-file={p / 'etcd-ca.crt'}", "--client-cert-auth"]
+            tls += [f"--peer-cert-file={p / 'etcd-server.crt'}", f"--peer-key-file={p / 'etcd-server.key'}"]
+            tls += [f"--peer-trusted-ca-file={p / 'etcd-ca.crt'}", "--peer-client-cert-auth"]
             await self.supervisor.start(
                 Child(
                     "etcd",
@@ -317,18 +326,21 @@ class ControlPlane:
                         self.bins.etcd,
                         f"--name={self.opts.name}",
                         f"--data-dir={data / 'etcd'}",
-                        f"--listen-client-urls=http://127.0.0.1:{client}",
-                        f"--advertise-client-urls=http://127.0.0.1:{client}",
-                        f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                        f"--initial-cluster={self.opts.name}=http://127.0.0.1:{peer}",
+                        f"--listen-client-urls=https://127.0.0.1:{client}",
+                        f"--advertise-client-urls=https://127.0.0.1:{client}",
+                        f"--listen-peer-urls=https://127.0.0.1:{peer}",
+                        f"--initial-advertise-peer-urls=https://127.0.0.1:{peer}",
+                        f"--initial-cluster={self.opts.name}=https://127.0.0.1:{peer}",
+                        *tls,
                         "--log-level=warn",
                     ],
                     self.logs / "etcd.log",
                 )
             )
-            url = f"http://127.0.0.1:{client}"
-            await self._wait(lambda: _http_ok(f"{url}/health"), "etcd to be healthy")
+            url = f"https://127.0.0.1:{client}"
+            verify = ssl.create_default_context(cafile=str(p / "etcd-ca.crt"))
+            verify.load_cert_chain(p / "apiserver-etcd-client.crt", p / "apiserver-etcd-client.key")
+            await self._wait(lambda: _http_ok(f"{url}/health", verify), "etcd to be healthy")
             return url
         return backing["etcd"]["external"]["endpoint"]
 
@@ -368,6 +380,12 @@ class ControlPlane:
         if level != "privileged":
             argv.append(f"--admission-control-config-file={self._admission_config(level)}")
         external = self.values["controlPlane"]["backingStore"]["etcd"]["external"]
+        if self.cfg.datastore == "embedded-etcd":
+            argv += [
+                f"--etcd-cafile={p / 'etcd-ca.crt'}",
+                f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
+                f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
+            ]
         if self.cfg.datastore == "external-etcd":
             tls = external["tls"]
             argv += [f"--etcd-cafile={tls['caFile']}"] if tls["caFile"] else []
@@ -544,9 +562,9 @@ def _unix_socket_accepts(path: Path) -> bool:
     return True
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return httpx.get(url, timeout=2.0, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 

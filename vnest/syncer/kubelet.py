@@ -2,7 +2,7 @@
 
 The virtual API server reaches a pod's "kubelet" at the address its fake node
 advertises, which is this server. It accepts only the virtual API server's
-kubelet-client certificate, finds the host copy of the pod in the syncer's
+kubelet-client certificate (issued by a CA of its own, vnest.controlplane.pki), finds the host copy of the pod in the syncer's
 cache (so only pods of this virtual cluster can be reached), rewrites the
 kubelet path into the host API's pod subresource, and relays the bytes both
 ways: plain responses (logs, follow or not) and upgraded streams (SPDY or
@@ -50,7 +50,11 @@ class KubeletProxy:
         self.host = host
         self.address = address
         self.port = port
-        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki_dir / "ca.crt"))
+        # Only the API server's own kubelet-client certificate: its CA issues nothing else, while the
+        # cluster CA signs any CSR a tenant (admin inside) has approved.
+        self.tls = ssl.create_default_context(
+            ssl.Purpose.CLIENT_AUTH, cafile=str(pki_dir / "kubelet-client-ca.crt")
+        )
         self.tls.load_cert_chain(pki_dir / "apiserver.crt", pki_dir / "apiserver.key")
         self.tls.verify_mode = ssl.CERT_REQUIRED
         self.server: asyncio.Server | None = None
