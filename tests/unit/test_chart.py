@@ -165,7 +165,7 @@ def test_role_is_limited_to_what_the_syncer_needs(helm):
     expected[("", "pods/log")] = ["get"]
     for r in ("pods/exec", "pods/attach", "pods/portforward"):
         expected[("", r)] = ["create", "get"]  # SPDY and WebSocket
-    expected[("", "events")] = ["get", "list", "watch"]
+    expected[("", "events")] = ["create", "get", "list", "watch"]
     expected[("discovery.k8s.io", "endpointslices")] = ROLE_MANAGE
     assert rules == expected
     # Never: minting tokens for the namespace's ServiceAccounts, or more than the syncers use.
@@ -200,7 +200,6 @@ def test_role_is_limited_to_what_the_syncer_needs(helm):
             [],
             [],  # the PV syncer reads the host claims
         ),
-        (["sync.fromHost.events.enabled=false"], [], [("", "events")]),
     ],
 )
 def test_each_optional_syncer_adds_its_own_rule(helm, sets, gains, loses):
@@ -208,6 +207,11 @@ def test_each_optional_syncer_adds_its_own_rule(helm, sets, gains, loses):
     rules = _role_rules(chart.render(NAME, NS, to_values(load_config([], sets)), helm=helm))
     assert set(rules) - set(base) == set(gains)
     assert set(base) - set(rules) == set(loses)
+
+
+def test_host_events_are_read_only_when_they_are_copied_in(helm):
+    values = to_values(load_config([], ["sync.fromHost.events.enabled=false"]))
+    assert _role_rules(chart.render(NAME, NS, values, helm=helm))[("", "events")] == ["create"]
 
 
 CUSTOM_RESOURCES = {
