@@ -32,7 +32,20 @@ MAX_HEAD = 64 * 1024
 # Kubelet query names -> the API server's pod subresource query names.
 _EXEC_QUERY = {"command": "command", "input": "stdin", "output": "stdout", "error": "stderr", "tty": "tty"}
 _LOG_QUERY = ("follow", "previous", "sinceSeconds", "sinceTime", "timestamps", "tailLines", "limitBytes")
-_HOP_HEADERS = {"host", "authorization", "connection", "content-length", "transfer-encoding"}
+# The only request headers relayed to the host API: what logs and the stream upgrades (SPDY and
+# WebSocket) need. Nothing else crosses, above all no Authorization, Impersonate-* or X-Remote-*
+# header that could make the host act for anyone but the syncer.
+_RELAYED_HEADERS = {
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "upgrade",
+    "x-stream-protocol-version",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+}
 
 
 class KubeletProxy:
@@ -137,13 +150,10 @@ class KubeletProxy:
             self.host.hostname, self.host.port, ssl=self.host.ssl, server_hostname=self.host.hostname
         )
         upgrade = any(k.lower() == "upgrade" for k, _ in headers)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host.hostname}:{self.host.port}"]
-        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _HOP_HEADERS]
-        # One request per connection: what follows the head is the stream or nothing.
-        lines.append("Connection: Upgrade" if upgrade else "Connection: close")
-        if self.host.token:
-            lines.append(f"Authorization: Bearer {self.host.token()}")
-        upstream_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        token = self.host.token() if self.host.token else None
+        upstream_writer.write(
+            upstream_head(method, path, headers, f"{self.host.hostname}:{self.host.port}", token)
+        )
         await upstream_writer.drain()
         _log.debug("relaying", method=method, path=path, upgrade=upgrade)
 
@@ -210,6 +220,20 @@ async def _relay_response(upstream: asyncio.StreamReader, writer: asyncio.Stream
             return
         writer.write(size_line + await upstream.readexactly(size + 2))  # the chunk and its CRLF
         await writer.drain()
+
+
+def upstream_head(
+    method: str, path: str, headers: list[tuple[str, str]], host: str, token: str | None
+) -> bytes:
+    """The request head sent to the host API: the translated path, the relayed headers, the syncer's token."""
+    upgrade = any(k.lower() == "upgrade" for k, _ in headers)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers if k.lower() in _RELAYED_HEADERS]
+    # One request per connection: what follows the head is the stream or nothing.
+    lines.append("Connection: Upgrade" if upgrade else "Connection: close")
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def _parse_head(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:
