@@ -80,6 +80,17 @@ def _host_pod(env, vc: VirtualCluster, name: str) -> dict | None:
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
+def _debug(vc: VirtualCluster, pod: str) -> None:
+    """`kubectl debug` adding a privileged ephemeral container `dbg` (profile sysadmin)."""
+    vc.kubectl(
+        "debug", pod, "-n", "attack", "-c", "dbg", "--image=busybox", "--profile=sysadmin", "--", "true"
+    )
+
+
+def _ephemeral(env, vc: VirtualCluster, name: str) -> list[dict]:
+    return ((_host_pod(env, vc, name) or {}).get("spec") or {}).get("ephemeralContainers") or []
+
+
 def _warnings(vc: VirtualCluster, name: str) -> list[dict]:
     events = vc.json("get", "events", "-n", "attack")["items"]
     return [e for e in events if e["involvedObject"]["name"] == name and e["type"] == "Warning"]
@@ -114,6 +125,10 @@ def test_with_the_guard_off_every_attack_reaches_the_host(env):
             env.kubectl("--context", HOST, "get", "namespace", "psa-off-host", "-o", "json").stdout
         )
         assert labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+        # kubectl debug with a privileged container: it joins the host pod.
+        _debug(vc, "host-network")
+        wait_until(lambda: _ephemeral(env, vc, "host-network"), 30, "the ephemeral container on the host")
+        assert _ephemeral(env, vc, "host-network")[0]["securityContext"]["privileged"] is True
     finally:
         env.vnest("delete", "psa-off", "-n", "psa-off-host", check=False)
 
@@ -149,6 +164,14 @@ def test_no_violating_pod_reaches_the_host_even_after_the_tenant_relabels_its_na
             assert warnings[0]["reason"] == "PodSecurity"
             assert warnings[0]["message"].startswith(f'violates PodSecurity "{level}:latest": ')
             assert _host_pod(env, vc, pod_name) is None
+        # kubectl debug with a privileged container: refused on the host, the tenant told why.
+        _debug(vc, "compliant")
+        wait_until(
+            lambda: any("dbg" in w["message"] for w in _warnings(vc, "compliant")),
+            30,
+            "a Warning on compliant",
+        )
+        assert _ephemeral(env, vc, "compliant") == []
         privileged = _warnings(vc, "privileged")[0]["message"]
         assert 'privileged (container "c" must not set securityContext.privileged=true)' in privileged
 
@@ -384,7 +407,6 @@ def test_the_syncers_host_identity_has_only_what_the_syncers_use(env):
         for verb, resource in (
             ("create", "serviceaccounts/token"),
             ("create", "serviceaccounts"),  # sync.toHost.serviceAccounts is off
-            ("patch", "pods/ephemeralcontainers"),
             ("update", "pods/status"),
             ("deletecollection", "pods"),
             ("create", "leases.coordination.k8s.io"),

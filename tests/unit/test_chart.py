@@ -166,10 +166,11 @@ def test_role_is_limited_to_what_the_syncer_needs(helm):
     for r in ("pods/exec", "pods/attach", "pods/portforward"):
         expected[("", r)] = ["create", "get"]  # SPDY and WebSocket
     expected[("", "events")] = ["create", "get", "list", "watch"]
+    expected[("", "pods/ephemeralcontainers")] = ["patch"]  # kubectl debug, checked by Pod Security
     expected[("discovery.k8s.io", "endpointslices")] = ROLE_MANAGE
     assert rules == expected
     # Never: minting tokens for the namespace's ServiceAccounts, or more than the syncers use.
-    for never in ("serviceaccounts/token", "pods/ephemeralcontainers", "pods/status", "endpoints"):
+    for never in ("serviceaccounts/token", "pods/status", "endpoints"):
         assert ("", never) not in rules
     assert not any("deletecollection" in verbs for verbs in rules.values())
 

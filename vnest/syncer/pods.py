@@ -19,7 +19,8 @@ What the host pod gets, compared with the virtual one:
   that NetworkPolicy namespaceSelectors can be enforced on the host;
 - no scheduler or priority of the virtual cluster's: the host schedules, with
   the priority of the host copy of its PriorityClass when those sync
-  (vnest.syncer.priorityclasses). A pod that comes with its node already named
+  (vnest.syncer.priorityclasses). Ephemeral containers (`kubectl debug`) join
+  the host pod when the pod with them meets the Pod Security level. A pod that comes with its node already named
   (by the tenant, a DaemonSet-style controller or the virtual scheduler) is
   pinned there by a required node affinity on the node's name, as the DaemonSet
   controller pins its pods, rather than by nodeName: the host scheduler still
@@ -442,6 +443,24 @@ class PodSyncer(ResourceSyncer):
                 body=patch,
                 content_type="application/strategic-merge-patch+json",
             )
+        await self._add_ephemeral_containers(vpod, hpod, desired)
+
+    async def _add_ephemeral_containers(self, vpod: Obj, hpod: Obj, desired: Obj) -> None:
+        """`kubectl debug`: ephemeral containers added to the virtual pod join its host pod, when the
+        pod with them still meets the Pod Security level (they cannot be removed once added)."""
+        on_host = {c["name"] for c in hpod["spec"].get("ephemeralContainers") or []}
+        new = [c for c in desired["spec"].get("ephemeralContainers") or [] if c["name"] not in on_host]
+        if not new:
+            return
+        if self.security is not None and (problem := await self.security.violation(vpod)):
+            await self.ctx.warn_once(vpod, "PodSecurity", problem)
+            return
+        await self.ctx.host.request(
+            "PATCH",
+            self.resource.path(self.ctx.host_namespace, hpod["metadata"]["name"], "ephemeralcontainers"),
+            body={"spec": {"ephemeralContainers": new}},
+            content_type="application/strategic-merge-patch+json",
+        )
 
     async def _sync_status(self, vpod: Obj, hpod: Obj) -> None:
         node = hpod["spec"].get("nodeName")
