@@ -69,10 +69,13 @@ class PodSecurityChecker:
         ident = next(self._ids)
         answer: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = answer
+        meta = pod.get("metadata") or {}
         request = {
             "id": ident,
             "level": self.level,
-            "pod": {"metadata": pod.get("metadata", {}), "spec": pod["spec"]},
+            # The checks read the spec and, for AppArmor and seccomp, annotations; managedFields
+            # and the rest of the metadata would only cost encoding time.
+            "pod": {"metadata": {"annotations": meta.get("annotations") or {}}, "spec": pod["spec"]},
         }
         try:
             assert proc.stdin is not None
