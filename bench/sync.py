@@ -32,6 +32,7 @@ workers, so each stamp carries that loop's scheduling delay (tens of ms on a bus
 2-CPU machine): a latency's "min" can come out slightly negative.
 
 Run: .venv/bin/python bench/sync.py [--pods 100,1000] [--port 56443] [--out bench/results/sync.json]
+     [--set KEY=VALUE]...   (a config of the virtual cluster, e.g. policies.podSecurityStandard=privileged)
 """
 
 from __future__ import annotations
@@ -414,16 +415,17 @@ def compare(base: dict[str, Any], virt: dict[str, Any]) -> dict[str, Any]:
     return {"ratio_virtual_vs_baseline": None}
 
 
-def measure(env: Env, counts: list[int], port: int) -> dict[str, Any]:
+def measure(env: Env, counts: list[int], port: int, sets: list[str]) -> dict[str, Any]:
+    extra = [arg for s in sets for arg in ("--set", s)]
     with local_host(port, nodes=NODES) as host_up_seconds, virtual_clusters() as clusters:
-        create_seconds = clusters.create(NAME, NAME)
+        create_seconds = clusters.create(NAME, NAME, *extra)
         virtual_kubeconfig = yaml.safe_load(vnest_output("connect", NAME, "-n", NAME, "--print"))
         results = asyncio.run(rounds(env, virtual_kubeconfig, counts))
     return {
         "setup": {
             "host": f"vnest host up --nodes {NODES} --port {port}",
             "host_up_seconds": round(host_up_seconds, 2),
-            "virtual_cluster": f"vnest create {NAME} -n {NAME} --no-connect",
+            "virtual_cluster": " ".join(["vnest", "create", NAME, "-n", NAME, "--no-connect", *extra]),
             "create_seconds": round(create_seconds, 2),
             "driver": "process",
             "pod": pod_manifest("pod-NNNN", 0)["spec"],
@@ -493,6 +495,13 @@ def main() -> int:
         "--port", type=int, default=56443, help="first of the seven ports of the benchmark's own host"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config setting of the virtual cluster (vnest create --set), to measure what it costs",
+    )
     args = parser.parse_args()
     try:
         counts = [int(x) for x in args.pods.split(",") if x.strip()]
@@ -508,13 +517,19 @@ def main() -> int:
     started = time.monotonic()
     with isolated_env(prefix="vnb-") as env:
         root = str(env.root)
-        result = measure(env, counts, args.port)
+        result = measure(env, counts, args.port, args.set)
     leftover = processes_mentioning(root)
     load_after = os.getloadavg()
     result = {
         "benchmark": "sync",
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
-        "params": {"pods": counts, "port": args.port, "nodes": NODES, "concurrency": CONCURRENCY},
+        "params": {
+            "pods": counts,
+            "port": args.port,
+            "nodes": NODES,
+            "concurrency": CONCURRENCY,
+            "set": args.set,
+        },
         "machine": facts,
         "load_average_1_5_15m": {"before": load_before, "after": load_after},
         "wall_seconds": round(time.monotonic() - started, 1),

@@ -118,3 +118,25 @@ def test_a_dead_checker_is_started_again_and_a_failed_check_refuses(binary, tmp_
 def test_unknown_levels_are_refused(binary):
     with pytest.raises(ValueError, match="must be one of privileged, baseline, restricted"):
         PodSecurityChecker(binary, "lenient")
+
+
+def test_pods_of_one_spec_are_checked_once(binary):
+    async def run() -> None:
+        checker = PodSecurityChecker(binary, "baseline")
+        asked: list[str] = []
+        ask = checker._ask
+
+        async def counting(payload: str) -> str | None:
+            asked.append(payload)
+            return await ask(payload)
+
+        checker._ask = counting  # type: ignore[method-assign]
+        replicas = [{**_pod(), "metadata": {"name": f"web-{i}", "uid": str(i)}} for i in range(5)]
+        assert await asyncio.gather(*(checker.violation(p) for p in replicas[:1])) == [None]
+        assert [await checker.violation(p) for p in replicas[1:]] == [None] * 4
+        assert len(asked) == 1 and checker.checked == 5
+        assert await checker.violation(_pod(securityContext={"privileged": True})) is not None
+        assert len(asked) == 2
+        await checker.close()
+
+    asyncio.run(run())

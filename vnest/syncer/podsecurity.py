@@ -12,9 +12,10 @@ API server runs), built from the pinned Kubernetes module as the
 `pod-security-check` binary and run as one long-lived child answering JSON
 lines, so the rules and their messages are exactly Kubernetes': a port to
 Python would drift with every release. Requests are pipelined (an id each), so
-the pod syncer's workers never wait on one another; a dead child is started
-again on the next check, and a check that cannot be made refuses the pod
-(fails closed).
+the pod syncer's workers never wait on one another; verdicts are remembered by
+the checked content (a Deployment's pods share one spec: one check), a dead
+child is started again on the next check, and a check that cannot be made
+refuses the pod (fails closed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import TypedDict
 
@@ -33,6 +35,7 @@ _log = log.get("syncer.podsecurity")
 
 LEVELS = ("privileged", "baseline", "restricted")
 CHECK_TIMEOUT = 10.0
+VERDICTS_KEPT = 4096  # distinct pod specs whose verdict is remembered
 
 
 class _Answer(TypedDict, total=False):
@@ -57,6 +60,7 @@ class PodSecurityChecker:
         self._waiting: dict[int, asyncio.Future[_Answer]] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
+        self._verdicts: OrderedDict[str, str | None] = OrderedDict()
         self.checked = 0
         self.refused = 0
 
@@ -65,21 +69,37 @@ class PodSecurityChecker:
         or None when the level allows it."""
         if self.level == "privileged":
             return None
+        # The checks read the spec and, for AppArmor and seccomp, annotations; managedFields and
+        # the rest of the metadata would only cost encoding time.
+        meta = pod.get("metadata") or {}
+        payload = json.dumps(
+            {"metadata": {"annotations": meta.get("annotations") or {}}, "spec": pod["spec"]},
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        # A controller's pods share one spec: the verdict on it is the verdict on each of them.
+        if payload in self._verdicts:
+            self._verdicts.move_to_end(payload)
+            verdict = self._verdicts[payload]
+        else:
+            verdict = await self._ask(payload)
+            self._verdicts[payload] = verdict
+            if len(self._verdicts) > VERDICTS_KEPT:
+                self._verdicts.popitem(last=False)
+        self.checked += 1
+        if verdict is not None:
+            self.refused += 1
+        return verdict
+
+    async def _ask(self, payload: str) -> str | None:
         proc = await self._started()
         ident = next(self._ids)
         answer: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = answer
-        meta = pod.get("metadata") or {}
-        request = {
-            "id": ident,
-            "level": self.level,
-            # The checks read the spec and, for AppArmor and seccomp, annotations; managedFields
-            # and the rest of the metadata would only cost encoding time.
-            "pod": {"metadata": {"annotations": meta.get("annotations") or {}}, "spec": pod["spec"]},
-        }
+        line = f'{{"id":{ident},"level":"{self.level}","pod":{payload}}}\n'
         try:
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            proc.stdin.write(line.encode())
             await proc.stdin.drain()
             result = await asyncio.wait_for(answer, CHECK_TIMEOUT)
         except (ConnectionError, TimeoutError) as e:
@@ -88,10 +108,8 @@ class PodSecurityChecker:
             self._waiting.pop(ident, None)
         if "error" in result:
             raise PodSecurityError(f"the pod security check failed: {result['error']}")
-        self.checked += 1
         if result.get("allowed"):
             return None
-        self.refused += 1
         return result.get("message") or f'violates PodSecurity "{self.level}:latest"'
 
     async def _started(self) -> asyncio.subprocess.Process:
