@@ -207,7 +207,9 @@ async def create(
             )
         manifests = chart.render(name, namespace, values)
         created_namespace = await _ensure_namespace(s.host, namespace)
-        await _label_pod_security(s.host, namespace, values["policies"]["podSecurityStandard"])
+        labels_before = await _label_pod_security(
+            s.host, namespace, values["policies"]["podSecurityStandard"]
+        )
         _log.info(
             f"{'upgrading' if existing else 'creating'} virtual cluster {name}",
             namespace=namespace,
@@ -225,6 +227,8 @@ async def create(
                 await _remove(s, target, driver_name, keep_data=False)
                 if created_namespace:
                     await s.host.delete("Namespace", namespace)
+                else:
+                    await _patch_namespace_labels(s.host, namespace, labels_before)
             raise
         _log.done(
             f"virtual cluster {name} is up and running" if wait else f"virtual cluster {name} installed"
@@ -260,14 +264,22 @@ async def _require_namespace_free(s: Session, name: str, namespace: str) -> None
         )
 
 
-async def _label_pod_security(host: KubeClient, namespace: str, level: str) -> None:
-    """The host's own PodSecurity admission enforces the cluster's level too, behind the syncer's check."""
+async def _label_pod_security(host: KubeClient, namespace: str, level: str) -> dict[str, str | None]:
+    """The host's own PodSecurity admission enforces the cluster's level too, behind the syncer's check.
+
+    Returns the labels as they were (None: absent), for a failed create to put back.
+    """
+    wanted = {POD_SECURITY_ENFORCE: level, f"{POD_SECURITY_ENFORCE}-version": "latest"}
+    current = (await host.get("Namespace", namespace))["metadata"].get("labels") or {}
+    await _patch_namespace_labels(host, namespace, dict(wanted))
+    return {k: current.get(k) for k in wanted}
+
+
+async def _patch_namespace_labels(host: KubeClient, namespace: str, labels: dict[str, str | None]) -> None:
     await host.request(
         "PATCH",
         f"/api/v1/namespaces/{namespace}",
-        body={
-            "metadata": {"labels": {POD_SECURITY_ENFORCE: level, f"{POD_SECURITY_ENFORCE}-version": "latest"}}
-        },
+        body={"metadata": {"labels": labels}},  # a null removes the label (merge patch)
         content_type="application/merge-patch+json",
     )
 

@@ -19,13 +19,14 @@ What the host pod gets, compared with the virtual one:
   that NetworkPolicy namespaceSelectors can be enforced on the host;
 - no scheduler or priority of the virtual cluster's: the host schedules, with
   the priority of the host copy of its PriorityClass when those sync
-  (vnest.syncer.priorityclasses). Ephemeral containers (`kubectl debug`) join
-  the host pod when the pod with them meets the Pod Security level. A pod that comes with its node already named
+  (vnest.syncer.priorityclasses). A pod that comes with its node already named
   (by the tenant, a DaemonSet-style controller or the virtual scheduler) is
   pinned there by a required node affinity on the node's name, as the DaemonSet
   controller pins its pods, rather than by nodeName: the host scheduler still
   checks the node's taints, the node selector vnest adds and the node's room,
   and says why in events (copied back) when the pod cannot go there;
+- only when it meets `policies.podSecurityStandard` (vnest.syncer.podsecurity),
+  ephemeral containers (`kubectl debug`) included, which join the host pod;
 - ClusterFirst DNS pointed at the virtual cluster's kube-dns Service (whose
   ClusterIP is its host copy's) with the virtual namespace's search path.
 Status flows back; the virtual pod is bound to the node the host chose, which
@@ -199,8 +200,8 @@ class PodSyncer(ResourceSyncer):
             spec.pop(drop, None)
         priority_class = pod_priority_class(ctx, vpod["spec"].get("priorityClassName"))
         if priority_class:
-            # The host copy of the class, a system class or the host's own (vnest.syncer.priorityclasses);
-            # the host computes priority and preemption policy from it.
+            # The host copy of the class (a system one's too, capped) or the host's own
+            # (vnest.syncer.priorityclasses); the host computes priority and preemption from it.
             spec["priorityClassName"] = priority_class
         spec.pop("schedulerName", None)
         node = spec.pop("nodeName", None)
