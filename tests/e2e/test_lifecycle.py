@@ -252,3 +252,23 @@ def test_kubernetes_driver_installs_the_chart_objects(env):
     finally:
         env.vnest("delete", name, "-n", ns)
     assert _host_objects(env, ns, f"vnest.io/cluster={name}") == []
+
+
+def test_a_failed_create_in_an_existing_namespace_leaves_it_as_it_was(env):
+    env.kubectl("--context", HOST, "create", "namespace", "fail-ns")
+    env.kubectl(
+        "--context", HOST, "label", "namespace", "fail-ns", "pod-security.kubernetes.io/enforce=restricted"
+    )
+    try:
+        before = _host_snapshot(env)
+        labels = json.loads(
+            env.kubectl("--context", HOST, "get", "namespace", "fail-ns", "-o", "json").stdout
+        )["metadata"]["labels"]
+        # Too short a wait for any control plane: the create fails and cleans up after itself.
+        proc = env.vnest("create", "fail", "-n", "fail-ns", "--no-connect", "--timeout", "1", check=False)
+        assert proc.returncode == 1
+        assert _host_snapshot(env) == before
+        after = json.loads(env.kubectl("--context", HOST, "get", "namespace", "fail-ns", "-o", "json").stdout)
+        assert after["metadata"]["labels"] == labels  # its Pod Security label put back
+    finally:
+        env.kubectl("--context", HOST, "delete", "namespace", "fail-ns", "--wait=false", check=False)
