@@ -236,17 +236,12 @@ class ControlPlane:
         )
         if self.cfg.scheduler_enabled:
             await sup.start(Child("kube-scheduler", self._scheduler_argv(), self.logs / "kube-scheduler.log"))
-        # The controller manager takes about 5 s to start its controllers one by one, the
-        # ServiceAccount controller among the last; a pod in a namespace without its `default`
-        # ServiceAccount is refused. So the control plane makes the one in `default` itself (the
-        # controller finds it there and leaves it) and starts the syncer meanwhile, rather than
-        # wait: the cluster is ready to take pods as soon as the syncer is.
+        # The controller manager is working once it made the default ServiceAccount.
         async with self.virtual_client() as virtual:
-            with contextlib.suppress(ApiError):
-                await virtual.create(
-                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
-                    namespace="default",
-                )
+            await self._wait(
+                lambda: self._exists(virtual, "ServiceAccount", "default", "default"),
+                "the controller manager to create the default ServiceAccount",
+            )
         await self._start_syncer()
 
     async def _start_syncer(self) -> None:
