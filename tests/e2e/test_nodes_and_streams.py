@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -167,17 +168,22 @@ def test_a_host_refusal_reaches_the_tenant_as_an_event(env):
 # --- streams over WebSocket -------------------------------------------------------------------
 
 
-def _client(env, kubeconfig: str, context: str | None = None) -> tuple[httpx.Client, str]:
+def _client(env, kubeconfig: str, context: str | None = None) -> tuple[Callable[[], httpx.Client], str]:
     conn = HostConnection.from_kubeconfig(env.root / kubeconfig if kubeconfig else None, context)
     headers = {"Authorization": f"Bearer {conn.token()}"} if conn.token else {}
-    return httpx.Client(verify=conn.ssl, headers=headers, timeout=30), f"https://{conn.hostname}:{conn.port}"
+    return lambda: httpx.Client(
+        verify=conn.ssl, headers=headers, timeout=30
+    ), f"https://{conn.hostname}:{conn.port}"
 
 
-def _ws_read(client: httpx.Client, url: str, protocol: str, quiet_after: float | None = None) -> bytes:
+def _ws_read(
+    client: Callable[[], httpx.Client], url: str, protocol: str, quiet_after: float | None = None
+) -> bytes:
     """The messages of a WebSocket stream, joined: until the server closes it, or (for streams
-    that stay open, as attach does) until it has been quiet for `quiet_after` seconds."""
+    that stay open, as attach does) until it has been quiet for `quiet_after` seconds. A client
+    of its own each time: a connection that carried a WebSocket is never one to reuse."""
     out = b""
-    with connect_ws(url, client, subprotocols=[protocol]) as ws:
+    with client() as http, connect_ws(url, http, subprotocols=[protocol]) as ws:
         assert ws.subprotocol == protocol
         while True:
             try:
@@ -199,34 +205,33 @@ def test_logs_exec_and_attach_over_websocket_through_the_virtual_api(env):
         virtual, vurl = _client(env, "ws.kubeconfig")
         host, hurl = _client(env, "kubeconfig", HOST)
         hname = naming.host_name("web", "default", "ws")
-        with virtual, host:
-            # The host itself, as the baseline: what the virtual cluster must give back too.
-            hlog = _ws_read(
-                host, f"{hurl}/api/v1/namespaces/ws-host/pods/{hname}/log?container=web", "binary.k8s.io"
-            )
-            assert hlog == SIMULATED_LOG.encode()
-            vlog = _ws_read(
-                virtual, f"{vurl}/api/v1/namespaces/default/pods/web/log?container=web", "binary.k8s.io"
-            )
-            assert vlog == SIMULATED_LOG.encode()  # empty before the fix
+        # The host itself, as the baseline: what the virtual cluster must give back too.
+        hlog = _ws_read(
+            host, f"{hurl}/api/v1/namespaces/ws-host/pods/{hname}/log?container=web", "binary.k8s.io"
+        )
+        assert hlog == SIMULATED_LOG.encode()
+        vlog = _ws_read(
+            virtual, f"{vurl}/api/v1/namespaces/default/pods/web/log?container=web", "binary.k8s.io"
+        )
+        assert vlog == SIMULATED_LOG.encode()  # empty before the fix
 
-            # exec over the v5 channel protocol kubectl speaks: channel 1 is stdout, 3 the status.
-            query = "command=echo&command=over-websocket&stdout=true&stderr=true&container=web"
-            out = _ws_read(
-                virtual, f"{vurl}/api/v1/namespaces/default/pods/web/exec?{query}", "v5.channel.k8s.io"
-            )
-            assert b"\x01over-websocket\n" in out
-            assert b'"status":"Success"' in out
+        # exec over the v5 channel protocol kubectl speaks: channel 1 is stdout, 3 the status.
+        query = "command=echo&command=over-websocket&stdout=true&stderr=true&container=web"
+        out = _ws_read(
+            virtual, f"{vurl}/api/v1/namespaces/default/pods/web/exec?{query}", "v5.channel.k8s.io"
+        )
+        assert b"\x01over-websocket\n" in out
+        assert b'"status":"Success"' in out
 
-            # attach stays open: what came within 2 quiet seconds, the same as from the host's own.
-            attach = "stdout=true&stderr=true&container=web"
-            vout = _ws_read(
-                virtual, f"{vurl}/api/v1/namespaces/default/pods/web/attach?{attach}", "v5.channel.k8s.io", 2
-            )
-            hout = _ws_read(
-                host, f"{hurl}/api/v1/namespaces/ws-host/pods/{hname}/attach?{attach}", "v5.channel.k8s.io", 2
-            )
-            assert vout == hout and vout.startswith(b"\x01")
+        # attach stays open: what came within 2 quiet seconds, the same as from the host's own.
+        attach = "stdout=true&stderr=true&container=web"
+        vout = _ws_read(
+            virtual, f"{vurl}/api/v1/namespaces/default/pods/web/attach?{attach}", "v5.channel.k8s.io", 2
+        )
+        hout = _ws_read(
+            host, f"{hurl}/api/v1/namespaces/ws-host/pods/{hname}/attach?{attach}", "v5.channel.k8s.io", 2
+        )
+        assert vout == hout and vout.startswith(b"\x01")
         # port-forward over WebSocket is what kubectl 1.36 speaks by default: tests/e2e/test_syncer.py.
     finally:
         env.vnest("delete", "ws", "-n", "ws-host", check=False)
