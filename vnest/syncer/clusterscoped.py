@@ -97,7 +97,6 @@ class ClusterCopySyncer(CopySyncer):
         self.virtual = ctx.informer("virtual", self.kind)
         self.host = host_informer(ctx, self.kind)
         self.owner: Obj | None = None
-        self.warned: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
         self.owner = await cluster_role_owner(self.ctx)
@@ -146,14 +145,6 @@ class ClusterCopySyncer(CopySyncer):
             **self.payload(vobj),
         }
 
-    async def warn_once(self, vobj: Obj, message: str) -> None:
-        mark = (vobj["metadata"].get("uid", ""), message)
-        if mark in self.warned:
-            return
-        self.warned.add(mark)
-        _log.warning(message)
-        await self.ctx.event(vobj, "SyncError", message)
-
     async def create_host(self, vobj: Obj, desired: Obj) -> Obj | None:
         """Creates the host copy; None when an object this virtual cluster does not own holds the name."""
         name = desired["metadata"]["name"]
@@ -167,8 +158,9 @@ class ClusterCopySyncer(CopySyncer):
             return created
         existing = await self.ctx.host.get_or_none(self.kind, name)
         if existing is not None and not self.owns(existing):
-            await self.warn_once(
+            await self.ctx.warn_once(
                 vobj,
+                "SyncError",
                 f"host {self.kind} {name} exists and is not managed by this virtual cluster; vnest leaves it alone",
             )
             return None

@@ -87,7 +87,7 @@ class SyncContext:
     values: dict[str, Any]
     informers: dict[tuple[str, str], Informer] = field(default_factory=dict)
     host_service_ip: str = ""  # the ClusterIP of host Service NAME: where in-pod clients reach the API
-    _warned: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    _warned: OrderedDict[tuple[str, str, str], None] = field(default_factory=OrderedDict)
 
     def informer(self, side: str, kind: str) -> Informer:
         """One shared informer per (side, kind): syncers that read another kind share its cache."""
@@ -211,14 +211,16 @@ class SyncContext:
             _log.debug("cannot record event", error=str(e))
 
     async def warn_once(self, vobj: Obj, reason: str, message: str) -> None:
-        """A Warning event, told once per object and message: retries with backoff must not spam."""
-        key = (vobj["metadata"].get("uid", ""), message)
+        """A Warning event (and log line), told once per object and message: retries with backoff
+        must not spam. Every syncer's warnings to the tenant go through here."""
+        key = (key_of(vobj), vobj["metadata"].get("uid", ""), message)
         if key in self._warned:
             self._warned.move_to_end(key)
             return
         self._warned[key] = None
         if len(self._warned) > WARNED_MAX:
             self._warned.popitem(last=False)
+        _log.warning(message)
         await self.event(vobj, reason, message)
 
 

@@ -90,7 +90,6 @@ class FromHostClasses(Reconciler):
         self.ctx = ctx
         self.resource = resource_of(self.resource_kind)
         self.enabled = from_host_enabled(ctx.values, self.config_key)
-        self.warned: set[tuple[str, str]] = set()
         self.host: Informer | None = None
         self.virtual: Informer | None = None
         if self.enabled:  # else no informer: the chart grants no read access to the host's objects
@@ -174,8 +173,9 @@ class FromHostClasses(Reconciler):
                 await self._delete(ours)
             return
         if vobj is not None and ours is None:
-            await self._warn_once(
+            await self.ctx.warn_once(
                 vobj,
+                "SyncError",
                 f"host {self.resource_kind} {name} is not copied into the virtual cluster: a {self.resource_kind} "
                 "of that name exists there and was not made by vnest; vnest leaves it alone",
             )
@@ -211,14 +211,6 @@ class FromHostClasses(Reconciler):
     async def _delete(self, vobj: Obj) -> None:
         if self.ours(vobj) and await self.ctx.virtual.delete_exact(self.resource_kind, vobj):
             _log.info(f"{self.resource_kind} copy removed", name=vobj["metadata"]["name"])
-
-    async def _warn_once(self, vobj: Obj, message: str) -> None:
-        mark = (vobj["metadata"].get("uid", ""), message)
-        if mark in self.warned:
-            return
-        self.warned.add(mark)
-        _log.warning(message)
-        await self.ctx.event(vobj, "SyncError", message)
 
 
 class StorageClassesFromHost(FromHostClasses):

@@ -154,7 +154,6 @@ class _Replicator(Reconciler):
         super().__init__()
         self.ctx = ctx
         self.target = target  # the client of the side the replicas live on
-        self.warned: set[tuple[str, str, str]] = set()
         # target Service key -> keys of our slices for it, kept by the target slice informer's handler
         self.slices_of: dict[str, set[str]] = {}
 
@@ -187,15 +186,6 @@ class _Replicator(Reconciler):
             else:
                 self.slices_of.get(skey, set()).discard(key_of(obj))
             self.queue.add(skey)
-
-    async def warn_once(self, about: Obj, message: str) -> None:
-        """A SyncError event on the virtual object involved, once per object and message."""
-        mark = (key_of(about), about["metadata"].get("uid", ""), message)
-        if mark in self.warned:
-            return
-        self.warned.add(mark)
-        _log.warning(message)
-        await self.ctx.event(about, "SyncError", message)
 
     async def delete(self, kind: str, obj: Obj, forbidden: str = "") -> None:
         """Deletes an object made here, and only that very object (uid precondition).
@@ -381,8 +371,9 @@ class FromHostServices(_Replicator):
                 await self.remove(key, ours)
             return
         if vsvc is not None and ours is None:
-            await self.warn_once(
+            await self.ctx.warn_once(
                 vsvc,
+                "SyncError",
                 f"networking.replicateServices.fromHost maps host Service {source} to {key}, but Service "
                 f"{key} exists and was not made by vnest; vnest leaves it alone",
             )
@@ -589,8 +580,9 @@ class ToHostServices(_Replicator):
             created = await self.ctx.host.create(body, namespace=ns)
         except ApiError as e:
             if e.not_found:
-                await self.warn_once(
+                await self.ctx.warn_once(
                     vsvc,
+                    "SyncError",
                     f"networking.replicateServices.toHost: host namespace {ns} does not exist; "
                     f"Service {key_of(vsvc)} is exposed there once it does",
                 )
@@ -600,8 +592,9 @@ class ToHostServices(_Replicator):
             existing = await self.ctx.host.get_or_none("Service", name, ns)
             if existing is None or self.ours(existing):
                 raise  # our own, not in the cache yet: retried
-            await self.warn_once(
+            await self.ctx.warn_once(
                 vsvc,
+                "SyncError",
                 f"networking.replicateServices.toHost maps {key_of(vsvc)} to host Service {ns}/{name}, which "
                 "exists and was not made by vnest for this virtual cluster; vnest leaves it alone",
             )
