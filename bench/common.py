@@ -123,12 +123,12 @@ def vnest_output(*args: str, timeout: float = 120) -> str:
 
 @contextlib.contextmanager
 def local_host(port: int, nodes: int = 1) -> Iterator[float]:
-    """`vnest host up` on seven ports from ``port``; yields its seconds; `vnest host down` on exit.
+    """`vnest host up` (KWOK nodes) on eight ports from ``port``; yields its seconds; `vnest host down` on exit.
 
     Down runs even when up failed, since up may have started some components before.
     """
     try:
-        yield run_vnest("host", "up", "--nodes", str(nodes), "--port", str(port))
+        yield run_vnest("host", "up", "--nodes", str(nodes), "--runtime", "kwok", "--port", str(port))
     finally:
         run_vnest("host", "down")
 

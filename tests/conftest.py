@@ -92,7 +92,45 @@ def host_env() -> Iterator[Env]:
     """One local host for the whole e2e session, stopped at the end even when tests fail."""
     env = Env(Path(tempfile.mkdtemp(prefix="vnest-e2e-")))
     try:
-        env.vnest("host", "up", "--nodes", "2", "--port", str(SESSION_HOST_PORT))
+        env.vnest("host", "up", "--nodes", "2", "--runtime", "kwok", "--port", str(SESSION_HOST_PORT))
+        yield env
+    finally:
+        env.vnest("host", "down", check=False)
+        shutil.rmtree(env.root, ignore_errors=True)
+
+
+REAL_HOST_PORT = SESSION_HOST_PORT + 3000
+
+
+def _real_nodes_here() -> None:
+    """Skips when this machine cannot run real nodes, unless VNEST_REQUIRE_REAL=1 (CI) says it must."""
+    from vnest.host.nodes import runtime_unavailable
+
+    why = runtime_unavailable()
+    if why is None:
+        return
+    if os.environ.get("VNEST_REQUIRE_REAL") == "1":
+        pytest.fail(f"VNEST_REQUIRE_REAL=1, but this machine cannot run real nodes: {why}")
+    pytest.skip(f"real nodes are not possible here: {why}")
+
+
+@pytest.fixture(scope="session")
+def real_host_env() -> Iterator[Env]:
+    """A local host with two real nodes (containerd) for the real tier, stopped at the end."""
+    _real_nodes_here()
+    env = Env(Path(tempfile.mkdtemp(prefix="vnest-real-")))
+    try:
+        env.vnest(
+            "host",
+            "up",
+            "--nodes",
+            "2",
+            "--runtime",
+            "containerd",
+            "--port",
+            str(REAL_HOST_PORT),
+            timeout=1800,
+        )
         yield env
     finally:
         env.vnest("host", "down", check=False)
@@ -100,8 +138,15 @@ def host_env() -> Iterator[Env]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The folder decides the marker, so `-m unit` and `-m e2e` select exactly those folders.
+    # The folder decides the marker, so `-m unit`, `-m e2e` and `-m real` select exactly those folders.
     for item in items:
         kind = Path(item.fspath).parent.name
-        if kind in ("unit", "e2e"):
+        if kind in ("unit", "e2e", "real"):
             item.add_marker(getattr(pytest.mark, kind))
+        if kind == "real":
+            item.add_marker(pytest.mark.usefixtures("_real_nodes_possible"))
+
+
+@pytest.fixture
+def _real_nodes_possible() -> None:
+    _real_nodes_here()

@@ -65,7 +65,9 @@ class ProcessDir:
         argv: Sequence[str | os.PathLike[str]],
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> Recorded:
+        """Starts a server process; ``preexec_fn`` runs in the child before exec (namespaces, cgroups)."""
         self.pids.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.log_file(name), "ab") as out:
@@ -79,6 +81,7 @@ class ProcessDir:
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=preexec_fn,
             )
         start = _start_time(proc.pid)
         # Popen.__del__ would otherwise warn that a child is still running: it is

@@ -46,14 +46,14 @@ def _pids(env) -> dict[str, int]:
 def test_up_twice_down_and_up_again(make_env):
     env = make_env()
     home = Path(env.vars["VNEST_HOME"])
-    env.vnest("host", "up", "--nodes", "1", "--port", str(LIFECYCLE_PORT))
+    env.vnest("host", "up", "--nodes", "1", "--runtime", "kwok", "--port", str(LIFECYCLE_PORT))
     first = _pids(env)
     assert set(first) == set(COMPONENTS)
     assert "coredns" in first
     ports = Ports.starting_at(LIFECYCLE_PORT)
     assert resolve("kubernetes.default.svc.cluster.local", ports.dns) == ["10.96.0.1"]
 
-    again = env.vnest("host", "up", "--nodes", "1", "--port", str(LIFECYCLE_PORT))
+    again = env.vnest("host", "up", "--nodes", "1", "--runtime", "kwok", "--port", str(LIFECYCLE_PORT))
     assert "already running" in again.stderr
     assert _pids(env) == first  # nothing restarted
     services = env.kubectl("--context", "vnest-host", "get", "services", "-n", "kube-system", "-o", "json")
@@ -63,13 +63,13 @@ def test_up_twice_down_and_up_again(make_env):
     env.vnest("host", "down")
     assert _processes_under(home) == []
     assert not _alive(first["coredns"])
-    assert len(vars(ports)) == 7
+    assert len(vars(ports)) == 8
     for port in vars(ports).values():
         assert not port_in_use(port), port
     assert not udp_port_in_use(ports.dns)
     assert "vnest-host" not in Path(env.vars["KUBECONFIG"]).read_text()
 
-    env.vnest("host", "up", "--nodes", "1", "--port", str(LIFECYCLE_PORT))
+    env.vnest("host", "up", "--nodes", "1", "--runtime", "kwok", "--port", str(LIFECYCLE_PORT))
     assert set(_pids(env)) == set(COMPONENTS)
     nodes = env.kubectl("--context", "vnest-host", "get", "nodes", "-o", "name").stdout.split()
     assert nodes == ["node/worker1"]
@@ -84,7 +84,7 @@ def test_up_names_a_taken_port_and_leaves_nothing_running(make_env):
     with socket.socket() as s:
         s.bind(("127.0.0.1", taken))
         s.listen()
-        proc = env.vnest("host", "up", "--port", str(BUSY_PORT), check=False)
+        proc = env.vnest("host", "up", "--runtime", "kwok", "--port", str(BUSY_PORT), check=False)
     assert proc.returncode == 1
     assert f"port {taken} on 127.0.0.1, needed by kube-controller-manager, is already in use" in proc.stderr
     assert _processes_under(home) == []
@@ -96,7 +96,7 @@ def test_up_names_a_taken_udp_dns_port(make_env):
     taken = Ports.starting_at(BUSY_PORT).dns
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", taken))
-        proc = env.vnest("host", "up", "--port", str(BUSY_PORT), check=False)
+        proc = env.vnest("host", "up", "--runtime", "kwok", "--port", str(BUSY_PORT), check=False)
     assert proc.returncode == 1
     assert f"port {taken} on 127.0.0.1, needed by coredns, is already in use" in proc.stderr
     assert _processes_under(home) == []

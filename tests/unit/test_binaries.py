@@ -25,8 +25,13 @@ def test_go_modules_follow_the_pins_file():
     assert _required(_go_mod("etcd"), "go.etcd.io/etcd/server/v3") == pins["etcd"]["version"]
     coredns_mod = _go_mod("coredns")
     assert _required(coredns_mod, "github.com/coredns/coredns") == pins["coredns"]["version"]
+    crane_mod = _go_mod("crane")
+    assert (
+        _required(crane_mod, "github.com/google/go-containerregistry")
+        == pins["go-containerregistry"]["version"]
+    )
     # Every pinned module builds with the Go the README asks for, without fetching a newer toolchain.
-    for module in ("kube", "kine", "etcd", "coredns"):
+    for module in ("kube", "kine", "etcd", "coredns", "crane"):
         go = re.search(r"^go (\S+)$", _go_mod(module), re.M)
         assert go and tuple(int(n) for n in go.group(1).split(".")[:2]) <= (1, 26), module
         assert not re.search(r"^toolchain ", _go_mod(module), re.M), module

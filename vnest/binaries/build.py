@@ -37,7 +37,14 @@ GO_DIR = BUILD_DIR / "go"
 VERSIONS_FILE = BUILD_DIR / "versions.toml"
 
 # Names the multi-call binary `kube` answers to (see build/go/kube/main.go).
-KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_COMPONENTS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)
 # KWOK's own default stages, copied from the pinned module: the same ones kwokctl uses.
 KWOK_STAGE_FILES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
@@ -103,6 +110,16 @@ def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
             "coredns",
             ".",
             (f"-X github.com/coredns/coredns/coremain.GitCommit={p['coredns']['version']}",),
+        ),
+        # The local host's image registry (`crane registry serve`) and image layering tool.
+        _Target(
+            "crane",
+            "crane",
+            "github.com/google/go-containerregistry/cmd/crane",
+            (
+                "-X github.com/google/go-containerregistry/cmd/crane/cmd.Version="
+                + p["go-containerregistry"]["version"],
+            ),
         ),
     ]
 

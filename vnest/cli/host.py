@@ -17,8 +17,9 @@ def host() -> None:
     """The embedded local host cluster, for machines with no Kubernetes cluster.
 
     Real etcd, kube-apiserver, kube-controller-manager and kube-scheduler on
-    loopback, with KWOK simulating the nodes and the pod lifecycle, and CoreDNS
-    as the cluster DNS.
+    loopback, CoreDNS as the cluster DNS, and nodes that are real (containerd,
+    kubelet and kube-proxy in network namespaces of their own, images from a
+    local registry) or simulated by KWOK.
     """
 
 
@@ -28,15 +29,23 @@ def host() -> None:
     type=click.IntRange(min=1, max=100),
     default=2,
     show_default=True,
-    help="Number of simulated (KWOK) nodes.",
+    help="Number of nodes.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["containerd", "kwok"]),
+    default=None,
+    help="Real nodes (containerd) or simulated ones (kwok). Default: containerd where the machine "
+    "allows it (root, cgroup v1, overlayfs, containerd, runc, CNI plugins), else kwok; an existing "
+    "host keeps its own.",
 )
 @click.option(
     "--port",
     type=click.IntRange(min=1024, max=65530),
     default=DEFAULT_PORT,
     show_default=True,
-    help="Loopback port of the API server; the next six go to etcd (client, peer), "
-    "controller manager, scheduler, KWOK and CoreDNS (UDP and TCP).",
+    help="Loopback port of the API server; the next seven go to etcd (client, peer), "
+    "controller manager, scheduler, KWOK, CoreDNS (UDP and TCP) and the image registry.",
 )
 @click.option(
     "--timeout",
@@ -45,11 +54,11 @@ def host() -> None:
     show_default=True,
     help="Seconds to wait for readiness.",
 )
-def up(nodes: int, port: int, timeout: float) -> None:
+def up(nodes: int, runtime: str | None, port: int, timeout: float) -> None:
     """Start the local host cluster (harmless when it already runs) and switch to its context."""
     from vnest.host.local import LocalHost, Ports
 
-    LocalHost().up(nodes, Ports.starting_at(port), wait=timeout)
+    LocalHost().up(nodes, Ports.starting_at(port), wait=timeout, runtime=runtime)
 
 
 @host.command()
@@ -72,6 +81,7 @@ def status(output: str) -> None:
         click.echo(json.dumps(st, indent=2))
         return
     click.echo(f"context:    {CONTEXT}")
+    click.echo(f"runtime:    {st['runtime'] or '-'}")
     click.echo(f"api server: {st['apiServer'] or '-'}")
     click.echo(f"dns:        {st['dns'] or '-'}")
     click.echo(f"state:      {st['stateDir']}")
@@ -80,3 +90,15 @@ def status(output: str) -> None:
         click.echo(f"  {name:<24} {'running pid ' + str(comp['pid']) if comp['running'] else 'stopped'}")
     for node in st["nodes"]:
         click.echo(f"  node {node['name']:<19} {'Ready' if node['ready'] else 'NotReady'}")
+
+
+@host.command(hidden=True)
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+def forward(config: str) -> None:
+    """Run the forwarder between the machine's loopback and the real nodes' network."""
+    import asyncio
+    from pathlib import Path
+
+    from vnest.host import forward as forwarder
+
+    asyncio.run(forwarder.serve(forwarder.load(Path(config))))

@@ -1,21 +1,30 @@
-"""The embedded local host cluster: real Kubernetes on loopback, with KWOK nodes.
+"""The embedded local host cluster: real Kubernetes on loopback, with real or KWOK nodes.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK and CoreDNS
-run as processes this module starts and records (see vnest.procs); KWOK plays the
-kubelets, so pods are scheduled, get IPs and reach Running with no container
-runtime, and CoreDNS is the cluster DNS, answering on a loopback port that the
-host's kube-system/kube-dns Service names in an annotation (no kube-proxy routes
-its ClusterIP). The context ``vnest-host`` is merged into the user's kubeconfig.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and CoreDNS run as
+processes this module starts and records (see vnest.procs), on the machine's loopback.
+The nodes are one of two runtimes:
+
+- ``containerd``: real nodes (vnest.host.nodes), each a containerd, kubelet and kube-proxy
+  in a network namespace of its own, pulling images from a local registry
+  (vnest.host.images); a forwarder (vnest.host.forward) joins the loopback servers to the
+  nodes' network. Pods really run, ClusterIPs and DNS work from them.
+- ``kwok``: KWOK plays the kubelets, so pods are scheduled, get IPs and reach Running with
+  no container runtime; CoreDNS answers on a loopback port that the host's
+  kube-system/kube-dns Service names in an annotation (no kube-proxy routes its ClusterIP).
+
+The context ``vnest-host`` is merged into the user's kubeconfig.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +35,12 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import httpx
+import yaml
 
 from vnest import binaries, kubeconfig, log, naming, pki
 from vnest.errors import VnestError
-from vnest.host import kwok
+from vnest.host import kwok, netns
+from vnest.host import nodes as real_nodes
 from vnest.procs import ProcessDir, port_in_use, wait_until
 
 _log = log.get("host")
@@ -43,6 +54,30 @@ CLUSTER_DOMAIN = "cluster.local"
 DNS_SERVICE_IP = "10.96.0.10"
 # Started in this order, stopped in the reverse one.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "coredns")
+# Real nodes: the registry and the forwarder come first, and KWOK is not needed.
+REAL_COMPONENTS = (
+    "registry",
+    "forwarder",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "coredns",
+)
+RUNTIMES = ("containerd", "kwok")
+REGISTRY_HUB_PORT = 5000  # where the nodes' containerd finds the registry, on the hub address
+
+
+def components(runtime: str) -> tuple[str, ...]:
+    return REAL_COMPONENTS if runtime == "containerd" else COMPONENTS
+
+
+def default_runtime() -> tuple[str, str]:
+    """The runtime `vnest host up` picks when none is asked for, and why."""
+    why = real_nodes.runtime_unavailable()
+    if why is None:
+        return "containerd", "this machine can run containers"
+    return "kwok", why
 
 
 DEFAULT_PORT = 16443
@@ -50,7 +85,7 @@ DEFAULT_PORT = 16443
 
 @dataclass
 class Ports:
-    """Seven consecutive loopback ports, the API server's first."""
+    """Eight consecutive loopback ports, the API server's first."""
 
     apiserver: int
     etcd: int
@@ -59,10 +94,11 @@ class Ports:
     scheduler: int
     kwok: int  # KWOK's kubelet server: logs, exec, attach, port-forward
     dns: int  # CoreDNS, UDP and TCP
+    registry: int  # the image registry of real nodes
 
     @classmethod
     def starting_at(cls, port: int = DEFAULT_PORT) -> Ports:
-        return cls(*range(port, port + 7))
+        return cls(*range(port, port + 8))
 
     def named(self) -> dict[str, int]:
         return {
@@ -73,6 +109,7 @@ class Ports:
             "kube-scheduler": self.scheduler,
             "kwok": self.kwok,
             "coredns": self.dns,
+            "registry": self.registry,
         }
 
 
@@ -84,6 +121,7 @@ class HostState:
     ports: Ports
     kubeconfig: str  # the user's kubeconfig that holds the vnest-host context
     binaries: str
+    runtime: str = "kwok"
     created: float = field(default_factory=time.time)
 
     def save(self, path: Path) -> None:
@@ -97,6 +135,7 @@ class HostState:
             return None
         # A host.json from before CoreDNS joined: its port follows the others.
         data["ports"].setdefault("dns", data["ports"]["apiserver"] + 6)
+        data["ports"].setdefault("registry", data["ports"]["apiserver"] + 7)
         data["ports"] = Ports(**data["ports"])
         return cls(**data)
 
@@ -166,6 +205,34 @@ def dns_service_manifest(dns_port: int) -> dict[str, Any]:
     }
 
 
+def hub_dns_endpoints() -> dict[str, Any]:
+    """kube-dns's endpoint for real nodes: CoreDNS, reached at the hub through the forwarder."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kube-dns-hub",
+            "namespace": "kube-system",
+            "labels": {
+                "kubernetes.io/service-name": "kube-dns",
+                "endpointslice.kubernetes.io/managed-by": "local-host.vnest.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [netns.HUB_IP], "conditions": {"ready": True}}],
+        "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        ],
+    }
+
+
+def _pause_image() -> str:
+    from vnest.host import images
+
+    return images.PAUSE_IMAGE
+
+
 def resolve(name: str, port: int, server: str = "127.0.0.1", timeout: float = 1.0) -> list[str]:
     """The A records of ``name`` from the DNS server at server:port (UDP); [] on any failure."""
     try:
@@ -188,8 +255,24 @@ class LocalHost:
     def state(self) -> HostState | None:
         return HostState.load(self.state_file)
 
+    def component_names(self, state: HostState | None) -> list[str]:
+        """Every process of the host: its servers, and each real node's daemons."""
+        if state is None:
+            return list(COMPONENTS)
+        names = list(components(state.runtime))
+        for node in self._real_nodes(state):
+            names += [node.spec.process_name(d) for d in real_nodes.DAEMONS]
+        return names
+
     def running_components(self) -> dict[str, int]:
-        return {n: rec.pid for n in COMPONENTS if (rec := self.procs.running(n))}
+        names = self.component_names(self.state())
+        return {n: rec.pid for n in names if (rec := self.procs.running(n))}
+
+    def _all_running(self, state: HostState | None) -> bool:
+        if state is None:
+            return False
+        running = self.running_components()
+        return len(running) == len(self.component_names(state)) and self._apiserver_ready(state.ports)
 
     def status(self) -> dict[str, Any]:
         state = self.state()
@@ -197,7 +280,10 @@ class LocalHost:
         result: dict[str, Any] = {
             "context": CONTEXT,
             "stateDir": str(self.root),
-            "components": {n: {"running": n in running, "pid": running.get(n)} for n in COMPONENTS},
+            "runtime": state.runtime if state else None,
+            "components": {
+                n: {"running": n in running, "pid": running.get(n)} for n in self.component_names(state)
+            },
             "apiServer": None,
             "dns": None,
             "ready": False,
@@ -207,7 +293,7 @@ class LocalHost:
             return result
         result["apiServer"] = f"https://127.0.0.1:{state.ports.apiserver}"
         result["dns"] = f"127.0.0.1:{state.ports.dns}"
-        if len(running) == len(COMPONENTS) and self._apiserver_ready(state.ports):
+        if self._all_running(state):
             nodes = self.nodes()
             result["nodes"] = nodes
             ready = sum(1 for n in nodes if n["ready"])
@@ -236,22 +322,24 @@ class LocalHost:
 
     # ---- up --------------------------------------------------------------
 
-    def up(self, nodes: int, ports: Ports | None = None, wait: float = 180.0) -> None:
+    def up(
+        self, nodes: int, ports: Ports | None = None, wait: float = 180.0, runtime: str | None = None
+    ) -> None:
         ports = ports or Ports.starting_at()
         state = self.state()
-        running = self.running_components()
-        if state is not None and len(running) == len(COMPONENTS) and self._apiserver_ready(state.ports):
-            _log.info("the local host is already running", context=CONTEXT)
+        runtime = self._choose_runtime(runtime, state)
+        if state is not None and self._all_running(state):
+            _log.info("the local host is already running", context=CONTEXT, runtime=state.runtime)
             state.nodes = nodes
             state.save(self.state_file)
-            self._ensure_dns_service(state.ports)
-            self._ensure_nodes(nodes, wait)
+            self._ensure_dns_service(state)
+            self._ensure_nodes(state, wait)
             self._merge_kubeconfig(state)
             return
-        if running:
+        if running := self.running_components():
             # A half-up host (a crash, a reboot's leftovers): start it over, keeping its data.
             _log.info("restarting the partly running local host", running=",".join(running))
-            self._stop_components()
+            self._stop_everything(state)
         if state is not None:
             ports = state.ports
         for name, port in ports.named().items():
@@ -261,6 +349,11 @@ class LocalHost:
                     hint="stop whatever listens there (`ss -ltnp`) and run `vnest host up` again",
                 )
         bins = binaries.ensure()
+        built = None
+        if runtime == "containerd":
+            from vnest.host import images
+
+            built = images.ensure_built()  # before anything starts: a failed build leaves nothing
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         self._ensure_pki()
@@ -269,18 +362,126 @@ class LocalHost:
             ports=ports,
             kubeconfig=str(kubeconfig.user_path()),
             binaries=str(bins.dir),
+            runtime=runtime,
         )
         state.save(self.state_file)
         try:
-            with log.step(_log, "starting the local host cluster") as progress:
-                self._start_all(bins, ports, progress, wait)
-                self._ensure_dns_service(ports)
-                self._ensure_nodes(nodes, wait)
+            with log.step(_log, f"starting the local host cluster ({runtime} nodes)") as progress:
+                if built is not None:
+                    self._start_node_network(state, bins, built, progress, wait)
+                self._start_all(bins, state, progress, wait)
+            self._ensure_dns_service(state)
+            self._ensure_nodes(state, wait)
         except BaseException:
-            self._stop_components()
+            self._stop_everything(state)
             raise
         self._merge_kubeconfig(state)
-        _log.done(f"the local host is up; kube context {CONTEXT!r}", nodes=nodes)
+        _log.done(f"the local host is up; kube context {CONTEXT!r}", nodes=nodes, runtime=runtime)
+
+    def _choose_runtime(self, asked: str | None, state: HostState | None) -> str:
+        if asked is None:
+            if state is not None:
+                return state.runtime
+            runtime, why = default_runtime()
+            _log.info(f"nodes: {runtime} ({why}); --runtime chooses")
+            return runtime
+        if asked not in RUNTIMES:
+            raise VnestError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {asked!r}")
+        if asked == "containerd" and (why := real_nodes.runtime_unavailable()):
+            raise VnestError(
+                f"--runtime containerd is not possible on this machine: {why}", hint="use --runtime kwok"
+            )
+        if state is not None and state.runtime != asked:
+            raise VnestError(
+                f"the local host in {self.root} was made with --runtime {state.runtime}, not {asked}",
+                hint="`vnest host down` removes it; then `vnest host up` makes it anew",
+            )
+        return asked
+
+    # ---- real nodes ----------------------------------------------------------
+
+    def _real_nodes(self, state: HostState) -> list[real_nodes.RealNode]:
+        """The nodes this host has: the wanted ones and any left on disk from a larger `up`."""
+        if state.runtime != "containerd":
+            return []
+        names = set(node_names(state.nodes))
+        folder = self.root / "nodes"
+        if folder.is_dir():
+            names |= {f.name for f in folder.iterdir() if f.is_dir()}
+        return [
+            self._real_node(state, name)
+            for name in sorted(names, key=lambda n: int(n.removeprefix("worker")))
+        ]
+
+    def _real_node(self, state: HostState, name: str) -> real_nodes.RealNode:
+        spec = real_nodes.NodeSpec(
+            name=name,
+            index=int(name.removeprefix("worker")),
+            prefix=netns.prefix_for(state.ports.apiserver),
+            folder=self.root / "nodes" / name,
+            apiserver_port=state.ports.apiserver,
+            registry_port=REGISTRY_HUB_PORT,
+            pause_image=_pause_image(),
+            cluster_dns=DNS_SERVICE_IP,
+            cluster_domain=CLUSTER_DOMAIN,
+            pod_cidr_all=POD_CIDR,
+        )
+        return real_nodes.RealNode(spec, self.procs)
+
+    def _start_node_network(
+        self, state: HostState, bins: binaries.Binaries, built: Any, progress: log.Progress, wait: float
+    ) -> None:
+        """The hub namespace, the registry with the images pushed, and the forwarder."""
+        from vnest.host import forward, images
+
+        ports = state.ports
+        prefix = netns.prefix_for(ports.apiserver)
+        netns.ensure_hub(prefix)
+        env = self._env()
+        progress.update("starting the image registry")
+        registry = f"127.0.0.1:{ports.registry}"
+        (self.root / "registry").mkdir(exist_ok=True)
+        self.procs.start(
+            "registry", images.registry_command(bins.crane, registry, self.root / "registry"), env=env
+        )
+        self._wait_http("registry", f"http://{registry}/v2/", wait, progress)
+        progress.update("pushing the images into the registry")
+        images.push_all(built, registry)
+        config: forward.ForwardConfig = {
+            "netns": netns.hub_name(prefix),
+            "address": netns.HUB_IP,
+            "listen": [
+                {"protocol": "tcp", "port": ports.apiserver, "target": f"127.0.0.1:{ports.apiserver}"},
+                {"protocol": "tcp", "port": REGISTRY_HUB_PORT, "target": registry},
+                {"protocol": "udp", "port": 53, "target": f"127.0.0.1:{ports.dns}"},
+                {"protocol": "tcp", "port": 53, "target": f"127.0.0.1:{ports.dns}"},
+            ],
+            "egress": {"socket": str(self.egress_socket), "allow": [str(netns.NODE_NETWORK), POD_CIDR]},
+        }
+        config_file = self.root / "forward.json"
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+        self.egress_socket.unlink(missing_ok=True)
+        self.procs.start(
+            "forwarder", [sys.executable, "-m", "vnest", "host", "forward", config_file], env=env
+        )
+        wait_until(
+            self.egress_socket.exists,
+            wait,
+            "the forwarder",
+            interval=0.1,
+            on_wait=lambda: self._check_alive(progress, "the forwarder"),
+        )
+
+    @property
+    def egress_socket(self) -> Path:
+        return self.root / "egress.sock"
+
+    def _env(self) -> dict[str, str]:
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        for sbin in ("/usr/sbin", "/sbin"):  # runc, iptables, ip
+            if sbin not in path.split(":"):
+                path += f":{sbin}"
+        return {"PATH": path, "HOME": str(self.root)}
 
     def _ensure_pki(self) -> None:
         if (self.pki_dir / "ca.crt").exists():
@@ -298,7 +499,8 @@ class LocalHost:
                 "kubernetes.default.svc",
                 f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
             ),
-            ips=("127.0.0.1", KUBERNETES_SERVICE_IP),
+            # The hub address: real nodes' kubelets and kube-proxies dial it.
+            ips=("127.0.0.1", KUBERNETES_SERVICE_IP, netns.HUB_IP),
             server=True,
         ).write(d, "apiserver")
         pki.issue(ca, "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True).write(
@@ -328,9 +530,13 @@ class LocalHost:
         kubeconfig.save(path, config)
         return path
 
-    def _start_all(self, bins: binaries.Binaries, ports: Ports, progress: log.Progress, wait: float) -> None:
+    def _start_all(
+        self, bins: binaries.Binaries, state: HostState, progress: log.Progress, wait: float
+    ) -> None:
         p = self.pki_dir
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root)}
+        ports = state.ports
+        real = state.runtime == "containerd"
+        env = self._env()
         self.procs.start(
             "etcd",
             [
@@ -355,7 +561,6 @@ class LocalHost:
             [
                 bins.kube_apiserver,
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
                 f"--secure-port={ports.apiserver}",
                 f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -368,12 +573,9 @@ class LocalHost:
                 f"--service-account-key-file={p / 'sa.pub'}",
                 f"--service-account-signing-key-file={p / 'sa.key'}",
                 f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
-                "--authorization-mode=RBAC",
                 "--allow-privileged=true",
-                # Loopback may not be an Endpoints address, so nothing would
-                # reconcile default/kubernetes; no KWOK pod dials it anyway.
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                *(self._real_apiserver_flags() if real else self._kwok_apiserver_flags()),
             ],
             env=env,
         )
@@ -421,6 +623,68 @@ class LocalHost:
             ],
             env=env,
         )
+        if not real:
+            self._start_kwok(bins, ports, env)
+        self._wait_http(
+            "kube-controller-manager", f"https://127.0.0.1:{ports.controller_manager}/healthz", wait, progress
+        )
+        self._wait_http("kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", wait, progress)
+        if not real:
+            self._wait_http("kwok", f"https://127.0.0.1:{ports.kwok}/healthz", wait, progress)
+        (self.root / "Corefile").write_text(corefile(ports.dns, self.admin_kubeconfig))
+        self.procs.start("coredns", [bins.coredns, "-conf", self.root / "Corefile"], env=env, cwd=self.root)
+        self._wait_dns(ports.dns, wait, progress)
+        # Pods can be created once the default ServiceAccount exists in `default`.
+        wait_until(
+            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False),
+            wait,
+            "the default ServiceAccount",
+            interval=0.5,
+            on_wait=lambda: self._check_alive(progress, "the default ServiceAccount"),
+        )
+
+    def _kwok_apiserver_flags(self) -> list[str]:
+        return [
+            "--advertise-address=127.0.0.1",
+            "--authorization-mode=RBAC",
+            # Loopback may not be an Endpoints address, so nothing would
+            # reconcile default/kubernetes; no KWOK pod dials it anyway.
+            "--endpoint-reconciler-type=none",
+        ]
+
+    def _real_apiserver_flags(self) -> list[str]:
+        """Pods reach the API server at the hub (default/kubernetes), and it reaches the nodes
+        and pods through the forwarder's egress proxy."""
+        egress = self.root / "egress-selector.yaml"
+        egress.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apiserver.k8s.io/v1beta1",
+                    "kind": "EgressSelectorConfiguration",
+                    "egressSelections": [
+                        {
+                            "name": "cluster",
+                            "connection": {
+                                "proxyProtocol": "HTTPConnect",
+                                "transport": {"uds": {"udsName": str(self.egress_socket)}},
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        return [
+            f"--advertise-address={netns.HUB_IP}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--egress-selector-config-file={egress}",
+            # Webhooks and aggregated APIs by their endpoints, which the egress proxy reaches;
+            # the hub has no kube-proxy to route a ClusterIP.
+            "--enable-aggregator-routing=true",
+        ]
+
+    def _start_kwok(self, bins: binaries.Binaries, ports: Ports, env: dict[str, str]) -> None:
+        p = self.pki_dir
         kwok_dir = self.root / "kwok"
         config = kwok.render_config(
             stages=bins.kwok_stages,
@@ -439,22 +703,6 @@ class LocalHost:
                 f"--config={kwok_dir / 'kwok.yaml'}",
             ],
             env=env,
-        )
-        self._wait_http(
-            "kube-controller-manager", f"https://127.0.0.1:{ports.controller_manager}/healthz", wait, progress
-        )
-        self._wait_http("kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", wait, progress)
-        self._wait_http("kwok", f"https://127.0.0.1:{ports.kwok}/healthz", wait, progress)
-        (self.root / "Corefile").write_text(corefile(ports.dns, self.admin_kubeconfig))
-        self.procs.start("coredns", [bins.coredns, "-conf", self.root / "Corefile"], env=env, cwd=self.root)
-        self._wait_dns(ports.dns, wait, progress)
-        # Pods can be created once the default ServiceAccount exists in `default`.
-        wait_until(
-            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False),
-            wait,
-            "the default ServiceAccount",
-            interval=0.5,
-            on_wait=lambda: self._check_alive(progress, "the default ServiceAccount"),
         )
 
     def _check_alive(self, progress: log.Progress, waiting_for: str) -> None:
@@ -509,10 +757,17 @@ class LocalHost:
         )
         _log.info("coredns is ready")
 
-    def _ensure_dns_service(self, ports: Ports) -> None:
-        self.kubectl("apply", "-f", "-", input=json.dumps(dns_service_manifest(ports.dns)))
+    def _ensure_dns_service(self, state: HostState) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(dns_service_manifest(state.ports.dns)))
+        if state.runtime == "containerd":
+            # Pods reach CoreDNS at the hub, through the forwarder.
+            self.kubectl("apply", "-f", "-", input=json.dumps(hub_dns_endpoints()))
 
-    def _ensure_nodes(self, count: int, wait: float) -> None:
+    def _ensure_nodes(self, state: HostState, wait: float) -> None:
+        if state.runtime == "containerd":
+            self._ensure_real_nodes(state, wait)
+            return
+        count = state.nodes
         wanted = node_names(count)
         existing = {n["name"] for n in self.nodes()}
         for name in wanted:
@@ -530,6 +785,42 @@ class LocalHost:
                 on_wait=lambda: self._check_alive(progress, "nodes to be Ready"),
             )
 
+    def _ensure_real_nodes(self, state: HostState, wait: float) -> None:
+        wanted = node_names(state.nodes)
+        existing = {n["name"] for n in self.nodes()}
+        ca = pki.CertKey.read(self.pki_dir, "ca")
+        kube = binaries.ensure().kube
+        for node in self._real_nodes(state):
+            spec = node.spec
+            if spec.name not in wanted:
+                _log.info(f"removing node {spec.name}")
+                self._remove_real_node(node)
+                if spec.name in existing:
+                    self.kubectl("delete", "node", spec.name, "--wait=false")
+                continue
+            netns.ensure_node(spec.prefix, spec.name, spec.index, spec.pod_cidr)
+            if spec.name not in existing:
+                self.kubectl("apply", "-f", "-", input=json.dumps(spec.node_manifest()))
+            node.write_files(self.pki_dir, ca)
+            node.start(kube, self._env())
+        count = len(wanted)
+        with log.step(_log, f"waiting for {count} Ready node(s)") as progress:
+            wait_until(
+                lambda: sum(1 for n in self.nodes() if n["ready"] and n["name"] in wanted) == count,
+                wait,
+                f"{count} Ready nodes",
+                interval=0.5,
+                on_wait=lambda: self._check_alive(progress, "nodes to be Ready"),
+            )
+
+    def _remove_real_node(self, node: real_nodes.RealNode) -> list[str]:
+        left = node.stop()
+        netns.delete(node.spec.netns)
+        import shutil
+
+        shutil.rmtree(node.spec.folder, ignore_errors=True)
+        return left
+
     def _merge_kubeconfig(self, state: HostState) -> None:
         path = Path(state.kubeconfig)
         user = kubeconfig.load(path)
@@ -540,12 +831,33 @@ class LocalHost:
 
     # ---- down ------------------------------------------------------------
 
-    def _stop_components(self) -> list[str]:
+    def _stop_components(self, state: HostState | None) -> list[str]:
         stopped = []
-        for name in reversed(COMPONENTS):
+        for name in reversed(components(state.runtime) if state else COMPONENTS):
             if self.procs.stop(name):
                 stopped.append(name)
         return stopped
+
+    def _stop_everything(self, state: HostState | None) -> tuple[list[str], list[str]]:
+        """Stops nodes and servers; returns what stopped and what could not be cleaned up."""
+        left: list[str] = []
+        stopped: list[str] = []
+        if state is not None and state.runtime == "containerd":
+            for node in self._real_nodes(state):
+                if node.running():
+                    stopped.append(node.spec.name)
+                left += node.stop()
+        stopped += self._stop_components(state)
+        if state is not None and state.runtime == "containerd":
+            prefix = netns.prefix_for(state.ports.apiserver)
+            for name in netns.existing(prefix):
+                netns.delete(name)
+            import shutil
+
+            shutil.rmtree(real_nodes.RUN_ROOT / prefix, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                real_nodes.RUN_ROOT.rmdir()  # only when no other local host uses it
+        return stopped, left
 
     def _stop_virtual_clusters(self) -> list[str]:
         """Process-driver control planes of this VNEST_HOME: their host is about to go."""
@@ -559,7 +871,7 @@ class LocalHost:
         state = self.state()
         for name in self._stop_virtual_clusters():
             _log.info(f"stopped virtual cluster {name} (its host is going down)")
-        stopped = self._stop_components()
+        stopped, left = self._stop_everything(state)
         if state is not None:
             for name, port in state.ports.named().items():
                 wait_until(lambda p=port: not port_in_use(p), 10, f"{name} to free port {port}")
@@ -574,6 +886,11 @@ class LocalHost:
             import shutil
 
             shutil.rmtree(self.root)
+        if left:
+            raise VnestError(
+                "the local host is down, but some of what its nodes made is still there:\n  "
+                + "\n  ".join(left)
+            )
         if stopped or state is not None:
             _log.done("the local host is down", stopped=",".join(stopped) or "nothing")
         else:

@@ -1,13 +1,15 @@
 // Command kube is a multi-call binary holding kube-apiserver,
-// kube-controller-manager, kube-scheduler and kubectl, in the way hyperkube
-// once did: the four share most of their code, so compiling and linking it
-// once is several times faster than four separate builds on a small machine.
+// kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl, in
+// the way hyperkube once did: they share most of their code, so compiling and
+// linking it once is several times faster than separate builds on a small
+// machine.
 //
 // It dispatches on the name it was started as (links named after each
 // component), or on its first argument ("kube kube-apiserver --help").
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,13 +26,17 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var components = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
+	"kube-proxy":              proxy.NewProxyCommand,
 }
 
 func main() {
@@ -45,7 +51,7 @@ func main() {
 	}
 	newCommand, known := components[name]
 	if !known {
-		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl} [flags]\n")
+		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl} [flags]\n")
 		os.Exit(2)
 	}
 	os.Exit(cli.Run(newCommand()))

@@ -1,0 +1,197 @@
+"""Real nodes: containerd, kubelet and kube-proxy in namespaces of their own, real containers.
+
+One host with two real nodes serves the session (tests/conftest.py `real_host_env`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+from vnest.host import netns
+from vnest.procs import free_port, wait_until
+
+HOST = "vnest-host"
+
+
+def _kubectl(env, *args: str, check: bool = True, timeout: float = 120) -> str:
+    return env.kubectl("--context", HOST, *args, check=check, timeout=timeout).stdout
+
+
+def _run_to_completion(env, name: str, image: str, *command: str, namespace: str = "default") -> str:
+    """Runs a pod to its end and returns its log."""
+    _kubectl(env, "delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=true")
+    _kubectl(
+        env, "run", name, "-n", namespace, f"--image={image}", "--restart=Never", "--command", "--", *command
+    )
+
+    def finished() -> str | None:
+        phase = _kubectl(env, "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = wait_until(finished, 120, f"pod {name} to finish", interval=0.5)
+    logs = _kubectl(env, "logs", name, "-n", namespace)
+    assert phase == "Succeeded", f"{name} {phase}:\n{logs}"
+    return logs
+
+
+def _nginx(env, namespace: str = "default") -> str:
+    """An nginx Deployment and its Service; returns the Service's ClusterIP."""
+    existing = _kubectl(env, "get", "deployment", "web", "-n", namespace, "--ignore-not-found", "-o", "name")
+    if not existing.strip():
+        _kubectl(env, "create", "deployment", "web", "-n", namespace, "--image=nginx", "--replicas=2")
+        _kubectl(env, "expose", "deployment", "web", "-n", namespace, "--port=80")
+    _kubectl(env, "rollout", "status", "deployment/web", "-n", namespace, "--timeout=180s", timeout=200)
+    return _kubectl(env, "get", "service", "web", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
+
+
+def test_two_real_nodes_ready_with_the_pinned_kubelet_and_containerd(real_host_env):
+    nodes = json.loads(_kubectl(real_host_env, "get", "nodes", "-o", "json"))["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["worker1", "worker2"]
+    for i, node in enumerate(nodes, start=1):
+        info = node["status"]["nodeInfo"]
+        assert info["kubeletVersion"] == "v1.36.3"
+        assert info["containerRuntimeVersion"].startswith("containerd://1.")
+        ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
+        assert ready == "True"
+        assert {"type": "InternalIP", "address": netns.node_ip(i)} in node["status"]["addresses"]
+        assert node["spec"]["podCIDR"] == f"10.244.{i}.0/24"
+        assert not node["spec"].get("taints")
+
+
+def test_nginx_answers_on_its_cluster_ip_and_its_dns_name_from_a_pod(real_host_env):
+    env = real_host_env
+    cluster_ip = _nginx(env)
+    pods = json.loads(_kubectl(env, "get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    # Spread over both nodes, with addresses from each node's own range: cross-node routing works.
+    assert {p["spec"]["nodeName"] for p in pods} <= {"worker1", "worker2"}
+    for pod in pods:
+        index = pod["spec"]["nodeName"].removeprefix("worker")
+        assert pod["status"]["podIP"].startswith(f"10.244.{index}.")
+    by_ip = _run_to_completion(
+        env, "curl-ip", "curlimages/curl", "curl", "-sS", "--max-time", "10", f"http://{cluster_ip}"
+    )
+    assert "Welcome to nginx!" in by_ip
+    by_name = _run_to_completion(
+        env,
+        "curl-dns",
+        "curlimages/curl",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "http://web.default.svc.cluster.local",
+    )
+    assert "Welcome to nginx!" in by_name
+    # The API server is reached from pods at the kubernetes Service, through kube-proxy and the hub.
+    api = _run_to_completion(
+        env,
+        "curl-api",
+        "curlimages/curl",
+        "curl",
+        "-sSk",
+        "--max-time",
+        "10",
+        "https://kubernetes.default/livez",
+    )
+    assert "ok" in api or "Unauthorized" in api or "forbidden" in api.lower()
+
+
+def test_logs_exec_and_port_forward_reach_the_real_container(real_host_env):
+    env = real_host_env
+    cluster_ip = _nginx(env)
+    _run_to_completion(
+        env,
+        "curl-log",
+        "curlimages/curl",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        f"http://{cluster_ip}/from-curl-log",
+    )
+    wait_until(
+        lambda: "GET /from-curl-log" in _kubectl(env, "logs", "-l", "app=web", "--tail=-1", "--prefix"),
+        30,
+        "nginx's access log line",
+    )
+    pod = _kubectl(env, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
+    hostname = _kubectl(env, "exec", pod, "--", "cat", "/etc/hostname").strip()
+    assert hostname == pod
+    port = free_port()
+    forward = subprocess.Popen(
+        [env.kubectl_path, "--context", HOST, "port-forward", f"pod/{pod}", f"{port}:80"],
+        env=env.vars,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def page() -> str | None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                    return data.decode(errors="replace") or None
+            except OSError:
+                return None
+
+        assert "Welcome to nginx!" in wait_until(page, 30, "the port-forward")
+    finally:
+        forward.terminate()
+        forward.wait(10)
+
+
+def test_the_seed_demo_on_real_nodes_with_a_virtual_cluster(real_host_env):
+    """The seed's commands inside a virtual cluster, its pods running for real on the host."""
+    from tests.e2e.vcluster import VirtualCluster
+
+    env = real_host_env
+    env.vnest("create", "my-vcluster", "--namespace", "vcluster1", "--no-connect", timeout=300)
+    vc = VirtualCluster(env, "my-vcluster", "vcluster1")
+    try:
+        vc.kubectl("create", "namespace", "nginx1")
+        vc.kubectl("create", "deployment", "nginx-vcluster1", "-n", "nginx1", "--image=nginx", "--replicas=2")
+        vc.kubectl("create", "service", "clusterip", "nginx-vcluster1", "--tcp=80:80", "-n", "nginx1")
+        vc.kubectl("rollout", "status", "deployment/nginx-vcluster1", "-n", "nginx1", "--timeout=180s")
+        host_service = "nginx-vcluster1-x-nginx1-x-my-vcluster"
+        cluster_ip = wait_until(
+            lambda: _kubectl(
+                env, "get", "service", host_service, "-n", "vcluster1", "-o", "jsonpath={.spec.clusterIP}"
+            ),
+            60,
+            "the host copy of the Service",
+        )
+        page = _run_to_completion(
+            env,
+            "curl-pod",
+            "curlimages/curl",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            f"http://{cluster_ip}/seed-demo",
+        )
+        assert "404 Not Found" in page and "nginx" in page
+        page = _run_to_completion(
+            env, "curl-pod", "curlimages/curl", "curl", "-sS", "--max-time", "10", f"http://{cluster_ip}"
+        )
+        assert "Welcome to nginx!" in page
+        # Through the virtual API: logs and exec reach the real containers on the host.
+        wait_until(
+            lambda: (
+                "GET /seed-demo"
+                in vc.kubectl("logs", "-n", "nginx1", "deployment/nginx-vcluster1", "--all-pods=true")
+            ),
+            30,
+            "nginx's access log line through the virtual API",
+        )
+        pod = vc.kubectl("get", "pods", "-n", "nginx1", "-o", "jsonpath={.items[0].metadata.name}")
+        assert "nginx" in vc.kubectl("exec", "-n", "nginx1", pod, "--", "cat", "/etc/nginx/nginx.conf")
+    finally:
+        env.vnest("delete", "my-vcluster", "--namespace", "vcluster1", check=False, timeout=300)
+        _kubectl(env, "delete", "pod", "curl-pod", "--ignore-not-found", check=False)
