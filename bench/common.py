@@ -113,6 +113,21 @@ def run_vnest(*args: str, timeout: float = 600) -> float:
     return seconds
 
 
+def kubectl_host(*args: str, timeout: float = 120) -> str:
+    """The pinned kubectl against the local host (context vnest-host); returns its stdout."""
+    from vnest import binaries
+
+    proc = subprocess.run(
+        [str(binaries.ensure().kubectl), "--context", "vnest-host", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.strip()}")
+    return proc.stdout
+
+
 def vnest_output(*args: str, timeout: float = 120) -> str:
     """Runs `vnest ARGS...` to completion; returns its stdout, raises if it failed."""
     proc = subprocess.run([*VNEST, *args], capture_output=True, text=True, timeout=timeout)
@@ -122,13 +137,15 @@ def vnest_output(*args: str, timeout: float = 120) -> str:
 
 
 @contextlib.contextmanager
-def local_host(port: int, nodes: int = 1) -> Iterator[float]:
-    """`vnest host up` (KWOK nodes) on eight ports from ``port``; yields its seconds; `vnest host down` on exit.
+def local_host(port: int, nodes: int = 1, runtime: str = "kwok") -> Iterator[float]:
+    """`vnest host up` on eight ports from ``port``; yields its seconds; `vnest host down` on exit.
 
     Down runs even when up failed, since up may have started some components before.
     """
     try:
-        yield run_vnest("host", "up", "--nodes", str(nodes), "--runtime", "kwok", "--port", str(port))
+        yield run_vnest(
+            "host", "up", "--nodes", str(nodes), "--runtime", runtime, "--port", str(port), timeout=1800
+        )
     finally:
         run_vnest("host", "down")
 

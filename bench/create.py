@@ -14,7 +14,13 @@ Measured:
      (it returns once the virtual API lists its system namespaces), then the RSS of
      its supervisor and every process under it (kine, kube-apiserver, ...);
   3. N virtual clusters side by side: the others created one after the other, then
-     the RSS of all of them.
+     the RSS of all of them;
+  4. where the machine can run real nodes, the production path: a second local host with
+     one real node (`--runtime containerd`), `vnest create` with the kubernetes driver
+     (the chart, pod NAME-0 from vnest's image), its seconds split into install -> pod
+     scheduled -> API ready (from the pod's conditions, one-second resolution), and the
+     memory of the real node: its daemons (containerd, kubelet, kube-proxy) and its
+     containers (the control-plane pod) after an idle pause.
 RSS counts pages shared between processes (the multi-call `kube` binary) once per
 process; PSS, which splits them, is recorded too (it also splits them with any other
 Kubernetes processes running on the machine, so it is lower on a busy one).
@@ -25,20 +31,26 @@ Run: .venv/bin/python bench/create.py [--clusters 5] [--port 46443] [--out bench
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 from common import (
     Env,
+    Footprint,
     controlplane_footprint,
     host_footprint,
     idle,
     isolated_env,
+    kubectl_host,
     local_host,
     machine_facts,
+    memory_of,
+    recorded_pids,
     virtual_clusters,
     write_json,
 )
@@ -67,6 +79,8 @@ def main() -> int:
     load_before = os.getloadavg()
     with isolated_env() as env:
         result = measure(env, args.clusters, args.port)
+    with isolated_env() as env:
+        result["production_path_real_node"] = measure_real(env, args.port + 100)
     load_after = os.getloadavg()
     result = {
         "benchmark": "create",
@@ -133,6 +147,57 @@ def measure(env: Env, n: int, port: int) -> dict[str, Any]:
     }
 
 
+def measure_real(env: Env, port: int) -> dict[str, Any]:
+    """The kubernetes driver on one real node; {"skipped": why} where real nodes cannot run."""
+    from vnest.host import cgroups
+    from vnest.host.nodes import runtime_unavailable
+
+    if why := runtime_unavailable():
+        return {"skipped": why}
+    with local_host(port, nodes=1, runtime="containerd") as up_seconds, virtual_clusters() as clusters:
+        name = "bench-real"
+        seconds = clusters.create(name, name, "--driver", "kubernetes")
+        pod = json.loads(kubectl_host("get", "pod", f"{name}-0", "-n", name, "-o", "json"))
+        created = _time(pod["metadata"]["creationTimestamp"])
+        conditions = {c["type"]: _time(c["lastTransitionTime"]) for c in pod["status"]["conditions"]}
+        idle(IDLE_SECONDS)
+        daemons = {
+            n: memory_of(psutil.Process(pid), n)
+            for n, pid in recorded_pids(env.home / "host").items()
+            if n.startswith("worker1-")
+        }
+        node_cgroup = f"{cgroups.own_parent().rstrip('/')}/vnest{port}-worker1"
+        daemon_pids = cgroups.pids(f"{node_cgroup}/{cgroups.DAEMONS}")
+        containers = Footprint(
+            [memory_of(psutil.Process(pid)) for pid in sorted(cgroups.pids(node_cgroup) - daemon_pids)]
+        )
+        shims = Footprint(
+            [
+                memory_of(psutil.Process(pid))
+                for pid in sorted(daemon_pids - {d.pid for d in daemons.values()})
+            ]
+        )
+    daemon_rss = round(sum(m.rss_mib for m in daemons.values()), 1)
+    return {
+        "host_command": f"vnest host up --nodes 1 --runtime containerd --port {port}",
+        "host_up_seconds": round(up_seconds, 2),
+        "command": f"vnest create {name} -n {name} --driver kubernetes --no-connect",
+        "create_seconds": round(seconds, 2),
+        "pod_created_to_scheduled_seconds": conditions["PodScheduled"] - created,
+        "pod_scheduled_to_ready_seconds": conditions["Ready"] - conditions["PodScheduled"],
+        "node_daemons_rss_mib": {n: m.rss_mib for n, m in daemons.items()},
+        "node_daemons_rss_mib_total": daemon_rss,
+        "containerd_shims_rss_mib": shims.rss_mib,
+        "control_plane_pod": containers.to_json(),
+    }
+
+
+def _time(stamp: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+
+
 def print_summary(r: dict[str, Any]) -> None:
     m, base, virt, cmp = r["machine"], r["baseline_real_cluster"], r["virtual_cluster"], r["comparison"]
     n = r["params"]["clusters"]
@@ -174,6 +239,23 @@ def print_summary(r: dict[str, Any]) -> None:
         f"the host itself grew from {base['memory_idle']['rss_mib']:.0f} to "
         f"{base['memory_with_virtual_clusters']['rss_mib']:.0f} MiB RSS while holding them"
     )
+    real = r["production_path_real_node"]
+    if "skipped" in real:
+        print(f"\nproduction path on a real node: skipped ({real['skipped']})")
+        return
+    print("\nproduction path on a real node (kubernetes driver, pod NAME-0)")
+    print(f"  host up with 1 real node       {real['host_up_seconds']:7.2f} s")
+    print(f"  vnest create                   {real['create_seconds']:7.2f} s")
+    print(
+        f"  pod created -> scheduled       {real['pod_created_to_scheduled_seconds']:7d} s (1 s resolution)"
+    )
+    print(f"  pod scheduled -> API ready     {real['pod_scheduled_to_ready_seconds']:7d} s (1 s resolution)")
+    daemons = ", ".join(
+        f"{n.removeprefix('worker1-')} {v:.0f}" for n, v in real["node_daemons_rss_mib"].items()
+    )
+    print(f"  node daemons RSS               {real['node_daemons_rss_mib_total']:7.1f} MiB ({daemons})")
+    print(f"  containerd shims RSS           {real['containerd_shims_rss_mib']:7.1f} MiB")
+    print(f"  control-plane pod RSS          {real['control_plane_pod']['rss_mib']:7.1f} MiB")
 
 
 def _cell(mib: float | None) -> str:

@@ -135,6 +135,18 @@ class Session:
         return secret
 
 
+def _default_driver(context: str) -> str:
+    """kubernetes, as vCluster installs its chart; process only where a pod cannot run: on the
+    local host with KWOK's simulated nodes."""
+    from vnest.host.local import CONTEXT as LOCAL_HOST_CONTEXT
+    from vnest.host.local import LocalHost
+
+    if context != LOCAL_HOST_CONTEXT:
+        return "kubernetes"
+    state = LocalHost().state()
+    return "kubernetes" if state is not None and state.runtime == "containerd" else "process"
+
+
 def _driver_of(secret: Obj) -> str:
     return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_DRIVER, "kubernetes")
 
@@ -143,11 +155,22 @@ def _paused(secret: Obj) -> bool:
     return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true"
 
 
+async def _reachable_server(s: Session, name: str, namespace: str, published: str) -> str:
+    """The virtual API server's address as this machine reaches it (the driver may forward it)."""
+    config = await s.config_secret(name, namespace)
+    if config is None:
+        return published
+    return await drivers.get(_driver_of(config)).endpoint(s.target(name, namespace), published)
+
+
 async def _virtual_client(s: Session, name: str, namespace: str) -> KubeClient:
     secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
     if secret is None:
         raise VnestError(f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet")
-    return KubeClient.from_dict(yaml.safe_load(base64.b64decode(secret["data"]["config"])), timeout=5)
+    config = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
+    cluster = config["clusters"][0]["cluster"]
+    cluster["server"] = await _reachable_server(s, name, namespace, cluster["server"])
+    return KubeClient.from_dict(config, timeout=5)
 
 
 async def _wait_system_namespaces(s: Session, name: str, namespace: str, timeout: float) -> None:
@@ -184,11 +207,10 @@ async def create(
     # about 0.1 s to build and the local host module brings TLS and DNS libraries; connect, list and
     # a mistyped NAME need neither.
     from vnest.config import load_config, to_values
-    from vnest.host.local import CONTEXT as LOCAL_HOST_CONTEXT
 
     values = to_values(load_config(files, sets))  # bad config: exit 2 before touching the host
     s = Session.open()
-    driver_name = driver_name or ("process" if s.context == LOCAL_HOST_CONTEXT else "kubernetes")
+    driver_name = driver_name or _default_driver(s.context)
     driver = drivers.get(driver_name)
     target = s.target(name, namespace)
     async with s.host:
@@ -292,15 +314,14 @@ async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -
     async with s.host:
         await s.require(name, namespace)
         secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
-    if secret is None:
-        raise VnestError(
-            f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet (is it running?)"
-        )
-    vc = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
+        if secret is None:
+            raise VnestError(
+                f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet (is it running?)"
+            )
+        vc = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
+        cluster = dict(vc["clusters"][0]["cluster"])
+        cluster["server"] = server or await _reachable_server(s, name, namespace, cluster["server"])
     ctx = naming.kube_context(name, namespace, s.context)
-    cluster = dict(vc["clusters"][0]["cluster"])
-    if server:
-        cluster["server"] = server
     config = kubeconfig.empty()
     config["clusters"] = [{"name": ctx, "cluster": cluster}]
     config["users"] = [{"name": ctx, "user": vc["users"][0]["user"]}]

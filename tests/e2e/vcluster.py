@@ -12,6 +12,12 @@ class VirtualCluster:
     def __init__(self, env, name: str, namespace: str) -> None:
         self.env, self.name, self.namespace = env, name, namespace
 
+    def connect_argv(self) -> list[str]:
+        """`vnest connect NAME -- kubectl`: the start of a command line that runs kubectl in it."""
+        from tests.conftest import VNEST
+
+        return [*VNEST, "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path]
+
     def kubectl(self, *args: str, check: bool = True) -> str:
         return self.env.vnest(
             "connect", self.name, "-n", self.namespace, "--", self.env.kubectl_path, *args, check=check

@@ -147,11 +147,20 @@ def test_logs_exec_and_port_forward_reach_the_real_container(real_host_env):
 
 
 def test_the_seed_demo_on_real_nodes_with_a_virtual_cluster(real_host_env):
-    """The seed's commands inside a virtual cluster, its pods running for real on the host."""
+    """The seed's commands inside a process-driver cluster, its pods running for real on the host."""
     from tests.e2e.vcluster import VirtualCluster
 
     env = real_host_env
-    env.vnest("create", "my-vcluster", "--namespace", "vcluster1", "--no-connect", timeout=300)
+    env.vnest(
+        "create",
+        "my-vcluster",
+        "--namespace",
+        "vcluster1",
+        "--driver",
+        "process",
+        "--no-connect",
+        timeout=300,
+    )
     vc = VirtualCluster(env, "my-vcluster", "vcluster1")
     try:
         vc.kubectl("create", "namespace", "nginx1")

@@ -368,3 +368,11 @@ def test_no_raw_name_of_a_referenced_object_survives_translation():
     out = _strings(PodSyncer(_ctx()).translate(vpod)["spec"])
     assert not raw & set(out)
     assert {naming.host_name(name, "ci", VC) for name in raw} <= set(out)
+
+
+def test_a_pods_hostname_is_its_virtual_name_as_kubelet_would_cut_it():
+    from vnest.syncer.pods import pod_hostname
+
+    assert pod_hostname("nginx-vcluster1-b9c66cb6b-7kg6h") == "nginx-vcluster1-b9c66cb6b-7kg6h"
+    assert pod_hostname("a" * 62 + "-b") == "a" * 62  # 63 characters, the trailing dash cut
+    assert pod_hostname("web.v1") is None  # a dot is no label: kubelet's own rule applies

@@ -47,7 +47,7 @@ def _ns(name: str, namespace: str | None) -> str:
 @click.option(
     "--driver",
     type=click.Choice(DRIVERS),
-    help="Where the control plane runs (default: process on vnest-host, else kubernetes).",
+    help="Where the control plane runs (default: kubernetes; process on a vnest-host with KWOK nodes).",
 )
 @click.option(
     "--connect/--no-connect",

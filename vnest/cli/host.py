@@ -102,3 +102,16 @@ def forward(config: str) -> None:
     from vnest.host import forward as forwarder
 
     asyncio.run(forwarder.serve(forwarder.load(Path(config))))
+
+
+@host.command(hidden=True)
+@click.argument("kubeconfig", type=click.Path(exists=True, dir_okay=False))
+@click.argument("nodes_folder", type=click.Path(file_okay=False))
+def provision(kubeconfig: str, nodes_folder: str) -> None:
+    """Run the provisioner of node-local volumes for the real nodes."""
+    import asyncio
+    from pathlib import Path
+
+    from vnest.host import storage
+
+    asyncio.run(storage.serve(Path(kubeconfig), Path(nodes_folder)))

@@ -50,5 +50,14 @@ cli.add_command(controlplane)
 cli.add_command(syncer)
 
 
+@cli.command("port-forward", hidden=True, context_settings={"ignore_unknown_options": True})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def port_forward(argv: tuple[str, ...]) -> None:
+    """The kubernetes driver's background proxy: `kubectl port-forward ARGV`, kept running."""
+    from vnest.drivers.kubernetes import port_forward_forever
+
+    port_forward_forever(list(argv))
+
+
 def main() -> None:
     cli(prog_name="vnest")

@@ -51,3 +51,7 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def status(self, target: Target) -> str:
         """Running, Pending or Failed (Paused is decided from the config Secret)."""
+
+    async def endpoint(self, target: Target, published: str) -> str:
+        """Where this machine reaches the virtual API server that published ``published``."""
+        return published

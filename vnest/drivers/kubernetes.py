@@ -2,22 +2,43 @@
 
 `helm upgrade --install` applies the chart, so what runs is exactly what
 `helm template` shows.
+
+The control plane publishes a kubeconfig for its pod's own loopback; this machine reaches it
+through a background proxy, as `vcluster connect` does: a port-forward to the cluster's Service
+on a loopback port of this machine, kept running (and re-established when the pod restarts)
+until the cluster is deleted or the local host goes down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from vnest import binaries, kubeconfig, log, naming
 from vnest.chart import CHART_DIR, values_file
 from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target
 from vnest.errors import VnestError
 from vnest.kube.client import Obj
+from vnest.procs import ProcessDir, free_port, port_in_use
 
 _log = log.get("driver.kubernetes")
+
+PROXY = "proxy"  # the background port-forward's process name
+SERVICE_PORT = 443  # the chart's Service port for the API server
+
+
+def proxy_dir(name: str, namespace: str) -> Path:
+    from vnest.host.local import vnest_home
+
+    return vnest_home() / "clusters" / namespace / name
 
 
 class KubernetesDriver(Driver):
@@ -67,7 +88,47 @@ class KubernetesDriver(Driver):
     async def start(self, t: Target) -> None:
         await self._scale(t, 1)
 
+    async def endpoint(self, t: Target, published: str) -> str:
+        """A loopback URL forwarded to the cluster's Service, starting the proxy if it is not running."""
+        folder = proxy_dir(t.name, t.namespace)
+        procs = ProcessDir(folder)
+        record = folder / "proxy.json"
+        if procs.running(PROXY) and record.exists():
+            port = int(json.loads(record.read_text())["port"])
+            if await _answers(port):
+                return _with_port(published, port)
+        # Not running, or holding a forward to a pod that is gone: start it over.
+        procs.stop(PROXY)
+        port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"port": port}) + "\n")
+        procs.start(
+            PROXY,
+            [
+                sys.executable,
+                "-m",
+                "vnest",
+                "port-forward",
+                f"--kubeconfig={kubeconfig.user_path()}",
+                f"--context={t.host_context}",
+                f"--namespace={t.namespace}",
+                f"service/{naming.service_name(t.name)}",
+                f"{port}:{SERVICE_PORT}",
+            ],
+        )
+        deadline = time.monotonic() + 60
+        while not (port_in_use(port) and await _answers(port)):
+            if procs.running(PROXY) is None or time.monotonic() > deadline:
+                raise VnestError(
+                    f"the port-forward to virtual cluster {t.name} did not come up:\n{procs.tail(PROXY)}",
+                    hint=f"full log: {procs.log_file(PROXY)}",
+                )
+            await asyncio.sleep(0.1)
+        _log.debug("background proxy started", port=port, cluster=t.name)
+        return _with_port(published, port)
+
     async def uninstall(self, t: Target, keep_data: bool) -> None:
+        ProcessDir(proxy_dir(t.name, t.namespace)).stop(PROXY)
         try:
             self._helm(t, "uninstall", t.name, "--wait=false")
         except VnestError as e:
@@ -89,6 +150,34 @@ class KubernetesDriver(Driver):
         if any(r in ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull") for r in waiting):
             return FAILED
         return RUNNING if status.get("phase") == "Running" and ready else PENDING
+
+
+async def _answers(port: int) -> bool:
+    """Whether the API server answers through the forward (any HTTP status will do)."""
+    try:
+        async with httpx.AsyncClient(verify=False, timeout=3) as client:
+            await client.get(f"https://127.0.0.1:{port}/readyz")
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def _with_port(published: str, port: int) -> str:
+    """The published URL (its host is in the API server's certificate) on the local port."""
+    return f"https://{urlsplit(published).hostname}:{port}"
+
+
+def port_forward_forever(argv: list[str]) -> None:
+    """Runs `kubectl port-forward` again whenever it ends (a restarted pod ends it), until stopped."""
+    kubectl = str(binaries.ensure().kubectl)
+    delay = 0.5
+    while True:
+        started = time.monotonic()
+        code = subprocess.run([kubectl, "port-forward", "--address=127.0.0.1", *argv]).returncode
+        # A forward that held for a while was fine: reconnect at once; else back off up to 5s.
+        delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 5.0)
+        print(f"port-forward exited {code}; again in {delay:.1f}s", file=sys.stderr, flush=True)
+        time.sleep(delay)
 
 
 def _vnests(secret: Obj | None, name: str) -> bool:

@@ -206,7 +206,8 @@ def catalogue() -> list[Image]:
             ("base", "vnest-bin", "vnest-deps", "vnest-app"),
             entrypoint=("vnest",),
             cmd=("--help",),
-            env=(DEFAULT_PATH, *python_env),
+            # The supervisor starts the syncer as `python3 -m vnest`: the package must be on the path.
+            env=(DEFAULT_PATH, *python_env, f"PYTHONPATH={SITE_PACKAGES}"),
             workdir="/",
         ),
     ]

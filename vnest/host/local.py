@@ -63,6 +63,7 @@ REAL_COMPONENTS = (
     "kube-controller-manager",
     "kube-scheduler",
     "coredns",
+    "provisioner",
 )
 RUNTIMES = ("containerd", "kwok")
 REGISTRY_HUB_PORT = 5000  # where the nodes' containerd finds the registry, on the hub address
@@ -332,6 +333,11 @@ class LocalHost:
             _log.info("the local host is already running", context=CONTEXT, runtime=state.runtime)
             state.nodes = nodes
             state.save(self.state_file)
+            if state.runtime == "containerd":
+                from vnest.host import images
+
+                # A rebuilt image (vnest's, after a code change) reaches the registry.
+                images.push_all(images.ensure_built(), f"127.0.0.1:{state.ports.registry}")
             self._ensure_dns_service(state)
             self._ensure_nodes(state, wait)
             self._merge_kubeconfig(state)
@@ -642,6 +648,23 @@ class LocalHost:
             interval=0.5,
             on_wait=lambda: self._check_alive(progress, "the default ServiceAccount"),
         )
+        if real:
+            from vnest.host import storage
+
+            self.kubectl("apply", "-f", "-", input=json.dumps(storage.storage_class()))
+            self.procs.start(
+                "provisioner",
+                [
+                    sys.executable,
+                    "-m",
+                    "vnest",
+                    "host",
+                    "provision",
+                    self.admin_kubeconfig,
+                    self.root / "nodes",
+                ],
+                env=env,
+            )
 
     def _kwok_apiserver_flags(self) -> list[str]:
         return [
@@ -860,9 +883,10 @@ class LocalHost:
         return stopped, left
 
     def _stop_virtual_clusters(self) -> list[str]:
-        """Process-driver control planes of this VNEST_HOME: their host is about to go."""
+        """Process-driver control planes and port-forwards of this VNEST_HOME: their host is about to go."""
         stopped = []
         for folder in sorted((self.root.parent / "clusters").glob("*/*")):
+            ProcessDir(folder).stop("proxy")  # the kubernetes driver's port-forward
             if ProcessDir(folder).stop("controlplane", timeout=30):
                 stopped.append(f"{folder.parent.name}/{folder.name}")
         return stopped

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from typing import Any
 
 from vnest import log, naming
@@ -66,6 +67,15 @@ _log = log.get("syncer.pods")
 
 TOKEN_SECONDS = 3600 * 24 * 365
 KUBE_DNS = ("kube-system", "kube-dns")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def pod_hostname(name: str) -> str | None:
+    """The hostname kubelet gives a pod of this name (its first 63 characters), if a valid label."""
+    hostname = name[:63].rstrip("-.")
+    return hostname if _DNS_LABEL.match(hostname) else None
+
+
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 _FIELD_ANNOTATIONS = {
     "metadata.name": naming.ANNOTATION_NAME,
@@ -283,6 +293,9 @@ class PodSyncer(ResourceSyncer):
         if self.node_selector:
             spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **self.node_selector}
         self._point_dns_at_the_virtual_cluster(spec, ns)
+        if not spec.get("hostname") and (hostname := pod_hostname(vpod["metadata"]["name"])):
+            # Inside its containers the pod is called by its virtual name, not the host copy's.
+            spec["hostname"] = hostname
         metadata = ctx.host_metadata(vpod)
         namespace = self.namespaces.get(ns)
         for key, value in ((namespace or {}).get("metadata", {}).get("labels") or {}).items():
