@@ -68,6 +68,22 @@ def test_the_control_plane_runs_as_a_pod_from_vnests_image_with_its_datastore_on
     assert claim["spec"]["storageClassName"] == "standard"
 
 
+def test_the_control_plane_pods_metrics_port_serves_the_syncers_metrics(seed):
+    env = seed.env
+    pod_ip = _kubectl(env, "get", "pod", f"{NAME}-0", "-n", NAMESPACE, "-o", "jsonpath={.status.podIP}")
+    metrics = _run_to_completion(
+        env,
+        "curl-metrics",
+        "curlimages/curl",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        f"http://{pod_ip}:9180/metrics",
+    )
+    assert "vnest_syncer_reconciles_total{kind=" in metrics and 'kind="Pod' in metrics
+
+
 def test_nginx_answers_a_host_pod_on_the_clusterip_and_a_virtual_pod_by_its_virtual_name(seed):
     env = seed.env
     cluster_ip = _kubectl(
