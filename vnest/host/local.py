@@ -21,6 +21,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -839,8 +840,6 @@ class LocalHost:
     def _remove_real_node(self, node: real_nodes.RealNode) -> list[str]:
         left = node.stop()
         netns.delete(node.spec.netns)
-        import shutil
-
         shutil.rmtree(node.spec.folder, ignore_errors=True)
         return left
 
@@ -875,8 +874,6 @@ class LocalHost:
             prefix = netns.prefix_for(state.ports.apiserver)
             for name in netns.existing(prefix):
                 netns.delete(name)
-            import shutil
-
             shutil.rmtree(real_nodes.RUN_ROOT / prefix, ignore_errors=True)
             with contextlib.suppress(OSError):
                 real_nodes.RUN_ROOT.rmdir()  # only when no other local host uses it
@@ -907,8 +904,6 @@ class LocalHost:
                 kubeconfig.remove_context(user, CONTEXT)
                 kubeconfig.save(path, user)
         if not keep_data and self.root.exists():
-            import shutil
-
             shutil.rmtree(self.root)
         if left:
             raise VnestError(
