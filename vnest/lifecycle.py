@@ -13,6 +13,7 @@ import base64
 import datetime
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -345,9 +346,17 @@ async def connect(
             kubeconfig.save(path, config)
             env = dict(os.environ, KUBECONFIG=str(path))
             try:
-                return subprocess.run(command, env=env).returncode
+                child = subprocess.Popen(command, env=env)
             except FileNotFoundError:
                 raise VnestError(f"command not found: {command[0]}") from None
+            # A TERM for `vnest connect -- CMD` is meant for CMD: pass it on, and let CMD's end
+            # end this command, so the kubeconfig's folder is removed (a TERM would skip that).
+            previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+            try:
+                code = child.wait()
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell says
     if print_only:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import VNEST
 from vnest import naming
 from vnest.procs import wait_until
 
@@ -67,6 +69,17 @@ def test_seed_demo_create_connect_pause_resume_delete(env):
     assert env.kubectl("config", "current-context").stdout.strip() == HOST
     assert "namespace/kube-node-lease" in _virtual(env, name, ns, "get", "ns", "-o", "name")
     assert env.kubectl("config", "current-context").stdout.strip() == HOST  # connect -- CMD leaves it alone
+    # A TERM reaches the command, and the temporary kubeconfig goes with it.
+    tmp = env.root / "tmp"
+    tmp.mkdir()
+    waiting = subprocess.Popen(
+        [*VNEST, "connect", name, "-n", ns, "--", "sleep", "60"],
+        env={**env.vars, "TMPDIR": str(tmp)},
+    )
+    wait_until(lambda: list(tmp.iterdir()), 30, "connect to write its kubeconfig")
+    waiting.terminate()
+    assert waiting.wait(20) == 128 + signal.SIGTERM  # sleep's own end, passed through
+    assert list(tmp.iterdir()) == []
 
     row = _clusters(env)[(ns, name)]
     assert row["status"] == "Running"

@@ -98,6 +98,15 @@ def test_nginx_answers_on_its_cluster_ip_and_its_dns_name_from_a_pod(real_host_e
     assert "ok" in api or "Unauthorized" in api or "forbidden" in api.lower()
 
 
+def test_a_pod_cannot_reach_the_registry_the_nodes_pull_from(real_host_env):
+    """A tenant's pod could otherwise push its own image over `nginx:latest` for every node."""
+    probe = "curl -sS -m 5 http://10.89.0.1:5000/v2/_catalog; rc=$?; echo; echo curl-exit=$rc"
+    out = _run_to_completion(real_host_env, "registry-probe", "curlimages/curl", "sh", "-c", probe)
+    assert "curl-exit=0" not in out and "repositories" not in out, out
+    # The nodes still pull: a new image reference resolves on both of them.
+    _run_to_completion(real_host_env, "pull-check", "busybox", "true")
+
+
 def test_logs_exec_and_port_forward_reach_the_real_container(real_host_env):
     env = real_host_env
     cluster_ip = _nginx(env)

@@ -26,7 +26,7 @@ import json
 import signal
 import socket
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import NotRequired, TypedDict, cast
 
 from vnest import log
 from vnest.host import netns
@@ -41,6 +41,7 @@ class Listen(TypedDict):
     protocol: str  # "tcp" or "udp"
     port: int  # on the hub address
     target: str  # "127.0.0.1:PORT" on the machine's loopback
+    clients: NotRequired[list[str]]  # CIDRs allowed to connect (TCP); absent: anyone who can route here
 
 
 class Egress(TypedDict):
@@ -105,8 +106,9 @@ class Forwarder:
                 sock = self._socket_in_hub(socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((address, item["port"]))
+                clients = [ipaddress.ip_network(c) for c in item.get("clients", [])]
                 server = await asyncio.start_server(
-                    lambda r, w, t=target: self._tcp(r, w, t), sock=sock, limit=CHUNK
+                    lambda r, w, t=target, c=clients: self._tcp(r, w, t, c), sock=sock, limit=CHUNK
                 )
                 self.servers.append(server)
             else:
@@ -128,8 +130,17 @@ class Forwarder:
         egress.chmod(0o600)
 
     async def _tcp(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: tuple[str, int]
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        target: tuple[str, int],
+        clients: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
     ) -> None:
+        peer = ipaddress.ip_address(writer.get_extra_info("peername")[0])
+        if clients and not any(peer in net for net in clients):
+            _log.debug("client refused", client=str(peer), target=f"{target[0]}:{target[1]}")
+            writer.close()
+            return
         try:
             upstream = await asyncio.open_connection(*target, limit=CHUNK)
         except OSError as e:

@@ -459,7 +459,13 @@ class LocalHost:
             "address": netns.HUB_IP,
             "listen": [
                 {"protocol": "tcp", "port": ports.apiserver, "target": f"127.0.0.1:{ports.apiserver}"},
-                {"protocol": "tcp", "port": REGISTRY_HUB_PORT, "target": registry},
+                # Only the nodes' containerd pulls: a pod (a tenant's) may not push over an image.
+                {
+                    "protocol": "tcp",
+                    "port": REGISTRY_HUB_PORT,
+                    "target": registry,
+                    "clients": [str(netns.NODE_NETWORK)],
+                },
                 {"protocol": "udp", "port": 53, "target": f"127.0.0.1:{ports.dns}"},
                 {"protocol": "tcp", "port": 53, "target": f"127.0.0.1:{ports.dns}"},
             ],
