@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ _log = log.get("driver.kubernetes")
 
 PROXY = "proxy"  # the background port-forward's process name
 SERVICE_PORT = 443  # the chart's Service port for the API server
+GIVE_UP_SECONDS = 600.0  # a port-forward failing this long stops trying
 
 
 def proxy_dir(name: str, namespace: str) -> Path:
@@ -99,6 +101,11 @@ class KubernetesDriver(Driver):
                 return _with_port(published, port)
         # Not running, or holding a forward to a pod that is gone: start it over.
         procs.stop(PROXY)
+        if await self.status(t) != RUNNING:
+            raise VnestError(
+                f"pod {t.name}-0 of virtual cluster {t.name} is not running and ready: nothing to connect to",
+                hint=f"vnest list; kubectl describe pod {t.name}-0 -n {t.namespace}",
+            )
         port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"port": port}) + "\n")
@@ -128,7 +135,9 @@ class KubernetesDriver(Driver):
         return _with_port(published, port)
 
     async def uninstall(self, t: Target, keep_data: bool) -> None:
-        ProcessDir(proxy_dir(t.name, t.namespace)).stop(PROXY)
+        folder = proxy_dir(t.name, t.namespace)
+        ProcessDir(folder).stop(PROXY)
+        shutil.rmtree(folder, ignore_errors=True)
         try:
             self._helm(t, "uninstall", t.name, "--wait=false")
         except VnestError as e:
@@ -170,12 +179,17 @@ def _with_port(published: str, port: int) -> str:
 def port_forward_forever(argv: list[str]) -> None:
     """Runs `kubectl port-forward` again whenever it ends (a restarted pod ends it), until stopped."""
     kubectl = str(binaries.ensure().kubectl)
-    delay = 0.5
+    delay, failed_since = 0.5, None
     while True:
         started = time.monotonic()
         code = subprocess.run([kubectl, "port-forward", "--address=127.0.0.1", *argv]).returncode
         # A forward that held for a while was fine: reconnect at once; else back off up to 5s.
-        delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 5.0)
+        held = time.monotonic() - started > 30
+        delay = 0.5 if held else min(delay * 2, 5.0)
+        failed_since = None if held else (failed_since or started)
+        if failed_since is not None and time.monotonic() - failed_since > GIVE_UP_SECONDS:
+            # The cluster is gone (or paused for long): the next `vnest` command starts a new one.
+            sys.exit(f"port-forward failing for {GIVE_UP_SECONDS:.0f}s; giving up")
         print(f"port-forward exited {code}; again in {delay:.1f}s", file=sys.stderr, flush=True)
         time.sleep(delay)
 
