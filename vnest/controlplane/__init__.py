@@ -1,1 +1,1 @@
-"""The virtual control plane: PKI, datastore, kube-apiserver, controller manager, supervisor (not built yet)."""
+"""The virtual control plane: PKI, datastore, kube-apiserver, controller manager, supervisor."""

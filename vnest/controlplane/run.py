@@ -34,6 +34,7 @@ from vnest.controlplane import pki as cppki
 from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, KubeClient
+from vnest.procs import free_port
 
 _log = log.get("controlplane")
 
@@ -82,12 +83,6 @@ def resolv_conf_nameserver(path: Path = Path("/etc/resolv.conf")) -> str | None:
         if len(fields) >= 2 and fields[0] == "nameserver":
             return fields[1]
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def detect_service_cidr(host: KubeClient, namespace: str) -> str:
@@ -160,7 +155,7 @@ class ControlPlane:
         self.logs = opts.data_dir / "logs"
         self.status_file = opts.data_dir / "status.json"
         self.supervisor = Supervisor()
-        self.api_port = opts.api_port or _free_port()
+        self.api_port = opts.api_port or free_port()
         self.local_server = f"https://127.0.0.1:{self.api_port}"
         self.dns_port: int | None = None
         self.metrics_port: int | None = None
@@ -268,8 +263,8 @@ class ControlPlane:
         # In a pod, the chart's `dns` and `metrics` ports; on this machine, free ones picked here
         # (many clusters share it), so that a restarted syncer serves on the same ports.
         in_pod = self.opts.advertise_address != "127.0.0.1"
-        argv.append(f"--dns-port={naming.DNS_POD_PORT if in_pod else _free_port()}")
-        argv.append(f"--metrics-port={naming.METRICS_POD_PORT if in_pod else _free_port()}")
+        argv.append(f"--dns-port={naming.DNS_POD_PORT if in_pod else free_port()}")
+        argv.append(f"--metrics-port={naming.METRICS_POD_PORT if in_pod else free_port()}")
         host_dns = self.opts.host_dns or (
             resolv_conf_nameserver() if self.opts.host_kubeconfig is None else None
         )
@@ -313,7 +308,7 @@ class ControlPlane:
         if store == "embedded-etcd":
             # TLS with client certificates on both of its ports: anything else on this machine (or
             # in the pod's network) could otherwise read and write the whole datastore.
-            client, peer = _free_port(), _free_port()
+            client, peer = free_port(), free_port()
             p = self.pki_dir
             tls = [f"--cert-file={p / 'etcd-server.crt'}", f"--key-file={p / 'etcd-server.key'}"]
             tls += [f"--trusted-ca-file={p / 'etcd-ca.crt'}", "--client-cert-auth"]

@@ -225,10 +225,6 @@ class ProcessDriver(Driver):
             return RUNNING
         return FAILED if phase == "Failed" else PENDING
 
-    def local_processes(self, t: Target) -> int | None:
-        rec = self._procs(t).running(SUPERVISOR)
-        return rec.pid if rec else None
-
 
 async def host_dns_address(t: Target) -> str | None:
     """Where this machine reaches the host cluster's DNS: the host's `kube-system/kube-dns`.

@@ -1,1 +1,1 @@
-"""Integrations with host add-ons such as KubeVirt and Cluster API (not built yet)."""
+"""Integrations with host add-ons: KubeVirt and Cluster API are issues 13 and 14, still to come."""

@@ -315,7 +315,7 @@ class KubeClient:
     async def delete(
         self, kind: str, name: str, namespace: str | None = None, wait_gone: bool = False
     ) -> bool:
-        """Deletes (foreground for owners); True if it existed."""
+        """Deletes in the background (the garbage collector removes dependents); True if it existed."""
         try:
             await self.request(
                 "DELETE",

@@ -1,1 +1,1 @@
-"""The syncer: one module per synced resource on a shared informer/workqueue engine (not built yet)."""
+"""The syncer: one module per synced resource on a shared informer/workqueue engine."""

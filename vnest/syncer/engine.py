@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import copy
 import datetime
 import hashlib
 from collections import OrderedDict
@@ -345,10 +344,6 @@ class ResourceSyncer(Reconciler):
     @staticmethod
     def uid_matches(vobj: Obj, hobj: Obj) -> bool:
         return hobj["metadata"].get("annotations", {}).get(naming.ANNOTATION_UID) == vobj["metadata"]["uid"]
-
-    @staticmethod
-    def clean(obj: Obj) -> Obj:
-        return copy.deepcopy(obj)
 
 
 class CopySyncer(ResourceSyncer):

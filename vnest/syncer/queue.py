@@ -73,12 +73,3 @@ class WorkQueue:
         if key in self._dirty:
             self._queue.append(key)
             asyncio.get_running_loop().create_task(self._notify())
-
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._processing and not self._timers
-
-    def close(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
