@@ -20,6 +20,7 @@ import pytest
 
 from vnest import binaries
 from vnest.host import images
+from vnest.procs import free_port
 
 pytestmark = pytest.mark.real
 
@@ -90,7 +91,7 @@ def workdir() -> Iterator[Path]:
 def registry(built: images.BuiltImages, crane: Path, workdir: Path) -> Iterator[str]:
     disk = workdir / "registry"
     disk.mkdir()
-    address = f"127.0.0.1:{images.free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         images.registry_command(crane, address, disk), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -28,7 +28,6 @@ import platform
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ import vnest
 from vnest import binaries, log
 from vnest.binaries.build import GO_DIR
 from vnest.errors import VnestError
+from vnest.procs import free_port
 
 _log = log.get("images")
 
@@ -1045,12 +1045,6 @@ def registry_ready(address: str) -> bool:
         return httpx.get(f"http://{address}/v2/", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
