@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from vnest import __version__, chart, drivers, kubeconfig, log, naming
-from vnest.drivers.base import PAUSED, Target
+from vnest.drivers.base import PAUSED, Driver, Target
 from vnest.errors import UsageError, VnestError
 from vnest.kube.client import ApiError, KubeClient, Obj
 
@@ -156,27 +156,20 @@ def _paused(secret: Obj) -> bool:
     return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true"
 
 
-async def _reachable_server(s: Session, name: str, namespace: str, published: str) -> str:
-    """The virtual API server's address as this machine reaches it (the driver may forward it)."""
-    config = await s.config_secret(name, namespace)
-    if config is None:
-        return published
-    return await drivers.get(_driver_of(config)).endpoint(s.target(name, namespace), published)
-
-
-async def _virtual_client(s: Session, name: str, namespace: str) -> KubeClient:
-    secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
+async def _virtual_client(s: Session, t: Target, driver: Driver) -> KubeClient:
+    """A client of the virtual API, at the address where this machine reaches it (the driver's)."""
+    secret = await s.control_plane_secret(naming.kubeconfig_secret(t.name), t.name, t.namespace, "kubeconfig")
     if secret is None:
-        raise VnestError(f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet")
+        raise VnestError(f"virtual cluster {t.name!r} in {t.namespace!r} has published no kubeconfig yet")
     config = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
     cluster = config["clusters"][0]["cluster"]
-    cluster["server"] = await _reachable_server(s, name, namespace, cluster["server"])
+    cluster["server"] = await driver.endpoint(t, cluster["server"])
     return KubeClient.from_dict(config, timeout=5)
 
 
-async def _wait_system_namespaces(s: Session, name: str, namespace: str, timeout: float) -> None:
+async def _wait_system_namespaces(s: Session, t: Target, driver: Driver, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    async with await _virtual_client(s, name, namespace) as virtual:
+    async with await _virtual_client(s, t, driver) as virtual:
         while True:
             try:
                 found = {ns["metadata"]["name"] for ns in await virtual.list("Namespace")}
@@ -185,7 +178,7 @@ async def _wait_system_namespaces(s: Session, name: str, namespace: str, timeout
             except ApiError:
                 pass
             if time.monotonic() > deadline:
-                raise VnestError(f"timed out waiting for the virtual API of {name} to list its namespaces")
+                raise VnestError(f"timed out waiting for the virtual API of {t.name} to list its namespaces")
             await asyncio.sleep(0.2)
 
 
@@ -243,7 +236,7 @@ async def create(
             if wait:
                 with log.step(_log, "waiting for the virtual cluster to come up"):
                     await driver.wait_ready(target, timeout)
-                    await _wait_system_namespaces(s, name, namespace, timeout)
+                    await _wait_system_namespaces(s, target, driver, timeout)
         except BaseException:
             if existing is None:
                 _log.info("cleaning up after the failed create")
@@ -313,7 +306,7 @@ async def _patch_namespace_labels(host: KubeClient, namespace: str, labels: dict
 async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -> tuple[str, dict[str, Any]]:
     s = Session.open()
     async with s.host:
-        await s.require(name, namespace)
+        driver = drivers.get(_driver_of(await s.require(name, namespace)))
         secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
         if secret is None:
             raise VnestError(
@@ -321,7 +314,7 @@ async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -
             )
         vc = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
         cluster = dict(vc["clusters"][0]["cluster"])
-        cluster["server"] = server or await _reachable_server(s, name, namespace, cluster["server"])
+        cluster["server"] = server or await driver.endpoint(s.target(name, namespace), cluster["server"])
     ctx = naming.kube_context(name, namespace, s.context)
     config = kubeconfig.empty()
     config["clusters"] = [{"name": ctx, "cluster": cluster}]
@@ -462,7 +455,8 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         health: dict[str, Any] = {"status": summary["status"]}
         endpoint = None
         try:
-            async with await _virtual_client(s, name, namespace) as virtual:
+            driver = drivers.get(_driver_of(secret))
+            async with await _virtual_client(s, s.target(name, namespace), driver) as virtual:
                 endpoint = virtual.server
                 health["apiServer"] = (await virtual.http.get("/readyz")).text.strip()
         except Exception as e:
@@ -589,7 +583,7 @@ async def resume(name: str, namespace: str, timeout: float) -> None:
         await driver.start(t)
         with log.step(_log, "waiting for the virtual cluster to come up"):
             await driver.wait_ready(t, timeout)
-            await _wait_system_namespaces(s, name, namespace, timeout)
+            await _wait_system_namespaces(s, t, driver, timeout)
         await s.host.patch(
             "Secret",
             naming.config_secret(name),
