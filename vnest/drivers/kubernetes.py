@@ -33,14 +33,16 @@ from vnest.procs import ProcessDir, free_port, port_in_use
 _log = log.get("driver.kubernetes")
 
 PROXY = "proxy"  # the background port-forward's process name
+
 SERVICE_PORT = 443  # the chart's Service port for the API server
 GIVE_UP_SECONDS = 600.0  # a port-forward failing this long stops trying
 
 
 def proxy_dir(name: str, namespace: str) -> Path:
-    from vnest.host.local import vnest_home
+    """The cluster's folder on this machine: the one the process driver keeps its state in."""
+    from vnest.drivers.process import state_dir
 
-    return vnest_home() / "clusters" / namespace / name
+    return state_dir(name, namespace)
 
 
 class KubernetesDriver(Driver):

@@ -806,14 +806,7 @@ class LocalHost:
         extra = sorted(existing - set(wanted))
         if extra:
             self.kubectl("delete", "node", *extra)
-        with log.step(_log, f"waiting for {count} Ready node(s)") as progress:
-            wait_until(
-                lambda: sum(1 for n in self.nodes() if n["ready"] and n["name"] in wanted) == count,
-                wait,
-                f"{count} Ready nodes",
-                interval=0.3,
-                on_wait=lambda: self._check_alive(progress, "nodes to be Ready"),
-            )
+        self._wait_ready_nodes(wanted, wait, interval=0.3)
 
     def _ensure_real_nodes(self, state: HostState, wait: float) -> None:
         wanted = node_names(state.nodes)
@@ -833,13 +826,16 @@ class LocalHost:
                 self.kubectl("apply", "-f", "-", input=json.dumps(spec.node_manifest()))
             node.write_files(self.pki_dir, ca)
             node.start(kube, self._env())
+        self._wait_ready_nodes(wanted, wait, interval=0.5)
+
+    def _wait_ready_nodes(self, wanted: list[str], wait: float, interval: float) -> None:
         count = len(wanted)
         with log.step(_log, f"waiting for {count} Ready node(s)") as progress:
             wait_until(
                 lambda: sum(1 for n in self.nodes() if n["ready"] and n["name"] in wanted) == count,
                 wait,
                 f"{count} Ready nodes",
-                interval=0.5,
+                interval=interval,
                 on_wait=lambda: self._check_alive(progress, "nodes to be Ready"),
             )
 
@@ -887,9 +883,11 @@ class LocalHost:
 
     def _stop_virtual_clusters(self) -> list[str]:
         """Process-driver control planes and port-forwards of this VNEST_HOME: their host is about to go."""
+        from vnest.drivers.kubernetes import PROXY
+
         stopped = []
         for folder in sorted((self.root.parent / "clusters").glob("*/*")):
-            ProcessDir(folder).stop("proxy")  # the kubernetes driver's port-forward
+            ProcessDir(folder).stop(PROXY)
             if ProcessDir(folder).stop("controlplane", timeout=30):
                 stopped.append(f"{folder.parent.name}/{folder.name}")
         return stopped

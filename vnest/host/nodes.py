@@ -31,7 +31,7 @@ import yaml
 
 from vnest import kubeconfig, log, pki
 from vnest.host import cgroups, netns
-from vnest.procs import ProcessDir
+from vnest.procs import ProcessDir, wait_until
 
 _log = log.get("host")
 
@@ -386,8 +386,6 @@ class RealNode:
 
 
 def _wait_for_socket(socket_path: Path, timeout: float) -> None:
-    from vnest.procs import wait_until
-
     wait_until(socket_path.exists, timeout, f"containerd's socket {socket_path}", interval=0.1)
 
 
