@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vnest import log
-from vnest.kube.client import ApiError, KubeClient, Obj
+from vnest.kube.client import ApiError, KubeClient, Obj, claim_reference
 
 _log = log.get("storage")
 
@@ -45,8 +45,7 @@ def storage_class() -> dict[str, Any]:
 
 def volume_for(claim: Obj, node: str, folder: Path) -> dict[str, Any]:
     """The local PersistentVolume for a claim whose first pod went to ``node``."""
-    meta = claim["metadata"]
-    name = f"pvc-{meta['uid']}"
+    name = f"pvc-{claim['metadata']['uid']}"
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -57,13 +56,7 @@ def volume_for(claim: Obj, node: str, folder: Path) -> dict[str, Any]:
             "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": CLASS,
             "volumeMode": claim["spec"].get("volumeMode") or "Filesystem",
-            "claimRef": {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "namespace": meta["namespace"],
-                "name": meta["name"],
-                "uid": meta["uid"],
-            },
+            "claimRef": claim_reference(claim),
             "local": {"path": str(folder / node / "volumes" / name)},
             "nodeAffinity": {
                 "required": {

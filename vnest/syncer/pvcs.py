@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 
 from vnest import naming
-from vnest.kube.client import Obj
+from vnest.kube.client import Obj, claim_reference
 from vnest.syncer.clusterscoped import host_class_name, host_informer, owns_cluster_object
 from vnest.syncer.engine import ResourceSyncer, SyncContext
 from vnest.syncer.informer import Informer
@@ -121,7 +121,6 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
     async def _ensure_virtual_volume(self, vpvc: Obj, hpvc: Obj, name: str) -> None:
         if await self.ctx.virtual.get_or_none("PersistentVolume", name) is not None:
             return
-        meta = vpvc["metadata"]
         status = hpvc.get("status") or {}
         volume = {
             "apiVersion": "v1",
@@ -140,13 +139,7 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
                 or "",
                 # Deleted with its claim, by the syncer, since no binder runs in the virtual cluster.
                 "persistentVolumeReclaimPolicy": "Delete",
-                "claimRef": {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
+                "claimRef": claim_reference(vpvc),
                 # A source is required; nothing in the virtual cluster mounts this one.
                 "flexVolume": {"driver": "vnest.io/host-volume"},
             },
