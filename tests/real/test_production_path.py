@@ -7,15 +7,14 @@ a platform team installs on its own cluster (SPEC.md section 8).
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.vcluster import VirtualCluster
+from tests.real.pods import page_through_port_forward, run_to_completion
 from tests.real.test_real_nodes import _kubectl, _run_to_completion
-from vnest.procs import free_port, wait_until
+from vnest.procs import wait_until
 
 NAME, NAMESPACE = "my-vcluster", "prod1"
 HOST_SERVICE = f"nginx-vcluster1-x-nginx1-x-{NAME}"
@@ -23,17 +22,7 @@ HOST_SERVICE = f"nginx-vcluster1-x-nginx1-x-{NAME}"
 
 def _virtual_run(vc: VirtualCluster, name: str, image: str, *command: str) -> str:
     """Runs a pod to its end inside the virtual cluster; returns its log."""
-    vc.kubectl("delete", "pod", name, "--ignore-not-found", "--wait=true")
-    vc.kubectl("run", name, f"--image={image}", "--restart=Never", "--command", "--", *command)
-
-    def finished() -> str | None:
-        phase = vc.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_until(finished, 120, f"virtual pod {name} to finish", interval=0.5)
-    logs = vc.kubectl("logs", name)
-    assert phase == "Succeeded", f"{name} {phase}:\n{logs}"
-    return logs
+    return run_to_completion(vc.kubectl, name, image, *command)
 
 
 @pytest.fixture(scope="module")
@@ -133,31 +122,13 @@ def test_dns_falls_back_to_the_host_cluster_from_a_real_pod(seed):
 def test_exec_and_port_forward_through_the_virtual_api_reach_the_real_container(seed):
     pod = seed.kubectl("get", "pods", "-n", "nginx1", "-o", "jsonpath={.items[0].metadata.name}")
     assert seed.kubectl("exec", "-n", "nginx1", pod, "--", "cat", "/etc/hostname").strip() == pod
-    port = free_port()
-    forward = subprocess.Popen(
-        [*seed.connect_argv(), "port-forward", "-n", "nginx1", f"pod/{pod}", f"{port}:80"],
-        env=seed.env.vars,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    page = page_through_port_forward(
+        [*seed.connect_argv(), "-n", "nginx1"],
+        seed.env.vars,
+        f"pod/{pod}",
+        "the port-forward through the virtual API",
     )
-    try:
-
-        def page() -> str | None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-                    data = b""
-                    while chunk := s.recv(65536):
-                        data += chunk
-                    return data.decode(errors="replace") or None
-            except OSError:
-                return None
-
-        assert "Welcome to nginx!" in wait_until(page, 30, "the port-forward through the virtual API")
-    finally:
-        forward.terminate()
-        forward.wait(10)
+    assert "Welcome to nginx!" in page
 
 
 def test_a_deleted_control_plane_pod_comes_back_with_its_data(seed):

@@ -6,11 +6,10 @@ One host with two real nodes serves the session (tests/conftest.py `real_host_en
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 
+from tests.real.pods import page_through_port_forward, run_to_completion
 from vnest.host import netns
-from vnest.procs import free_port, wait_until
+from vnest.procs import wait_until
 
 HOST = "vnest-host"
 
@@ -20,20 +19,8 @@ def _kubectl(env, *args: str, check: bool = True, timeout: float = 120) -> str:
 
 
 def _run_to_completion(env, name: str, image: str, *command: str, namespace: str = "default") -> str:
-    """Runs a pod to its end and returns its log."""
-    _kubectl(env, "delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=true")
-    _kubectl(
-        env, "run", name, "-n", namespace, f"--image={image}", "--restart=Never", "--command", "--", *command
-    )
-
-    def finished() -> str | None:
-        phase = _kubectl(env, "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_until(finished, 120, f"pod {name} to finish", interval=0.5)
-    logs = _kubectl(env, "logs", name, "-n", namespace)
-    assert phase == "Succeeded", f"{name} {phase}:\n{logs}"
-    return logs
+    """Runs a pod on the host to its end and returns its log."""
+    return run_to_completion(lambda *args: _kubectl(env, "-n", namespace, *args), name, image, *command)
 
 
 def _nginx(env, namespace: str = "default") -> str:
@@ -128,31 +115,10 @@ def test_logs_exec_and_port_forward_reach_the_real_container(real_host_env):
     pod = _kubectl(env, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
     hostname = _kubectl(env, "exec", pod, "--", "cat", "/etc/hostname").strip()
     assert hostname == pod
-    port = free_port()
-    forward = subprocess.Popen(
-        [env.kubectl_path, "--context", HOST, "port-forward", f"pod/{pod}", f"{port}:80"],
-        env=env.vars,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    page = page_through_port_forward(
+        [env.kubectl_path, "--context", HOST], env.vars, f"pod/{pod}", "the port-forward"
     )
-    try:
-
-        def page() -> str | None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-                    data = b""
-                    while chunk := s.recv(65536):
-                        data += chunk
-                    return data.decode(errors="replace") or None
-            except OSError:
-                return None
-
-        assert "Welcome to nginx!" in wait_until(page, 30, "the port-forward")
-    finally:
-        forward.terminate()
-        forward.wait(10)
+    assert "Welcome to nginx!" in page
 
 
 def test_the_seed_demo_on_real_nodes_with_a_virtual_cluster(real_host_env):
