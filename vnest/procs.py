@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from vnest.errors import VnestError
 
@@ -191,3 +193,43 @@ def wait_until(
         if on_wait is not None:
             on_wait()
         time.sleep(interval)
+
+
+def run_streaming(
+    cmd: Sequence[str],
+    on_line: Callable[[str], None],
+    on_idle: Callable[[], None],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Runs a long tool to its end: each line it prints (stdout and stderr) goes to ``on_line``,
+    and ``on_idle`` runs after each second without one (tools that say nothing while they
+    download still show progress). Returns the exit code."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    assert proc.stdout is not None
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            on_idle()
+            continue
+        if line is None:
+            return proc.wait()
+        on_line(line)
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.rstrip())
+    lines.put(None)

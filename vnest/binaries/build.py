@@ -13,18 +13,16 @@ import hashlib
 import json
 import os
 import platform
-import queue
 import shutil
 import subprocess
-import threading
 import tomllib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from vnest import log
 from vnest.errors import VnestError
+from vnest.procs import run_streaming
 
 _log = log.get("binaries")
 
@@ -223,7 +221,6 @@ def _run_go(args: list[str], module: str, what: str) -> None:
     cmd = [_go(), *args]
     _log.debug("running", cmd=" ".join(cmd), module=module)
     tail: deque[str] = deque(maxlen=40)
-    lines: queue.Queue[str | None] = queue.Queue()
     compiled = downloaded = 0
 
     def status() -> str:
@@ -234,26 +231,9 @@ def _run_go(args: list[str], module: str, what: str) -> None:
         )
 
     with log.step(_log, what, every=15) as progress:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=GO_DIR / module,
-            env=_go_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert proc.stdout is not None
-        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-        reader.start()
-        while True:
-            try:
-                line = lines.get(timeout=1.0)
-            except queue.Empty:
-                progress.update(status())
-                continue
-            if line is None:
-                break
+
+        def on_line(line: str) -> None:
+            nonlocal compiled, downloaded
             tail.append(line)
             if line.startswith("go: downloading"):
                 downloaded += 1
@@ -263,17 +243,15 @@ def _run_go(args: list[str], module: str, what: str) -> None:
                 if _log.debugging:
                     _log.debug(line)
             progress.update(status())
-        if proc.wait() != 0:
+
+        code = run_streaming(
+            cmd, on_line, lambda: progress.update(status()), cwd=GO_DIR / module, env=_go_env()
+        )
+        if code != 0:
             raise VnestError(
-                f"{what} failed (go exited {proc.returncode}):\n" + "\n".join(tail),
+                f"{what} failed (go exited {code}):\n" + "\n".join(tail),
                 hint="run with --debug to see every line go printed",
             )
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line.rstrip())
-    lines.put(None)
 
 
 def _build(target: Path) -> None:

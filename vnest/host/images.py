@@ -25,12 +25,10 @@ import io
 import json
 import os
 import platform
-import queue
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections import deque
@@ -41,7 +39,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
-from typing import IO, TypedDict
+from typing import TypedDict
 
 import httpx
 
@@ -49,7 +47,7 @@ import vnest
 from vnest import binaries, log
 from vnest.binaries.build import GO_DIR
 from vnest.errors import VnestError
-from vnest.procs import free_port
+from vnest.procs import free_port, run_streaming
 
 _log = log.get("images")
 
@@ -1145,38 +1143,16 @@ def _run(
     """Runs a tool: every line to the debug log, the latest as progress, the last 40 in the error."""
     _log.debug("running", cmd=" ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
-    lines: queue.Queue[str | None] = queue.Queue()
-    proc = subprocess.Popen(
-        cmd,
-        env=dict(env) if env is not None else None,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
-    assert proc.stdout is not None
-    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-    while True:
-        try:
-            line = lines.get(timeout=1.0)
-        except queue.Empty:
-            progress.update(tail[-1] if tail else what)
-            continue
-        if line is None:
-            break
+
+    def on_line(line: str) -> None:
         if line.strip():
             tail.append(line)
             _log.debug(line)
             progress.update(line)
-    if proc.wait() != 0:
+
+    code = run_streaming(cmd, on_line, lambda: progress.update(tail[-1] if tail else what), env=env)
+    if code != 0:
         raise VnestError(
-            f"{what} failed ({Path(cmd[0]).name} exited {proc.returncode}):\n" + "\n".join(tail),
+            f"{what} failed ({Path(cmd[0]).name} exited {code}):\n" + "\n".join(tail),
             hint=hint or "run with --debug to see every line it printed",
         )
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line.rstrip())
-    lines.put(None)
