@@ -46,18 +46,6 @@ CONTROL_PLANE_KINDS = (
     "LimitRange",
     "NetworkPolicy",
 )
-SYNCED_KINDS = (
-    "Pod",
-    "Service",
-    "Endpoints",
-    "EndpointSlice",
-    "ConfigMap",
-    "Secret",
-    "PersistentVolumeClaim",
-    "ServiceAccount",
-    "Ingress",
-    "NetworkPolicy",
-)
 
 
 # ---- contexts ----------------------------------------------------------------
@@ -444,8 +432,10 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         summary = await _summary(s, secret, current)
         config = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
         service = await s.host.get_or_none("Service", naming.service_name(name), namespace)
+        from vnest.syncer import registry  # the syncer's modules only when a command needs them
+
         counts = {}
-        for kind in SYNCED_KINDS:
+        for kind in registry.host_kinds():
             try:
                 counts[kind] = len(
                     await s.host.list(kind, namespace, label_selector=f"{naming.LABEL_MANAGED_BY}={name}")
@@ -500,9 +490,11 @@ def _local_endpoint(name: str, namespace: str, key: str, form: str = "{}") -> st
 
 
 async def _remove(s: Session, t: Target, driver_name: str, keep_data: bool) -> None:
+    from vnest.syncer import registry  # the syncer's modules only when a command needs them
+
     await drivers.get(driver_name).uninstall(t, keep_data)
     for kind, label in [(k, naming.LABEL_CLUSTER) for k in CONTROL_PLANE_KINDS] + [
-        (k, naming.LABEL_MANAGED_BY) for k in SYNCED_KINDS
+        (k, naming.LABEL_MANAGED_BY) for k in registry.host_kinds()
     ]:
         try:
             objs = await s.host.list(kind, t.namespace, label_selector=f"{label}={t.name}")

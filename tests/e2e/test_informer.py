@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from vnest.kube.client import KubeClient, resource_of
-from vnest.syncer.informer import Informer
+from vnest.syncer.engine import Informer
 
 HOST = "vnest-host"
 

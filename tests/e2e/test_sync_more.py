@@ -9,7 +9,7 @@ import yaml
 
 from vnest import naming
 from vnest.procs import wait_until
-from vnest.syncer.endpoints import CONTROLLER
+from vnest.syncer.mappings import ENDPOINTS_CONTROLLER as CONTROLLER
 
 from .vcluster import VirtualCluster
 

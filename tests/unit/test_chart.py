@@ -14,7 +14,7 @@ from vnest import chart, naming
 from vnest.binaries import build
 from vnest.config.load import load_config, to_values
 from vnest.errors import VnestError
-from vnest.syncer.fromhost import from_host_enabled
+from vnest.syncer.resources.fromhost import from_host_enabled
 
 NAME = "my-vcluster"
 NS = "vcluster1"
@@ -715,10 +715,10 @@ def test_cluster_roles_grant_only_what_the_config_needs(helm, override, expected
 def test_storage_classes_from_host_is_granted_exactly_when_the_syncer_copies_them(helm, sets):
     if any("cheduler" in s for s in sets):
         sets = [*sets, "sync.fromHost.nodes.enabled=true"]  # what a virtual scheduler needs
-    values = to_values(load_config([], sets))
-    granted = _cluster_rules(chart.render(NAME, NS, values, helm=helm)).get(BASE_ROLE, {})
+    config = load_config([], sets)
+    granted = _cluster_rules(chart.render(NAME, NS, to_values(config), helm=helm)).get(BASE_ROLE, {})
     reads = granted.get(("storage.k8s.io", "storageclasses")) == READ
-    assert reads is from_host_enabled(values, "storageClasses")
+    assert reads is from_host_enabled(config, "storage_classes")
 
 
 def test_cluster_role_names_are_the_ones_the_syncer_and_driver_use(helm):

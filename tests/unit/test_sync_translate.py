@@ -8,15 +8,16 @@ import pytest
 
 from vnest import naming
 from vnest.config import defaults
-from vnest.syncer.endpoints import (
-    CONTROLLER,
+from vnest.config.models import VClusterConfig
+from vnest.syncer.engine import SyncContext
+from vnest.syncer.mappings import ENDPOINTS_CONTROLLER as CONTROLLER
+from vnest.syncer.resources.endpoints import (
     dependencies,
     translate_endpoint,
     translate_slice,
 )
-from vnest.syncer.engine import SyncContext
-from vnest.syncer.pods import PodSyncer, pin_to_node
-from vnest.syncer.serviceaccounts import (
+from vnest.syncer.resources.pods import PodSyncer, pin_to_node
+from vnest.syncer.resources.serviceaccounts import (
     host_service_account,
     pod_service_account,
     translate_service_account,
@@ -28,7 +29,17 @@ VC, HOST_NS = "vc", "vc-host"
 
 
 def _ctx(values: dict | None = None) -> SyncContext:
-    return SyncContext(VC, HOST_NS, None, None, values or defaults())  # type: ignore[arg-type]
+    config = VClusterConfig.model_validate(values or defaults())
+    return SyncContext(VC, HOST_NS, None, None, config)  # type: ignore[arg-type]
+
+
+class _NoNodes:
+    async def ensure(self, name: str) -> None:
+        raise AssertionError("translation binds no node")
+
+
+def _pods(ctx: SyncContext) -> PodSyncer:
+    return PodSyncer(ctx, None, _NoNodes(), {})
 
 
 def _host_pod(ns: str, name: str) -> str | None:
@@ -240,7 +251,7 @@ def _vpod() -> dict:
 def test_host_pod_runs_as_the_copy_of_its_service_account_only_with_the_sync(sync):
     values = defaults()
     values["sync"]["toHost"]["serviceAccounts"]["enabled"] = sync
-    hpod = PodSyncer(_ctx(values)).translate(_vpod())
+    hpod = _pods(_ctx(values)).translate(_vpod())
     spec = hpod["spec"]
     if sync:
         assert spec["serviceAccountName"] == "runner-x-ci-x-vc"
@@ -261,7 +272,7 @@ def test_a_named_node_becomes_a_required_affinity_so_the_host_scheduler_still_ch
     vpod = _vpod()
     vpod["spec"]["nodeName"] = "worker1"
     vpod["spec"]["schedulerName"] = "tenant-scheduler"
-    spec = PodSyncer(_ctx()).translate(vpod)["spec"]
+    spec = _pods(_ctx()).translate(vpod)["spec"]
     assert "nodeName" not in spec and "schedulerName" not in spec
     assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
         "nodeSelectorTerms": [
@@ -272,7 +283,7 @@ def test_a_named_node_becomes_a_required_affinity_so_the_host_scheduler_still_ch
 
 
 def test_a_pod_without_a_node_gets_no_affinity():
-    assert "affinity" not in PodSyncer(_ctx()).translate(_vpod())["spec"]
+    assert "affinity" not in _pods(_ctx()).translate(_vpod())["spec"]
 
 
 def test_pinning_joins_every_term_of_the_pods_own_node_affinity():
@@ -313,7 +324,7 @@ def _strings(obj: object) -> list[str]:
 
 
 def test_no_raw_name_of_a_referenced_object_survives_translation():
-    from vnest.syncer.pods import SECRET_REFERENCES, references
+    from vnest.syncer.resources.pods import SECRET_REFERENCES, references
 
     volumes = [
         {"name": "cm", "configMap": {"name": "ref-cm-volume"}},
@@ -365,13 +376,13 @@ def test_no_raw_name_of_a_referenced_object_survives_translation():
     # Every one is copied to the host (the ConfigMap and Secret syncers follow `references`) ...
     assert set().union(*references(vpod).values()) == raw
     # ... and named by its host copy's name: no raw name is left for the host to resolve.
-    out = _strings(PodSyncer(_ctx()).translate(vpod)["spec"])
+    out = _strings(_pods(_ctx()).translate(vpod)["spec"])
     assert not raw & set(out)
     assert {naming.host_name(name, "ci", VC) for name in raw} <= set(out)
 
 
 def test_a_pods_hostname_is_its_virtual_name_as_kubelet_would_cut_it():
-    from vnest.syncer.pods import pod_hostname
+    from vnest.syncer.resources.pods import pod_hostname
 
     assert pod_hostname("nginx-vcluster1-b9c66cb6b-7kg6h") == "nginx-vcluster1-b9c66cb6b-7kg6h"
     assert pod_hostname("a" * 62 + "-b") == "a" * 62  # 63 characters, the trailing dash cut

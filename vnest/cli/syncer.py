@@ -80,14 +80,15 @@ def run(
     pod_security_check: Path | None,
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
-    from vnest.config import load_config, to_values
+    from vnest.config import load_config
     from vnest.syncer.run import main
 
-    values = to_values(load_config([config], []))
-    if pod_security_check is None and values["policies"]["podSecurityStandard"] != "privileged":
+    cluster_config = load_config([config], [])
+    level = cluster_config.policies.pod_security_standard
+    if pod_security_check is None and level != "privileged":
         raise click.UsageError(
             "--pod-security-check is required: policies.podSecurityStandard is "
-            f"{values['policies']['podSecurityStandard']!r}, and pods are checked before they reach the host"
+            f"{level!r}, and pods are checked before they reach the host"
         )
     sys.exit(
         main(
@@ -95,7 +96,7 @@ def run(
             namespace,
             virtual_kubeconfig,
             host_kubeconfig,
-            values,
+            cluster_config,
             ready_file,
             pki_dir,
             kubelet_address,

@@ -30,7 +30,8 @@ class AllowList:
 
     def split(self, addresses: Iterable[str]) -> tuple[list[str], list[str]]:
         """(allowed, dropped), each in the given order."""
-        allowed, dropped = [], []
+        allowed: list[str] = []
+        dropped: list[str] = []
         for address in addresses:
             (allowed if address in self else dropped).append(address)
         return allowed, dropped

@@ -14,30 +14,23 @@ import contextlib
 import json
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vnest import log, naming
+from vnest.config import to_values
+from vnest.config.models import VClusterConfig
 from vnest.dns import DnsIndex, DnsServer, coredns
-from vnest.kube.client import ApiError, HostConnection, KubeClient
-from vnest.syncer import customresources, fromhost, replicated
-from vnest.syncer.configs import ConfigMapSyncer, SecretSyncer
-from vnest.syncer.endpoints import EndpointSliceSyncer
-from vnest.syncer.engine import Reconciler, SyncContext
-from vnest.syncer.events import EventSyncer
-from vnest.syncer.ingresses import IngressSyncer
+from vnest.kube.client import ApiError, HostConnection, KubeClient, Obj
+from vnest.syncer import registry
+from vnest.syncer.engine import Controller, SyncContext
 from vnest.syncer.kubelet import KubeletProxy
+from vnest.syncer.mappings import LABEL_DNS_SERVICE, uid_matches
 from vnest.syncer.metrics import MetricsServer, syncer_text
-from vnest.syncer.networkpolicies import NetworkPolicySyncer
-from vnest.syncer.nodes import FakeNodes, HostNodes
-from vnest.syncer.persistentvolumes import PersistentVolumeSyncer
-from vnest.syncer.pods import PodSyncer
 from vnest.syncer.podsecurity import PodSecurityChecker
-from vnest.syncer.priorityclasses import PriorityClassSyncer
-from vnest.syncer.pvcs import PersistentVolumeClaimSyncer
-from vnest.syncer.serviceaccounts import ServiceAccountSyncer
-from vnest.syncer.services import ServiceSyncer
-from vnest.syncer.storageclasses import StorageClassSyncer
+from vnest.syncer.resources import customresources
+from vnest.syncer.resources.nodes import FakeNodes, HostNodes
+from vnest.syncer.resources.pods import PodSyncer
 
 _log = log.get("syncer")
 
@@ -50,6 +43,15 @@ HOST_QPS = 200.0
 HOST_BURST = 400
 
 
+@dataclass(frozen=True)
+class KubeletSettings:
+    """Where the syncer serves the kubelet API of its nodes (logs, exec) and how it reaches the host's."""
+
+    host: HostConnection
+    pki_dir: Path
+    address: str
+
+
 class Syncer:
     def __init__(
         self,
@@ -57,74 +59,45 @@ class Syncer:
         host_namespace: str,
         virtual: KubeClient,
         host: KubeClient,
-        values: dict[str, Any],
-        kubelet: KubeletProxy | None = None,
+        config: VClusterConfig,
+        kubelet: KubeletSettings | None = None,
         dns_address: str | None = None,
         dns_port: int = 0,
         dns_fallback: str | None = None,
         metrics: tuple[str, int] | None = None,
         pod_security: PodSecurityChecker | None = None,
     ) -> None:
-        self.ctx = SyncContext(name, host_namespace, virtual, host, values)
-        self.values = values
-        self.kubelet = kubelet
+        self.ctx = SyncContext(name, host_namespace, virtual, host, config)
+        self.config = config
+        self.kubelet = (
+            KubeletProxy(
+                self.host_pod_of, host_namespace, kubelet.host, kubelet.pki_dir, address=kubelet.address
+            )
+            if kubelet is not None
+            else None
+        )
         self.host_dns = dns_fallback
         self.dns: DnsServer | None = None
-        if dns_address is not None and values["networking"]["dns"]["mode"] == "embedded":
+        dns = config.networking.dns
+        if dns_address is not None and dns.mode == "embedded":
             # The embedded DNS answers from the same caches the syncers use.
-            index = DnsIndex(values["networking"]["advanced"]["clusterDomain"])
+            index = DnsIndex(config.networking.advanced.cluster_domain)
             self.ctx.informer("virtual", "Service").add_handler(index.on_service)
             self.ctx.informer("virtual", "EndpointSlice").add_handler(index.on_endpointslice)
             self.ctx.informer("virtual", "Pod").add_handler(index.on_pod)
-            fallback = dns_fallback if values["networking"]["advanced"]["fallbackHostCluster"] else None
+            fallback = dns_fallback if config.networking.advanced.fallback_host_cluster else None
             self.dns = DnsServer(index, listen=dns_address, port=dns_port, fallback=fallback)
-        to_host = values["sync"]["toHost"]
-        self.syncers: list[Reconciler] = []
-        self.pods: PodSyncer | None = None
-        if to_host["pods"]["enabled"]:
-            self.pods = PodSyncer(self.ctx, pod_security)
-            self.syncers.append(self.pods)
-        if to_host["services"]["enabled"]:
-            self.syncers.append(ServiceSyncer(self.ctx))
-        if to_host["endpoints"]["enabled"] and to_host["services"]["enabled"]:
-            # Slices of selector-less Services, which exist on the host only as their Services' copies.
-            self.syncers.append(EndpointSliceSyncer(self.ctx))
-        if to_host["serviceAccounts"]["enabled"]:
-            self.syncers.append(ServiceAccountSyncer(self.ctx, self.pods))
-        if to_host["configMaps"]["enabled"]:
-            self.syncers.append(ConfigMapSyncer(self.ctx))
-        if to_host["secrets"]["enabled"]:
-            self.syncers.append(SecretSyncer(self.ctx))
-        if to_host["ingresses"]["enabled"]:
-            self.syncers.append(IngressSyncer(self.ctx))
-        if to_host["networkPolicies"]["enabled"]:
-            self.syncers.append(NetworkPolicySyncer(self.ctx))
-        if to_host["persistentVolumeClaims"]["enabled"]:
-            self.syncers.append(PersistentVolumeClaimSyncer(self.ctx))
-        # Cluster-scoped host copies (vnest-<name>-x-<hostns>-x-<vcluster>), owned by the ClusterRole.
-        if to_host["priorityClasses"]["enabled"]:
-            self.syncers.append(PriorityClassSyncer(self.ctx))
-        if to_host["storageClasses"]["enabled"]:
-            self.syncers.append(StorageClassSyncer(self.ctx))
-        if to_host["persistentVolumes"]["enabled"]:
-            self.syncers.append(PersistentVolumeSyncer(self.ctx))
-        # The host's Storage/Ingress/Runtime/PriorityClasses, each behind its sync.fromHost flag; one
-        # turned off removes the copies an earlier config made.
-        self.syncers.extend(fromhost.syncers(self.ctx))
-        if values["sync"]["fromHost"]["events"]["enabled"]:
-            self.syncers.append(EventSyncer(self.ctx))
-        # networking.replicateServices, always: with a mapping removed, they clean up its objects.
-        self.syncers.extend(replicated.syncers(self.ctx))
         self.nodes = FakeNodes(self.ctx)
-        node_sync = values["sync"]["fromHost"]["nodes"]
-        self.host_nodes: HostNodes | None = None
-        if node_sync["enabled"]:
-            self.host_nodes = HostNodes(self.ctx, node_sync, self.nodes)
-            self.syncers.append(self.host_nodes)
-        if self.pods is not None:
-            self.pods.nodes = self.host_nodes or self.nodes
-            if self.host_nodes is not None:
-                self.pods.node_selector = self.host_nodes.labels
+        self.host_nodes = HostNodes(self.ctx, self.nodes) if config.sync.from_host.nodes.enabled else None
+        deps = registry.Deps(
+            self.ctx,
+            pod_security,
+            nodes=self.host_nodes or self.nodes,
+            host_nodes=self.host_nodes,
+            node_selector=self.host_nodes.labels if self.host_nodes is not None else {},
+        )
+        self.syncers: list[Controller] = registry.build(config, deps)
+        self.pods = next((s for s in self.syncers if isinstance(s, PodSyncer)), None)
         self.metrics = MetricsServer(self.metrics_text, *metrics) if metrics is not None else None
         self.ready = asyncio.Event()
 
@@ -135,7 +108,6 @@ class Syncer:
         )
         self.ctx.host_service_ip = (service or {}).get("spec", {}).get("clusterIP") or ""
         if self.kubelet is not None:
-            self.kubelet.host_pod_of = self.host_pod_of
             self.nodes.kubelet_address = self.kubelet.address
             self.nodes.kubelet_port = await self.kubelet.start()
         # sync.toHost.customResources: each kind's CRD is copied from the host (and Established in the
@@ -159,7 +131,7 @@ class Syncer:
             took=f"{time.monotonic() - started:.2f}s",
             objects=sum(len(i.store) for i in self.ctx.informers.values()),
         )
-        await coredns.reconcile(self.ctx.virtual, self.values, self.host_dns)
+        await coredns.reconcile(self.ctx.virtual, to_values(self.config), self.host_dns)
         await self._ensure_kube_dns_service()
         self.ready.set()
         if ready_file is not None:
@@ -200,7 +172,7 @@ class Syncer:
                 "labels": {
                     "k8s-app": "kube-dns",
                     "kubernetes.io/name": "CoreDNS",
-                    naming.LABEL_DNS_SERVICE: "true",
+                    LABEL_DNS_SERVICE: "true",
                 },
             },
             "spec": {
@@ -220,13 +192,12 @@ class Syncer:
         )
         return text + (self.dns.metrics.prometheus_text() if self.dns is not None else "")
 
-    def host_pod_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def host_pod_of(self, namespace: str, name: str) -> Obj | None:
         """The host copy of a virtual pod, if this virtual cluster has that pod and owns that copy."""
         if self.pods is None:
             return None
-        vpod = self.pods.virtual.get(f"{namespace}/{name}")
-        hpod = self.pods.host.get(self.ctx.host_key(f"{namespace}/{name}"))
-        if vpod is None or hpod is None or not self.ctx.owns(hpod) or not self.pods.uid_matches(vpod, hpod):
+        vpod, hpod = self.pods.pair(f"{namespace}/{name}")
+        if vpod is None or hpod is None or not uid_matches(vpod, hpod):
             return None
         return hpod
 
@@ -236,7 +207,7 @@ def main(
     namespace: str,
     virtual_kubeconfig: Path,
     host_kubeconfig: Path | None,
-    values: dict[str, Any],
+    config: VClusterConfig,
     ready_file: Path | None,
     pki_dir: Path | None = None,
     kubelet_address: str = "127.0.0.1",
@@ -257,17 +228,13 @@ def main(
             KubeClient.from_kubeconfig(virtual_kubeconfig) as virtual,
             KubeClient.from_kubeconfig(host_kubeconfig) as host,
         ):
-            kubelet = None
-            if pki_dir is not None:
-                kubelet = KubeletProxy(
-                    lambda ns, pod: None,
-                    namespace,
-                    HostConnection.from_kubeconfig(host_kubeconfig),
-                    pki_dir,
-                    address=kubelet_address,
-                )
+            kubelet = (
+                KubeletSettings(HostConnection.from_kubeconfig(host_kubeconfig), pki_dir, kubelet_address)
+                if pki_dir is not None
+                else None
+            )
             host.limit(host_qps, host_burst)
-            level = values["policies"]["podSecurityStandard"]
+            level = config.policies.pod_security_standard
             pod_security = (
                 PodSecurityChecker(pod_security_check, level)
                 if pod_security_check is not None and level != "privileged"
@@ -278,7 +245,7 @@ def main(
                 namespace,
                 virtual,
                 host,
-                values,
+                config,
                 kubelet,
                 dns_address,
                 dns_port,

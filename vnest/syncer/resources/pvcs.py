@@ -10,52 +10,56 @@ cloned from another claim names that claim's host copy. Expanding a claim (a
 larger request) is passed on to the host copy.
 
 With `sync.toHost.storageClasses.enabled`, storageClassName names the host copy of
-the class (vnest.syncer.storageclasses). With `sync.toHost.persistentVolumes.enabled`,
+the class (vnest.syncer.resources.storageclasses). With `sync.toHost.persistentVolumes.enabled`,
 a claim the host binds to the host copy of a tenant's PV is bound to that virtual PV
 (no fake one), and a claim pre-bound to a tenant's PV (volumeName) names its host copy.
-The fake PVs are never copied to the host (vnest.syncer.persistentvolumes).
+The fake PVs are never copied to the host (vnest.syncer.resources.persistentvolumes).
 """
 
 from __future__ import annotations
 
 import copy
 
-from vnest import naming
 from vnest.kube.client import Obj, claim_reference
-from vnest.syncer.clusterscoped import host_class_name, host_informer, owns_cluster_object
-from vnest.syncer.engine import ResourceSyncer, SyncContext
-from vnest.syncer.informer import Informer
-from vnest.syncer.storageclasses import host_storage_class, storage_classes_to_host
+from vnest.syncer.engine import Informer, SyncContext, Syncer
+from vnest.syncer.mappings import (
+    ANNOTATION_NAME,
+    FAKE_VOLUME_DRIVER,
+    LABEL_FAKE_VOLUME,
+    annotations_of,
+    labels_of,
+)
+from vnest.syncer.resources.storageclasses import host_storage_class, storage_classes_to_host
 
-FAKE_VOLUME_LABEL = "vnest.io/fake-volume"
 
-
-class PersistentVolumeClaimSyncer(ResourceSyncer):
+class PersistentVolumeClaimSyncer(Syncer):
     kind = "PersistentVolumeClaim"
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx)
         self.host_volumes: Informer | None = None
         self.virtual_volumes: Informer | None = None
-        if ctx.values["sync"]["toHost"]["persistentVolumes"]["enabled"]:
-            # The tenant's PVs have host copies (vnest.syncer.persistentvolumes), shared caches.
-            self.host_volumes = host_informer(ctx, "PersistentVolume")
+        if ctx.config.sync.to_host.persistent_volumes.enabled:
+            # The tenant's PVs have host copies (vnest.syncer.resources.persistentvolumes), shared caches.
+            self.host_volumes = ctx.cluster_copies("PersistentVolume")
             self.virtual_volumes = ctx.informer("virtual", "PersistentVolume")
 
     def virtual_volume_of(self, host_volume: str) -> str | None:
         """The tenant's virtual PV whose host copy `host_volume` is; None for the host's own volumes."""
         hpv = self.host_volumes.get(host_volume) if self.host_volumes is not None else None
-        if hpv is None or not owns_cluster_object(self.ctx, hpv):
+        if hpv is None or not self.ctx.cluster.owns(hpv):
             return None
-        return (hpv["metadata"].get("annotations") or {}).get(naming.ANNOTATION_NAME)
+        return annotations_of(hpv).get(ANNOTATION_NAME)
 
     def translate(self, vpvc: Obj) -> Obj:
         ns = vpvc["metadata"]["namespace"]
         spec = copy.deepcopy(vpvc["spec"])
         volume = spec.pop("volumeName", None)  # the host binds to its own volumes
         vpv = self.virtual_volumes.get(volume) if volume and self.virtual_volumes is not None else None
-        if vpv is not None and (vpv["metadata"].get("labels") or {}).get(FAKE_VOLUME_LABEL) != "true":
-            spec["volumeName"] = host_class_name(self.ctx, volume)  # pre-bound to a tenant's PV: its copy
+        if vpv is not None and labels_of(vpv).get(LABEL_FAKE_VOLUME) != "true":
+            spec["volumeName"] = self.ctx.cluster.host_class_name(
+                volume
+            )  # pre-bound to a tenant's PV: its copy
         if spec.get("storageClassName"):
             spec["storageClassName"] = host_storage_class(self.ctx, spec["storageClassName"])
         for field in ("dataSource", "dataSourceRef"):
@@ -73,19 +77,19 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
             "spec": spec,
         }
 
-    async def reconcile(self, vkey: str) -> None:
-        vpvc, hpvc = self.pair(vkey)
-        if vpvc is None or vpvc["metadata"].get("deletionTimestamp"):
-            if hpvc is not None and not hpvc["metadata"].get("deletionTimestamp"):
-                await self.delete_host(hpvc)
-            await self._delete_virtual_volume(vpvc, hpvc)
-            return
-        if hpvc is None:
-            await self.create_host(vpvc, self.translate(vpvc))
-            return
-        if not self.uid_matches(vpvc, hpvc):
-            await self.delete_host(hpvc)
-            return
+    async def deleting(self, vpvc: Obj, hpvc: Obj | None) -> bool:
+        await self._delete_host(vpvc, hpvc)
+        return True
+
+    async def to_virtual(self, hpvc: Obj) -> None:
+        await self._delete_host(None, hpvc)
+
+    async def _delete_host(self, vpvc: Obj | None, hpvc: Obj | None) -> None:
+        if hpvc is not None and not hpvc["metadata"].get("deletionTimestamp"):
+            await self.patcher.delete(hpvc)
+        await self._delete_virtual_volume(vpvc, hpvc)
+
+    async def sync(self, vpvc: Obj, hpvc: Obj) -> None:
         want = vpvc["spec"].get("resources", {}).get("requests", {}).get("storage")
         have = hpvc["spec"].get("resources", {}).get("requests", {}).get("storage")
         if want and want != have:
@@ -125,7 +129,7 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
         volume = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": name, "labels": {FAKE_VOLUME_LABEL: "true"}},
+            "metadata": {"name": name, "labels": {LABEL_FAKE_VOLUME: "true"}},
             "spec": {
                 "capacity": status.get("capacity") or hpvc["spec"].get("resources", {}).get("requests", {}),
                 "accessModes": status.get("accessModes")
@@ -133,7 +137,7 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
                 or ["ReadWriteOnce"],
                 # The virtual class name when classes sync to the host (the host's is its copy's).
                 "storageClassName": (
-                    vpvc["spec"].get("storageClassName") if storage_classes_to_host(self.ctx.values) else None
+                    vpvc["spec"].get("storageClassName") if storage_classes_to_host(self.ctx.config) else None
                 )
                 or hpvc["spec"].get("storageClassName")
                 or "",
@@ -141,7 +145,7 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
                 "persistentVolumeReclaimPolicy": "Delete",
                 "claimRef": claim_reference(vpvc),
                 # A source is required; nothing in the virtual cluster mounts this one.
-                "flexVolume": {"driver": "vnest.io/host-volume"},
+                "flexVolume": {"driver": FAKE_VOLUME_DRIVER},
             },
         }
         created = await self.ctx.virtual.create(volume)
@@ -156,5 +160,5 @@ class PersistentVolumeClaimSyncer(ResourceSyncer):
         if not name:
             return
         volume = await self.ctx.virtual.get_or_none("PersistentVolume", name)
-        if volume is not None and volume["metadata"].get("labels", {}).get(FAKE_VOLUME_LABEL) == "true":
+        if volume is not None and labels_of(volume).get(LABEL_FAKE_VOLUME) == "true":
             await self.ctx.virtual.delete("PersistentVolume", name)

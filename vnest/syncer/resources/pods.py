@@ -19,7 +19,7 @@ What the host pod gets, compared with the virtual one:
   that NetworkPolicy namespaceSelectors can be enforced on the host;
 - no scheduler or priority of the virtual cluster's: the host schedules, with
   the priority of the host copy of its PriorityClass when those sync
-  (vnest.syncer.priorityclasses). A pod that comes with its node already named
+  (vnest.syncer.resources.priorityclasses). A pod that comes with its node already named
   (by the tenant, a DaemonSet-style controller or the virtual scheduler) is
   pinned there by a required node affinity on the node's name, as the DaemonSet
   controller pins its pods, rather than by nodeName: the host scheduler still
@@ -30,7 +30,7 @@ What the host pod gets, compared with the virtual one:
 - ClusterFirst DNS pointed at the virtual cluster's kube-dns Service (whose
   ClusterIP is its host copy's) with the virtual namespace's search path.
 Status flows back; the virtual pod is bound to the node the host chose, which
-appears in the virtual cluster as a fake node (vnest.syncer.nodes).
+appears in the virtual cluster as a fake node (vnest.syncer.resources.nodes).
 Deletion goes both ways: the virtual pod deleted, its host pod goes; the host
 pod gone while the virtual pod was running, the virtual pod goes too (its
 controller makes a new one), as in vCluster. "Was running" is recorded on the
@@ -46,22 +46,26 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from typing import Any
+from typing import Protocol
 
-from vnest import log, naming
+from vnest import log
 from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import Obj
-from vnest.syncer.engine import (
-    ResourceSyncer,
-    SyncContext,
+from vnest.syncer import mappings
+from vnest.syncer.engine import Patcher, SyncContext, Syncer
+from vnest.syncer.mappings import (
+    ANNOTATION_HOST_UID,
+    ANNOTATION_KIND,
+    KIND_POD_TOKEN,
+    LABEL_NAMESPACE,
+    key_of,
     namespace_label_key,
     split_key,
     translate_label_key,
 )
-from vnest.syncer.informer import key_of
 from vnest.syncer.podsecurity import PodSecurityChecker
-from vnest.syncer.priorityclasses import pod_priority_class
-from vnest.syncer.serviceaccounts import host_service_account
+from vnest.syncer.resources.priorityclasses import pod_priority_class
+from vnest.syncer.resources.serviceaccounts import host_service_account, pod_service_account
 
 _log = log.get("syncer.pods")
 
@@ -78,9 +82,9 @@ def pod_hostname(name: str) -> str | None:
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 _FIELD_ANNOTATIONS = {
-    "metadata.name": naming.ANNOTATION_NAME,
-    "metadata.namespace": naming.ANNOTATION_NAMESPACE,
-    "metadata.uid": naming.ANNOTATION_UID,
+    "metadata.name": mappings.ANNOTATION_NAME,
+    "metadata.namespace": mappings.ANNOTATION_NAMESPACE,
+    "metadata.uid": mappings.ANNOTATION_UID,
 }
 
 
@@ -160,25 +164,43 @@ def pin_to_node(spec: Obj, node: str) -> None:
 
 def token_secret_name(ctx: SyncContext, pod: Obj) -> str:
     meta = pod["metadata"]
-    return naming.host_name(f"vnest-token-{meta['name']}", meta["namespace"], ctx.name)
+    return ctx.host_name(f"vnest-token-{meta['name']}", meta["namespace"])
 
 
-class PodSyncer(ResourceSyncer):
+class Nodes(Protocol):
+    """The virtual cluster's nodes (fake or copied from the host): the node a pod runs on must exist."""
+
+    async def ensure(self, name: str) -> None: ...
+
+
+class PodSyncer(Syncer):
     kind = "Pod"
     workers = 8
 
-    def __init__(self, ctx: SyncContext, security: PodSecurityChecker | None = None) -> None:
+    def __init__(
+        self,
+        ctx: SyncContext,
+        security: PodSecurityChecker | None,
+        nodes: Nodes,
+        node_selector: dict[str, str],
+    ) -> None:
         super().__init__(ctx)
         self.security = security  # None: policies.podSecurityStandard is privileged
-        self.nodes: Any = None  # the node syncer (fake or real), set by the syncer runner
-        self.node_selector: dict[str, str] = {}  # with real node sync: pods stay on the selected nodes
+        self.nodes = nodes
+        self.node_selector = node_selector  # with real node sync: pods stay on the selected nodes
         self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
+        self.token_secrets = Patcher(ctx, "Secret", ctx.host, self.mapping.owns, ctx.host_namespace)
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
-        self.sync_service_accounts = bool(ctx.values["sync"]["toHost"]["serviceAccounts"]["enabled"])
+        self.sync_service_accounts = ctx.config.sync.to_host.service_accounts.enabled
+        self.host_service_accounts = (
+            ctx.informer("host", "ServiceAccount") if self.sync_service_accounts else None
+        )
 
     def setup(self) -> None:
         super().setup()
+        if self.host_service_accounts is not None:
+            self.host_service_accounts.add_handler(self._on_host_service_account)
 
         def on_namespace(old: Obj | None, new: Obj | None) -> None:
             # Its labels ride on every pod of it: relabel them all.
@@ -211,14 +233,14 @@ class PodSyncer(ResourceSyncer):
         priority_class = pod_priority_class(ctx, vpod["spec"].get("priorityClassName"))
         if priority_class:
             # The host copy of the class (a system one's too, capped) or the host's own
-            # (vnest.syncer.priorityclasses); the host computes priority and preemption from it.
+            # (vnest.syncer.resources.priorityclasses); the host computes priority and preemption from it.
             spec["priorityClassName"] = priority_class
         spec.pop("schedulerName", None)
         node = spec.pop("nodeName", None)
         if node:
             pin_to_node(spec, node)
         if self.sync_service_accounts:
-            # The host copy of its virtual ServiceAccount (vnest.syncer.serviceaccounts); without
+            # The host copy of its virtual ServiceAccount (vnest.syncer.resources.serviceaccounts); without
             # that sync, the host namespace's default. Either way no host token is mounted.
             spec["serviceAccountName"] = host_service_account(ctx, vpod)
         spec["automountServiceAccountToken"] = False
@@ -275,7 +297,7 @@ class PodSyncer(ResourceSyncer):
         for pull in spec.get("imagePullSecrets") or []:
             pull["name"] = cm(pull["name"])
         if ip:
-            domain = ctx.values["networking"]["advanced"]["clusterDomain"]
+            domain = ctx.config.networking.advanced.cluster_domain
             aliases = [a for a in spec.get("hostAliases") or [] if a.get("ip") != ip]
             aliases.append(
                 {
@@ -312,7 +334,7 @@ class PodSyncer(ResourceSyncer):
         ip = (dns or {}).get("spec", {}).get("clusterIP")
         if not ip or ip == "None":
             return
-        domain = self.ctx.values["networking"]["advanced"]["clusterDomain"]
+        domain = self.ctx.config.networking.advanced.cluster_domain
         wanted = pod_dns_config(ns, ip, domain)
         # The pod's own dnsConfig adds to ClusterFirst's, as kubelet merges it.
         own = spec.get("dnsConfig") or {}
@@ -368,9 +390,9 @@ class PodSyncer(ResourceSyncer):
                 {**e, "key": translate_label_key(e["key"])} for e in selector.get("matchExpressions") or []
             ],
         }
-        out["matchLabels"][naming.LABEL_MANAGED_BY] = self.ctx.name
+        out["matchLabels"][mappings.LABEL_MANAGED_BY] = self.ctx.name
         out["matchExpressions"].append(
-            {"key": "vnest.io/namespace", "operator": "In", "values": sorted(set(namespaces))}
+            {"key": LABEL_NAMESPACE, "operator": "In", "values": sorted(set(namespaces))}
         )
         return out
 
@@ -392,40 +414,50 @@ class PodSyncer(ResourceSyncer):
         for constraint in spec.get("topologySpreadConstraints") or []:
             constraint["labelSelector"] = self._confine_selector(constraint.get("labelSelector") or {}, [ns])
 
+    def _on_host_service_account(self, old: Obj | None, new: Obj | None) -> None:
+        """A pod created before its ServiceAccount's host copy is refused by the host (the account must
+        exist): it is retried as soon as the copy appears rather than after its backoff."""
+        if old is not None or new is None or not (vkey := mappings.virtual_key_of(new)):
+            return
+        ns, name = split_key(vkey)
+        for pod in list(self.virtual.store.values()):
+            if pod["metadata"]["namespace"] == ns and pod_service_account(pod) == name:
+                key = key_of(pod)
+                if self.host.get(self.mapping.host_key(key)) is None:
+                    self.queue.add(key)
+
     # ---- reconcile ----------------------------------------------------------------
 
-    async def reconcile(self, vkey: str) -> None:
-        vpod, hpod = self.pair(vkey)
-        if vpod is None:
-            if hpod is not None:
-                await self.delete_host(hpod)
-            await self._delete_token_secret_by_key(vkey)
+    async def deleting(self, vpod: Obj, hpod: Obj | None) -> bool:
+        if hpod is not None and mappings.uid_matches(vpod, hpod):
+            if not hpod["metadata"].get("deletionTimestamp"):
+                await self.patcher.delete(hpod, grace=vpod["metadata"].get("deletionGracePeriodSeconds"))
+            return True
+        await self._delete_virtual(vpod)  # acting as its kubelet: nothing runs it any more
+        await self._delete_token_secret(key_of(vpod))
+        return True
+
+    async def forget(self, key: str) -> None:
+        await self._delete_token_secret(key)
+
+    async def replaced(self, vpod: Obj, hpod: Obj) -> None:
+        # A host copy of an earlier pod of the same name: replaced; its DELETED event brings us back.
+        await self.patcher.delete(hpod, grace=0)
+
+    async def to_host(self, vpod: Obj) -> None:
+        if ANNOTATION_HOST_UID in mappings.annotations_of(vpod):
+            # It ran on the host and its host pod is gone: so goes the virtual pod.
+            await self._delete_virtual(vpod)
             return
-        if vpod["metadata"].get("deletionTimestamp"):
-            if hpod is not None and self.uid_matches(vpod, hpod):
-                if not hpod["metadata"].get("deletionTimestamp"):
-                    await self.delete_host(hpod, grace=vpod["metadata"].get("deletionGracePeriodSeconds"))
-                return
-            await self._delete_virtual(vpod)  # acting as its kubelet: nothing runs it any more
-            await self._delete_token_secret(vpod)
+        if self.security is not None and (problem := await self.security.violation(vpod)):
+            # Never on the host, whatever the tenant's namespace labels say; its next change
+            # (or a new pod from its controller) is checked again.
+            await self.ctx.warn_once(vpod, "PodSecurity", problem)
             return
-        if hpod is not None and not self.uid_matches(vpod, hpod):
-            # A host copy of an earlier pod of the same name: replace it.
-            await self.delete_host(hpod, grace=0)
-            return  # its DELETED event brings us back
-        if hpod is None:
-            if naming.ANNOTATION_HOST_UID in (vpod["metadata"].get("annotations") or {}):
-                # It ran on the host and its host pod is gone: so goes the virtual pod.
-                await self._delete_virtual(vpod)
-                return
-            if self.security is not None and (problem := await self.security.violation(vpod)):
-                # Never on the host, whatever the tenant's namespace labels say; its next change
-                # (or a new pod from its controller) is checked again.
-                await self.ctx.warn_once(vpod, "PodSecurity", problem)
-                return
-            await self._ensure_token_secret(vpod)
-            await self.create_host(vpod, self.translate(vpod))
-            return
+        await self._ensure_token_secret(vpod)
+        await self.patcher.create(vpod, self.translate(vpod))
+
+    async def sync(self, vpod: Obj, hpod: Obj) -> None:
         await self._update_host(vpod, hpod)
         await self._sync_status(vpod, hpod)
 
@@ -480,10 +512,9 @@ class PodSyncer(ResourceSyncer):
         node = hpod["spec"].get("nodeName")
         meta = vpod["metadata"]
         if node:
-            if self.nodes is not None:
-                await self.nodes.ensure(node)
+            await self.nodes.ensure(node)
             host_uid = hpod["metadata"]["uid"]
-            ran = {naming.ANNOTATION_HOST_UID: host_uid}
+            ran = {ANNOTATION_HOST_UID: host_uid}
             if not vpod["spec"].get("nodeName"):
                 await self.ctx.virtual.request(
                     "POST",
@@ -501,7 +532,7 @@ class PodSyncer(ResourceSyncer):
                     },
                 )
                 return  # the binding's event brings us back for the status
-            if (meta.get("annotations") or {}).get(naming.ANNOTATION_HOST_UID) != host_uid:
+            if mappings.annotations_of(vpod).get(ANNOTATION_HOST_UID) != host_uid:
                 # Bound before it reached the host (its node named at create): one patch records it.
                 vpod = await self.ctx.virtual.request(
                     "PATCH",
@@ -549,7 +580,7 @@ class PodSyncer(ResourceSyncer):
         )
         secret_meta = self.ctx.host_metadata(vpod)
         secret_meta["name"] = token_secret_name(self.ctx, vpod)
-        secret_meta["annotations"][naming.ANNOTATION_KIND] = "PodToken"
+        secret_meta["annotations"][ANNOTATION_KIND] = KIND_POD_TOKEN
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -560,15 +591,11 @@ class PodSyncer(ResourceSyncer):
         existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{secret_meta['name']}")
         if existing is None:
             await self.ctx.host.create(secret, namespace=self.ctx.host_namespace)
-        elif self.ctx.owns(existing):
+        elif self.mapping.owns(existing):
             await self.ctx.host.apply(secret, namespace=self.ctx.host_namespace)
 
-    async def _delete_token_secret(self, vpod: Obj) -> None:
-        await self._delete_token_secret_by_key(key_of(vpod))
-
-    async def _delete_token_secret_by_key(self, vkey: str) -> None:
+    async def _delete_token_secret(self, vkey: str) -> None:
         ns, name = split_key(vkey)
-        secret_name = naming.host_name(f"vnest-token-{name}", ns, self.ctx.name)
-        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{secret_name}")
-        if existing is not None and self.ctx.owns(existing):
-            await self.delete_host_object("Secret", existing)
+        existing = self.host_secrets.get(self.mapping.host_key(f"{ns}/vnest-token-{name}"))
+        if existing is not None:
+            await self.token_secrets.delete(existing)

@@ -53,7 +53,7 @@ class WorkQueue:
         """Queues a failed key again after its backoff; returns the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(MAX_DELAY, BASE_DELAY * 2**failures)
+        delay: float = min(MAX_DELAY, BASE_DELAY * 2**failures)
         self.add_after(key, delay)
         return delay
 

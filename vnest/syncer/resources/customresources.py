@@ -43,13 +43,14 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from vnest import log, naming
+from vnest.config.models import VClusterConfig
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, Obj, Resource, register, resource_of
-from vnest.syncer.engine import CopySyncer, SyncContext, is_own_key, is_subset, now
-from vnest.syncer.fromhost import LABEL_FROM_HOST
+from vnest.syncer import mappings
+from vnest.syncer.engine import SyncContext, Syncer, is_subset, now
+from vnest.syncer.mappings import LABEL_FROM_HOST, is_own_key
 
 _log = log.get("syncer.customresources")
 
@@ -85,10 +86,9 @@ class Key:
         return cls(key, plural, group, version or None)
 
 
-def enabled_keys(values: dict[str, Any]) -> list[Key]:
+def enabled_keys(config: VClusterConfig) -> list[Key]:
     """The configured kinds that sync, in the config's order."""
-    entries = values["sync"]["toHost"].get("customResources") or {}
-    return [Key.parse(k) for k, v in entries.items() if (v or {}).get("enabled", True)]
+    return [Key.parse(k) for k, v in config.sync.to_host.custom_resources.items() if v.enabled]
 
 
 def chosen_version(crd: Obj, key: Key) -> Obj:
@@ -97,7 +97,8 @@ def chosen_version(crd: Obj, key: Key) -> Obj:
     wanted = key.version or next((v["name"] for v in versions if v.get("storage")), None)
     for version in versions:
         if version["name"] == wanted:
-            return version
+            chosen: Obj = version
+            return chosen
     have = ", ".join(v["name"] for v in versions) or "none"
     raise CustomResourceError(
         f"{CONFIG_KEY}.{key.key}: the host's CustomResourceDefinition {key.crd_name} has no version "
@@ -172,7 +173,7 @@ def owner_reference(secret: Obj | None) -> Obj | None:
     }
 
 
-class CustomResourceSyncer(CopySyncer):
+class CustomResourceSyncer(Syncer):
     """One configured custom resource kind, virtual to host."""
 
     def __init__(
@@ -183,22 +184,21 @@ class CustomResourceSyncer(CopySyncer):
         status_subresource: bool,
         owner: Obj | None = None,
     ) -> None:
-        self.kind = kind  # an instance's, not the class's: each configured kind is a syncer of its own
+        super().__init__(ctx, kind)  # each configured kind is a syncer of its own
         self.api_version = api_version
         self.status_subresource = status_subresource
         self.owner = owner
         # Virtual key -> virtual uid of host copies seen deleted while this syncer runs: those
         # take their virtual objects along (a copy missing at start is simply created again).
         self.host_deleted: dict[str, str] = {}
-        super().__init__(ctx)
 
-    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
-        if new is None and old is not None and self.ctx.owns(old):
-            vkey = self.ctx.virtual_key_of(old)
-            uid = old["metadata"].get("annotations", {}).get(naming.ANNOTATION_UID)
+    def on_host(self, old: Obj | None, new: Obj | None) -> None:
+        if new is None and old is not None and self.mapping.owns(old):
+            vkey = mappings.virtual_key_of(old)
+            uid = mappings.annotations_of(old).get(mappings.ANNOTATION_UID)
             if vkey and uid:
                 self.host_deleted[vkey] = uid
-        super()._on_host(old, new)
+        super().on_host(old, new)
 
     def translate(self, vobj: Obj) -> Obj:
         metadata = self.ctx.host_metadata(vobj)
@@ -206,25 +206,41 @@ class CustomResourceSyncer(CopySyncer):
             metadata["ownerReferences"] = [dict(self.owner)]
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": metadata, **payload(vobj)}
 
-    async def reconcile(self, vkey: str) -> None:
-        vobj, hobj = self.pair(vkey)
-        gone = self.host_deleted.get(vkey)
-        if gone is not None and (vobj is None or hobj is not None or gone != vobj["metadata"]["uid"]):
-            self.host_deleted.pop(vkey, None)  # not the copy of this virtual object, or back already
-            gone = None
-        if vobj is not None and (gone or vobj["metadata"].get("deletionTimestamp")):
-            if hobj is not None:
-                await self.delete_host(hobj)
-            elif gone:
-                await self._delete_virtual(vobj)
-                self.host_deleted.pop(vkey, None)
-            return
-        await super().reconcile(vkey)
+    def _deleted_on_host(self, vobj: Obj) -> bool:
+        """Whether the host deleted this very object's copy (then the virtual object goes too)."""
+        key = mappings.key_of(vobj)
+        if self.host_deleted.get(key) == vobj["metadata"]["uid"]:
+            return True
+        self.host_deleted.pop(key, None)  # not the copy of this virtual object
+        return False
+
+    async def deleting(self, vobj: Obj, hobj: Obj | None) -> bool:
+        if hobj is not None:
+            self.host_deleted.pop(mappings.key_of(vobj), None)  # back already
+            await self.patcher.delete(hobj)
+        elif self._deleted_on_host(vobj):
+            await self._delete_virtual(vobj)
+        return True
+
+    async def to_host(self, vobj: Obj) -> None:
+        if self._deleted_on_host(vobj):
+            await self._delete_virtual(vobj)
+        else:
+            await super().to_host(vobj)
+
+    async def forget(self, key: str) -> None:
+        self.host_deleted.pop(key, None)
 
     async def _delete_virtual(self, vobj: Obj) -> None:
         await self.ctx.virtual.delete_exact(self.kind, vobj)
+        self.host_deleted.pop(mappings.key_of(vobj), None)
 
-    async def update_host(self, vobj: Obj, hobj: Obj, desired: Obj) -> None:
+    async def sync(self, vobj: Obj, hobj: Obj) -> None:
+        self.host_deleted.pop(mappings.key_of(vobj), None)  # back already
+        await self._update_host(hobj, self.translate(vobj))
+        await self._status_back(vobj, hobj)
+
+    async def _update_host(self, hobj: Obj, desired: Obj) -> None:
         meta, hmeta = desired["metadata"], hobj["metadata"]
         if (
             payload(desired) == payload(hobj)
@@ -240,11 +256,9 @@ class CustomResourceSyncer(CopySyncer):
         }
         if "status" in hobj:
             updated["status"] = hobj["status"]  # the host's to write, never the tenant's
-        await self.ctx.host.request(
-            "PUT", self.resource.path(self.ctx.host_namespace, hmeta["name"]), body=updated
-        )
+        await self.patcher.update(hobj, updated)
 
-    async def status_back(self, vobj: Obj, hobj: Obj) -> None:
+    async def _status_back(self, vobj: Obj, hobj: Obj) -> None:
         status = hobj.get("status") or None
         if status == (vobj.get("status") or None):
             return
@@ -371,7 +385,7 @@ async def _report(ctx: SyncContext, secret: Obj | None, message: str) -> None:
 
 async def syncers(ctx: SyncContext) -> list[CustomResourceSyncer]:
     """One syncer per enabled kind, each CRD copied and Established first; raises if any cannot sync."""
-    keys = enabled_keys(ctx.values)
+    keys = enabled_keys(ctx.config)
     if not keys:
         return []
     secret = await ctx.host.get_or_none("Secret", naming.config_secret(ctx.name), ctx.host_namespace)

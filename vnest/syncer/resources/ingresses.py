@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import CopySyncer, is_subset
+from vnest.syncer.engine import Syncer, is_subset
 
 
 def tls_secrets(ingress: Obj) -> set[str]:
     return {t["secretName"] for t in ingress.get("spec", {}).get("tls") or [] if t.get("secretName")}
 
 
-class IngressSyncer(CopySyncer):
+class IngressSyncer(Syncer):
     kind = "Ingress"
 
     def translate(self, ving: Obj) -> Obj:
@@ -46,7 +46,11 @@ class IngressSyncer(CopySyncer):
             "spec": spec,
         }
 
-    async def update_host(self, ving: Obj, hing: Obj, desired: Obj) -> None:
+    async def sync(self, ving: Obj, hing: Obj) -> None:
+        await self._update_host(hing, self.translate(ving))
+        await self._status_back(ving, hing)
+
+    async def _update_host(self, hing: Obj, desired: Obj) -> None:
         if is_subset(desired["spec"], hing["spec"]) and is_subset(
             desired["metadata"]["labels"], hing["metadata"].get("labels")
         ):
@@ -54,11 +58,9 @@ class IngressSyncer(CopySyncer):
         updated = copy.deepcopy(hing)
         updated["spec"] = desired["spec"]
         updated["metadata"]["labels"] = desired["metadata"]["labels"]
-        await self.ctx.host.request(
-            "PUT", self.resource.path(self.ctx.host_namespace, hing["metadata"]["name"]), body=updated
-        )
+        await self.patcher.update(hing, updated)
 
-    async def status_back(self, ving: Obj, hing: Obj) -> None:
+    async def _status_back(self, ving: Obj, hing: Obj) -> None:
         host_lb = (hing.get("status") or {}).get("loadBalancer") or {}
         if host_lb != ((ving.get("status") or {}).get("loadBalancer") or {}):
             meta = ving["metadata"]

@@ -21,12 +21,12 @@ import copy
 
 from vnest import log
 from vnest.kube.client import ApiError, Obj, resource_of
-from vnest.syncer.engine import Reconciler, SyncContext, is_subset, now
-from vnest.syncer.informer import Informer, key_of
+from vnest.syncer.engine import Controller, Informer, SyncContext, is_subset, now
+from vnest.syncer.mappings import LABEL_FAKE_NODE, LABEL_HOST_NODE
 
 _log = log.get("syncer.nodes")
 
-FAKE_LABEL = "vnest.io/fake-node"
+FAKE_LABEL = LABEL_FAKE_NODE
 GC_EVERY = 30.0
 # The node lifecycle controller's taints, which no one lifts in a virtual cluster.
 LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
@@ -144,28 +144,28 @@ class FakeNodes:
                 _log.warning("fake node garbage collection failed", error=str(e))
 
 
-SYNCED_LABEL = "vnest.io/host-node"
+SYNCED_LABEL = LABEL_HOST_NODE
 
 
-class HostNodes(Reconciler):
+class HostNodes(Controller):
     """Real node sync (`sync.fromHost.nodes.enabled`): the selected host nodes, mirrored into the virtual cluster.
 
     Names, labels, taints, capacity and conditions are the host node's; the
     addresses and kubelet endpoint are the syncer's, so that logs and exec
     still go through vnest's kubelet API rather than to the host's kubelets.
-    Pods are confined to these nodes by the selector's labels (vnest.syncer.pods).
+    Pods are confined to these nodes by the selector's labels (vnest.syncer.resources.pods).
     """
 
     kind = "Node"
     workers = 2
 
-    def __init__(self, ctx: SyncContext, config: Obj, fake: FakeNodes) -> None:
+    def __init__(self, ctx: SyncContext, fake: FakeNodes) -> None:
         super().__init__()
         self.ctx = ctx
         self.fake = fake  # for the kubelet endpoint and version it advertises
-        selector = config.get("selector") or {}
-        self.labels: dict[str, str] = {} if selector.get("all") else dict(selector.get("labels") or {})
-        self.clear_images = bool(config.get("clearImageStatus"))
+        config = ctx.config.sync.from_host.nodes
+        self.labels: dict[str, str] = {} if config.selector.all else dict(config.selector.labels)
+        self.clear_images = config.clear_image_status
         self.host_nodes = Informer(
             ctx.host,
             resource_of("Node"),
@@ -177,8 +177,8 @@ class HostNodes(Reconciler):
         self.virtual_nodes = ctx.informer("virtual", "Node")
 
     def setup(self) -> None:
-        self.host_nodes.add_handler(lambda old, new: self.queue.add(key_of(new or old)))  # type: ignore[arg-type]
-        self.virtual_nodes.add_handler(lambda old, new: self.queue.add(key_of(new or old)))  # type: ignore[arg-type]
+        self.host_nodes.add_handler(self.enqueue)
+        self.virtual_nodes.add_handler(self.enqueue)
 
     def resync(self) -> None:
         for key in list(self.host_nodes.store) + list(self.virtual_nodes.store):

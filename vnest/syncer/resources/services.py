@@ -27,8 +27,9 @@ import copy
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer.addresses import AllowList
-from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
-from vnest.syncer.replicated import from_host_targets
+from vnest.syncer.engine import SyncContext, Syncer, is_subset
+from vnest.syncer.mappings import LABEL_DNS_SERVICE, labels_of
+from vnest.syncer.resources.replicated import from_host_targets
 
 _log = log.get("syncer.services")
 
@@ -51,10 +52,10 @@ _SPEC_FIELDS = (
 
 
 def headless(svc: Obj) -> bool:
-    return svc["spec"].get("clusterIP") == "None"
+    return bool(svc["spec"].get("clusterIP") == "None")
 
 
-class ServiceSyncer(ResourceSyncer):
+class ServiceSyncer(Syncer):
     kind = "Service"
 
     def __init__(self, ctx: SyncContext) -> None:
@@ -63,7 +64,7 @@ class ServiceSyncer(ResourceSyncer):
         # (replicated.py) and never go to the host. Decided by the config, not by labels a
         # tenant could put on a Service of their own.
         self.replicated = from_host_targets(ctx)
-        self.external_ips = AllowList(ctx.values["policies"]["allowedExternalIPs"])
+        self.external_ips = AllowList(ctx.config.policies.allowed_external_ips)
 
     def translate(self, vsvc: Obj, with_ip: bool = True) -> Obj:
         vspec = vsvc["spec"]
@@ -82,7 +83,7 @@ class ServiceSyncer(ResourceSyncer):
             port.pop("nodePort", None)
         if vspec.get("selector"):
             spec["selector"] = self.ctx.host_selector(vspec["selector"], ns)
-        if vsvc["metadata"].get("labels", {}).get(naming.LABEL_DNS_SERVICE) == "true" and (
+        if labels_of(vsvc).get(LABEL_DNS_SERVICE) == "true" and (
             ns,
             vsvc["metadata"]["name"],
         ) == (
@@ -96,19 +97,18 @@ class ServiceSyncer(ResourceSyncer):
             spec["clusterIPs"] = vspec.get("clusterIPs") or [vspec["clusterIP"]]
         return {"apiVersion": "v1", "kind": "Service", "metadata": self.ctx.host_metadata(vsvc), "spec": spec}
 
-    async def reconcile(self, vkey: str) -> None:
-        if vkey in self.replicated:
-            return
-        if vkey == KUBERNETES:
+    async def handled_elsewhere(self, key: str) -> bool:
+        if key in self.replicated:
+            return True  # mirrors of host Services (vnest.syncer.resources.replicated)
+        if key == KUBERNETES:
             await self._point_kubernetes_at_host()
-            return
-        vsvc, hsvc = self.pair(vkey)
-        if vsvc is None:
-            if hsvc is not None:
-                await self.delete_host(hsvc)
-            return
-        if vsvc["metadata"].get("deletionTimestamp"):
-            return
+            return True
+        return False
+
+    async def deleting(self, vsvc: Obj, hsvc: Obj | None) -> bool:
+        return True  # the copy goes with the virtual Service itself
+
+    async def _warn_dropped_external_ips(self, vsvc: Obj) -> None:
         _, dropped = self.external_ips.split(vsvc["spec"].get("externalIPs") or [])
         if dropped:
             await self.ctx.warn_once(
@@ -118,18 +118,22 @@ class ServiceSyncer(ResourceSyncer):
                 "allowed them (policies.allowedExternalIPs); an external IP would route that address "
                 "to this Service from the whole host (CVE-2020-8554)",
             )
-        if hsvc is None:
-            await self._create(vsvc)
-            return
-        if not self.uid_matches(vsvc, hsvc):
-            # Our own recreate (new uid, same IP) or an older Service of the same name.
-            if hsvc["spec"].get("clusterIP") == vsvc["spec"].get("clusterIP"):
-                await self._patch_host(
-                    hsvc, {"metadata": {"annotations": self.ctx.host_metadata(vsvc)["annotations"]}}
-                )
-            else:
-                await self.delete_host(hsvc)
-            return
+
+    async def replaced(self, vsvc: Obj, hsvc: Obj) -> None:
+        # Our own recreate (new uid, same IP) or an older Service of the same name.
+        await self._warn_dropped_external_ips(vsvc)
+        if hsvc["spec"].get("clusterIP") == vsvc["spec"].get("clusterIP"):
+            await self.ctx.host.patch(
+                "Service",
+                hsvc["metadata"]["name"],
+                {"metadata": {"annotations": self.ctx.host_metadata(vsvc)["annotations"]}},
+                self.ctx.host_namespace,
+            )
+        else:
+            await self.patcher.delete(hsvc)
+
+    async def sync(self, vsvc: Obj, hsvc: Obj) -> None:
+        await self._warn_dropped_external_ips(vsvc)
         if not headless(vsvc) and hsvc["spec"].get("clusterIP") != vsvc["spec"].get("clusterIP"):
             ip = hsvc["spec"]["clusterIP"]
             await self._recreate_virtual(vsvc, ip, hsvc["spec"].get("clusterIPs") or [ip])
@@ -137,9 +141,10 @@ class ServiceSyncer(ResourceSyncer):
         await self._update_host(vsvc, hsvc)
         await self._status_back(vsvc, hsvc)
 
-    async def _create(self, vsvc: Obj) -> None:
+    async def to_host(self, vsvc: Obj) -> None:
+        await self._warn_dropped_external_ips(vsvc)
         try:
-            await self.create_host(vsvc, self.translate(vsvc))
+            await self.patcher.create(vsvc, self.translate(vsvc))
         except ApiError as e:
             if e.status != 422 or headless(vsvc):
                 raise
@@ -148,7 +153,7 @@ class ServiceSyncer(ResourceSyncer):
                 "ClusterIP taken on the host; the virtual Service will follow the host's",
                 service=vsvc["metadata"]["name"],
             )
-            await self.create_host(vsvc, self.translate(vsvc, with_ip=False))
+            await self.patcher.create(vsvc, self.translate(vsvc, with_ip=False))
 
     async def _point_kubernetes_at_host(self) -> None:
         """In-pod clients reach the virtual API through host Service NAME: so does its virtual name."""
@@ -182,9 +187,6 @@ class ServiceSyncer(ResourceSyncer):
         await self.ctx.virtual.create(fresh, namespace=meta["namespace"])
         _log.info("recreated the virtual Service with its host copy's ClusterIP", service=meta["name"], ip=ip)
 
-    async def _patch_host(self, hsvc: Obj, patch: Obj) -> None:
-        await self.ctx.host.patch("Service", hsvc["metadata"]["name"], patch, self.ctx.host_namespace)
-
     async def _update_host(self, vsvc: Obj, hsvc: Obj) -> None:
         desired = self.translate(vsvc)
         spec = {k: v for k, v in desired["spec"].items() if k not in ("clusterIP", "clusterIPs")}
@@ -214,9 +216,7 @@ class ServiceSyncer(ResourceSyncer):
         for field in ("selector", "externalIPs"):
             if field not in spec:
                 updated["spec"].pop(field, None)
-        await self.ctx.host.request(
-            "PUT", self.resource.path(self.ctx.host_namespace, hsvc["metadata"]["name"]), body=updated
-        )
+        await self.patcher.update(hsvc, updated)
 
     async def _status_back(self, vsvc: Obj, hsvc: Obj) -> None:
         meta = vsvc["metadata"]

@@ -2,7 +2,7 @@
 
 A virtual StorageClass becomes host StorageClass `vnest-<name>-x-<hostns>-x-<vcluster>`
 (naming.host_cluster_scoped_name) with the same provisioner, parameters and policies, and
-PVCs (vnest.syncer.pvcs) and PVs (vnest.syncer.persistentvolumes) naming it are pointed at
+PVCs (vnest.syncer.resources.pvcs) and PVs (vnest.syncer.resources.persistentvolumes) naming it are pointed at
 that copy. The default-class annotation stays behind: a tenant's default must not become
 the host's. Provisioner, parameters, reclaim policy and binding mode cannot change in
 place; the virtual API server refuses such edits as the host's would.
@@ -10,10 +10,9 @@ place; the virtual API server refuses such edits as the host's would.
 
 from __future__ import annotations
 
-from typing import Any
-
-from vnest.syncer.clusterscoped import ClusterCopySyncer, host_class_name
+from vnest.config.models import VClusterConfig
 from vnest.syncer.engine import SyncContext
+from vnest.syncer.engine.clusterscoped import ClusterCopySyncer
 
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
@@ -21,8 +20,8 @@ DEFAULT_CLASS_ANNOTATIONS = (
 )
 
 
-def storage_classes_to_host(values: dict[str, Any]) -> bool:
-    return bool(values["sync"]["toHost"]["storageClasses"]["enabled"])
+def storage_classes_to_host(config: VClusterConfig) -> bool:
+    return config.sync.to_host.storage_classes.enabled
 
 
 def host_storage_class(ctx: SyncContext, name: str | None) -> str | None:
@@ -31,9 +30,9 @@ def host_storage_class(ctx: SyncContext, name: str | None) -> str | None:
     The host copy's name while StorageClasses sync to the host; else the same name (the host's
     own class, or its copy from sync.fromHost.storageClasses). "" (no class) and None (the
     default class) stay as they are."""
-    if not name or not storage_classes_to_host(ctx.values):
+    if not name or not storage_classes_to_host(ctx.config):
         return name
-    return host_class_name(ctx, name)
+    return ctx.cluster.host_class_name(name)
 
 
 # What a StorageClass copy carries, either way, and what the API server will not change in place.

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import ClassVar
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import CopySyncer, SyncContext, is_subset
-from vnest.syncer.informer import Informer, key_of
-from vnest.syncer.ingresses import tls_secrets
-from vnest.syncer.pods import references
+from vnest.syncer.engine import Informer, SyncContext, Syncer, is_subset
+from vnest.syncer.mappings import is_pod_token, key_of
+from vnest.syncer.resources.ingresses import tls_secrets
+from vnest.syncer.resources.pods import references
 
 
 class ReferenceIndex:
@@ -31,7 +30,9 @@ class ReferenceIndex:
 
     def update(self, old: Obj | None, new: Obj | None) -> set[str]:
         """Records a referrer's change; returns the object keys whose referenced-ness may have changed."""
-        pod_key = key_of(new or old)  # type: ignore[arg-type]
+        obj = new if new is not None else old
+        assert obj is not None
+        pod_key = key_of(obj)
         before = self.by_pod.pop(pod_key, set())
         after: set[str] = set()
         if new is not None:
@@ -50,14 +51,12 @@ class ReferenceIndex:
         return bool(self.by_object.get(key))
 
 
-class ConfigSyncer(CopySyncer):
+class ConfigSyncer(Syncer):
     """Shared by ConfigMaps and Secrets: their syncing differs only in data fields and types."""
 
-    config_key: ClassVar[str]
-
-    def __init__(self, ctx: SyncContext) -> None:
+    def __init__(self, ctx: SyncContext, sync_all: bool) -> None:
         super().__init__(ctx)
-        self.sync_all = bool(ctx.values["sync"]["toHost"][self.config_key].get("all"))
+        self.sync_all = sync_all
         self.indexes: list[tuple[Informer, ReferenceIndex]] = [
             (ctx.informer("virtual", "Pod"), ReferenceIndex(lambda pod: references(pod)[self.kind]))
         ]
@@ -72,8 +71,8 @@ class ConfigSyncer(CopySyncer):
 
             informer.add_handler(on_change)
 
-    def wanted(self, vkey: str) -> bool:
-        return self.sync_all or any(index.referenced(vkey) for _, index in self.indexes)
+    def wanted(self, key: str, vobj: Obj | None = None) -> bool:
+        return self.sync_all or any(index.referenced(key) for _, index in self.indexes)
 
     def payload(self, vobj: Obj) -> Obj:
         return {k: vobj[k] for k in ("data", "binaryData", "immutable") if k in vobj}
@@ -86,7 +85,8 @@ class ConfigSyncer(CopySyncer):
             **self.payload(vobj),
         }
 
-    async def update_host(self, vobj: Obj, hobj: Obj, desired: Obj) -> None:
+    async def sync(self, vobj: Obj, hobj: Obj) -> None:
+        desired = self.translate(vobj)
         if (
             is_subset(desired["metadata"]["labels"], hobj["metadata"].get("labels"))
             and is_subset(desired["metadata"]["annotations"], hobj["metadata"].get("annotations"))
@@ -94,26 +94,24 @@ class ConfigSyncer(CopySyncer):
         ):
             return
         if hobj.get("immutable"):
-            await self.delete_host(hobj)  # recreated, with the new data, when its DELETED event comes back
+            await self.patcher.delete(hobj)  # recreated, with the new data, when its DELETED event comes back
             return
-        desired["metadata"]["resourceVersion"] = hobj["metadata"]["resourceVersion"]
-        await self.ctx.host.request(
-            "PUT", self.resource.path(self.ctx.host_namespace, hobj["metadata"]["name"]), body=desired
-        )
+        await self.patcher.update(hobj, desired)
 
 
 class ConfigMapSyncer(ConfigSyncer):
     kind = "ConfigMap"
-    config_key = "configMaps"
+
+    def __init__(self, ctx: SyncContext) -> None:
+        super().__init__(ctx, ctx.config.sync.to_host.config_maps.all)
 
 
 class SecretSyncer(ConfigSyncer):
     kind = "Secret"
-    config_key = "secrets"
 
     def __init__(self, ctx: SyncContext) -> None:
-        super().__init__(ctx)
-        if ctx.values["sync"]["toHost"]["ingresses"]["enabled"]:
+        super().__init__(ctx, ctx.config.sync.to_host.secrets.all)
+        if ctx.config.sync.to_host.ingresses.enabled:
             # TLS Secrets of synced Ingresses are needed on the host too.
             self.indexes.append((ctx.informer("virtual", "Ingress"), ReferenceIndex(tls_secrets)))
 
@@ -124,18 +122,10 @@ class SecretSyncer(ConfigSyncer):
         out["type"] = "Opaque" if kind == "kubernetes.io/service-account-token" else kind
         return out
 
-    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
+    def on_host(self, old: Obj | None, new: Obj | None) -> None:
         # Pod token Secrets are the pod syncer's, not copies of virtual Secrets.
-        obj = new or old
-        if obj and obj["metadata"].get("annotations", {}).get("vnest.io/object-kind") == "PodToken":
-            return
-        super()._on_host(old, new)
+        if not is_pod_token(new if new is not None else old):
+            super().on_host(old, new)
 
-    async def reconcile(self, vkey: str) -> None:
-        hobj = self.host.get(self.ctx.host_key(vkey))
-        if (
-            hobj is not None
-            and hobj["metadata"].get("annotations", {}).get("vnest.io/object-kind") == "PodToken"
-        ):
-            return
-        await super().reconcile(vkey)
+    async def handled_elsewhere(self, key: str) -> bool:
+        return is_pod_token(self.host.get(self.mapping.host_key(key)))

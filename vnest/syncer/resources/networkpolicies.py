@@ -5,44 +5,36 @@ selectors are rewritten into pod-label selectors there: the policy's own pods
 are this cluster's pods of the policy's virtual namespace; a peer's
 podSelector likewise; a peer's namespaceSelector becomes a selector on the
 hashed copies of the virtual namespace's labels that every synced pod carries
-(vnest.syncer.pods), so "namespaces labelled team=a" still means exactly that.
+(vnest.syncer.resources.pods), so "namespaces labelled team=a" still means exactly that.
 Peers never reach beyond this virtual cluster's pods, except ipBlocks.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
-from vnest import naming
 from vnest.kube.client import Obj
-from vnest.syncer.engine import (
-    LABEL_NAMESPACE,
-    CopySyncer,
-    is_subset,
-    namespace_label_key,
-    translate_label_key,
-)
+from vnest.syncer.engine import Syncer, is_subset
+from vnest.syncer.mappings import LABEL_MANAGED_BY, LABEL_NAMESPACE, namespace_label_key, translate_label_key
 
 
-def _translated(selector: Obj | None, key_of: object = translate_label_key) -> Obj:
+def _translated(selector: Obj | None, key_of: Callable[[str], str] = translate_label_key) -> Obj:
     selector = selector or {}
     return {
-        "matchLabels": {key_of(k): v for k, v in (selector.get("matchLabels") or {}).items()},  # type: ignore[operator]
-        "matchExpressions": [
-            {**e, "key": key_of(e["key"])}  # type: ignore[operator]
-            for e in selector.get("matchExpressions") or []
-        ],
+        "matchLabels": {key_of(k): v for k, v in (selector.get("matchLabels") or {}).items()},
+        "matchExpressions": [{**e, "key": key_of(e["key"])} for e in selector.get("matchExpressions") or []],
     }
 
 
-class NetworkPolicySyncer(CopySyncer):
+class NetworkPolicySyncer(Syncer):
     kind = "NetworkPolicy"
 
     def _pods(
         self, selector: Obj | None, namespace: str | None, namespace_selector: Obj | None = None
     ) -> Obj:
         out = _translated(selector)
-        out["matchLabels"][naming.LABEL_MANAGED_BY] = self.ctx.name
+        out["matchLabels"][LABEL_MANAGED_BY] = self.ctx.name
         if namespace is not None:
             out["matchLabels"][LABEL_NAMESPACE] = namespace
         if namespace_selector is not None:
@@ -82,11 +74,10 @@ class NetworkPolicySyncer(CopySyncer):
             "spec": spec,
         }
 
-    async def update_host(self, vpol: Obj, hpol: Obj, desired: Obj) -> None:
+    async def sync(self, vpol: Obj, hpol: Obj) -> None:
+        desired = self.translate(vpol)
         if is_subset(desired["spec"], hpol["spec"]):
             return
         updated = copy.deepcopy(hpol)
         updated["spec"] = desired["spec"]
-        await self.ctx.host.request(
-            "PUT", self.resource.path(self.ctx.host_namespace, hpol["metadata"]["name"]), body=updated
-        )
+        await self.patcher.update(hpol, updated)

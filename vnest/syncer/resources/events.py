@@ -10,17 +10,18 @@ never copied, so no tenant learns about another's.
 
 from __future__ import annotations
 
-from vnest import log, naming
+from vnest import log
 from vnest.kube.client import Obj, resource_of
-from vnest.syncer.engine import Reconciler, SyncContext, split_key
-from vnest.syncer.informer import Informer, key_of
+from vnest.syncer import mappings
+from vnest.syncer.engine import Controller, Informer, SyncContext
+from vnest.syncer.mappings import key_of, split_key
 
 _log = log.get("syncer.events")
 
 _COPIED = ("reason", "message", "type", "count", "firstTimestamp", "lastTimestamp", "source", "action")
 
 
-class EventSyncer(Reconciler):
+class EventSyncer(Controller):
     kind = "Event"
     workers = 2
 
@@ -34,7 +35,11 @@ class EventSyncer(Reconciler):
         ctx.informers[("host-all", "Event")] = self.events
 
     def setup(self) -> None:
-        self.events.add_handler(lambda old, new: new is not None and self.queue.add(key_of(new)))
+        self.events.add_handler(self._on_event)
+
+    def _on_event(self, old: Obj | None, new: Obj | None) -> None:
+        if new is not None:
+            self.queue.add(key_of(new))
 
     def resync(self) -> None:
         for key in list(self.events.store):
@@ -49,7 +54,7 @@ class EventSyncer(Reconciler):
         hobj = informer.get(f"{self.ctx.host_namespace}/{involved.get('name')}") if informer else None
         if hobj is None or not self.ctx.owns(hobj):
             return None
-        vkey = self.ctx.virtual_key_of(hobj)
+        vkey = mappings.virtual_key_of(hobj)
         if vkey is None:
             return None
         ns, name = split_key(vkey)
@@ -58,7 +63,7 @@ class EventSyncer(Reconciler):
             "apiVersion": involved.get("apiVersion", "v1"),
             "namespace": ns,
             "name": name,
-            "uid": hobj["metadata"].get("annotations", {}).get(naming.ANNOTATION_UID, ""),
+            "uid": mappings.annotations_of(hobj).get(mappings.ANNOTATION_UID, ""),
             "hostName": hobj["metadata"]["name"],
             "fieldPath": involved.get("fieldPath"),
         }

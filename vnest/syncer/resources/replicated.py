@@ -47,35 +47,41 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from typing import Any
 
 from vnest import log, naming
+from vnest.config.models import VClusterConfig
 from vnest.kube.client import ApiError, KubeClient, Obj, resource_of
-from vnest.syncer.clusterscoped import cluster_role_owner
-from vnest.syncer.engine import Reconciler, SyncContext, is_subset, split_key
-from vnest.syncer.informer import Informer, key_of
+from vnest.syncer import mappings
+from vnest.syncer.engine import Controller, Informer, SyncContext, is_subset
+from vnest.syncer.engine.clusterscoped import cluster_role_owner
+from vnest.syncer.engine.informer import event_object
+from vnest.syncer.mappings import (
+    LABEL_MANAGED_BY,
+    LABEL_REPLICATED,
+    LABEL_SERVICE_NAME,
+    LABEL_SLICE_MANAGER,
+    LABEL_VCLUSTER_NAMESPACE,
+    REPLICATED_CONTROLLER,
+    key_of,
+    split_key,
+)
 
 _log = log.get("syncer.replicated")
 
-LABEL_REPLICATED = naming.LABEL_REPLICATED
-LABEL_VCLUSTER_NAMESPACE = naming.LABEL_VCLUSTER_NAMESPACE
-ANNOTATION_SOURCE = naming.ANNOTATION_REPLICATED_FROM
+ANNOTATION_SOURCE = mappings.ANNOTATION_REPLICATED_FROM
 FROM_HOST, TO_HOST = "from-host", "to-host"
 # The endpointslice.kubernetes.io/managed-by of the slices made here: the Kubernetes
 # controllers leave slices of another manager alone.
-CONTROLLER = f"replicated-services.{naming.PREFIX}"  # as Kubernetes names its own: a domain
-LABEL_SLICE_MANAGER = "endpointslice.kubernetes.io/managed-by"
-LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 RECHECK = 60.0  # a target held by someone else is looked at again this often
 _PORT_FIELDS = ("name", "protocol", "port", "targetPort", "appProtocol")
 
 
-def mappings(values: dict[str, Any], direction: str, host_namespace: str) -> dict[str, str]:
+def service_mappings(config: VClusterConfig, direction: str, host_namespace: str) -> dict[str, str]:
     """target "ns/name" -> source "ns/name" of one direction, bare host-side names qualified."""
-    config = values["networking"]["replicateServices"]["fromHost" if direction == FROM_HOST else "toHost"]
+    replicate = config.networking.replicate_services
     out: dict[str, str] = {}
-    for mapping in config:
-        source, target = mapping["from"], mapping["to"]
+    for mapping in replicate.from_host if direction == FROM_HOST else replicate.to_host:
+        source, target = mapping.from_, mapping.to
         if direction == FROM_HOST and "/" not in source:
             source = f"{host_namespace}/{source}"
         if direction == TO_HOST and "/" not in target:
@@ -89,12 +95,7 @@ def mappings(values: dict[str, Any], direction: str, host_namespace: str) -> dic
 
 def from_host_targets(ctx: SyncContext) -> set[str]:
     """The virtual Services fromHost makes, which the service syncer must not sync to the host."""
-    return set(mappings(ctx.values, FROM_HOST, ctx.host_namespace))
-
-
-def syncers(ctx: SyncContext) -> list[Reconciler]:
-    """Both directions, always: with no mapping left they still clean up what earlier ones made."""
-    return [FromHostServices(ctx), ToHostServices(ctx)]
+    return set(service_mappings(ctx.config, FROM_HOST, ctx.host_namespace))
 
 
 def _service_spec(source: Obj, with_ip: bool) -> Obj:
@@ -128,7 +129,7 @@ def _needs_recreate(want: Obj, have: Obj) -> bool:
 
 
 def _slice_endpoint(endpoint: Obj, keep_refs: bool) -> Obj:
-    fields = ("addresses", "conditions", "hostname", "zone")
+    fields: tuple[str, ...] = ("addresses", "conditions", "hostname", "zone")
     if keep_refs:  # host pods and nodes mean something on the host only
         fields += ("nodeName", "targetRef")
     return {k: copy.deepcopy(endpoint[k]) for k in fields if k in endpoint}
@@ -143,7 +144,7 @@ def _owner(obj: Obj) -> Obj:
     }
 
 
-class _Replicator(Reconciler):
+class _Replicator(Controller):
     """What both directions share: ownership, deletes, and mirroring EndpointSlices onto a target Service."""
 
     workers = 2
@@ -160,7 +161,7 @@ class _Replicator(Reconciler):
     @property
     def labels(self) -> dict[str, str]:
         return {
-            naming.LABEL_MANAGED_BY: self.ctx.name,
+            LABEL_MANAGED_BY: self.ctx.name,
             LABEL_VCLUSTER_NAMESPACE: self.ctx.host_namespace,
             LABEL_REPLICATED: self.direction,
         }
@@ -264,7 +265,11 @@ class _Replicator(Reconciler):
                 "metadata": {
                     "name": slice_name,
                     "namespace": ns,
-                    "labels": {**self.labels, LABEL_SERVICE_NAME: name, LABEL_SLICE_MANAGER: CONTROLLER},
+                    "labels": {
+                        **self.labels,
+                        LABEL_SERVICE_NAME: name,
+                        LABEL_SLICE_MANAGER: REPLICATED_CONTROLLER,
+                    },
                     "annotations": {ANNOTATION_SOURCE: origin},
                     "ownerReferences": [_owner(service)],
                 },
@@ -278,20 +283,20 @@ class _Replicator(Reconciler):
             have = self.target_slices.get(skey) if self.target_slices is not None else None
             if have is None or not self.ours(have):
                 continue
-            want = desired.pop(have["metadata"]["name"], None)
-            if want is None or want["addressType"] != have.get("addressType"):
+            wanted = desired.pop(have["metadata"]["name"], None)
+            if wanted is None or wanted["addressType"] != have.get("addressType"):
                 await self.delete("EndpointSlice", have)  # a new one comes with the next reconcile
                 continue
             if (
-                is_subset(want["endpoints"], have.get("endpoints") or [])
-                and is_subset(want.get("ports") or [], have.get("ports") or [])
-                and is_subset(want["metadata"]["labels"], have["metadata"].get("labels"))
-                and is_subset(want["metadata"]["ownerReferences"], have["metadata"].get("ownerReferences"))
+                is_subset(wanted["endpoints"], have.get("endpoints") or [])
+                and is_subset(wanted.get("ports") or [], have.get("ports") or [])
+                and is_subset(wanted["metadata"]["labels"], have["metadata"].get("labels"))
+                and is_subset(wanted["metadata"]["ownerReferences"], have["metadata"].get("ownerReferences"))
             ):
                 continue
-            want["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
+            wanted["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
             await self.target.request(
-                "PUT", resource_of("EndpointSlice").path(ns, want["metadata"]["name"]), body=want
+                "PUT", resource_of("EndpointSlice").path(ns, wanted["metadata"]["name"]), body=wanted
             )
         for want in desired.values():
             try:
@@ -317,7 +322,9 @@ class FromHostServices(_Replicator):
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx, ctx.virtual)
-        self.mappings = mappings(ctx.values, FROM_HOST, ctx.host_namespace)  # virtual target -> host source
+        self.mappings = service_mappings(
+            ctx.config, FROM_HOST, ctx.host_namespace
+        )  # virtual target -> host source
         self.targets_of: dict[str, list[str]] = {}
         for target, source in self.mappings.items():
             self.targets_of.setdefault(source, []).append(target)
@@ -345,7 +352,8 @@ class FromHostServices(_Replicator):
             self.source_services[source].add_handler(on_source)
             self.source_slices[source].add_handler(on_source)
         self.virtual_services.add_handler(self._on_virtual_service)
-        self.target_slices.add_handler(self._on_target_slice)
+        if self.target_slices is not None:
+            self.target_slices.add_handler(self._on_target_slice)
 
     def _on_virtual_service(self, old: Obj | None, new: Obj | None) -> None:
         obj = new or old
@@ -438,7 +446,9 @@ class ToHostServices(_Replicator):
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx, ctx.host)
-        self.mappings = mappings(ctx.values, TO_HOST, ctx.host_namespace)  # host target -> virtual source
+        self.mappings = service_mappings(
+            ctx.config, TO_HOST, ctx.host_namespace
+        )  # host target -> virtual source
         self.targets_of: dict[str, list[str]] = {}
         for target, source in self.mappings.items():
             self.targets_of.setdefault(source, []).append(target)
@@ -463,20 +473,21 @@ class ToHostServices(_Replicator):
         self.copies.add_handler(self._on_copy)
         self.copy_slices.add_handler(self._on_copy_slice)
         self.target_services.add_handler(self._on_target_service)
-        self.target_slices.add_handler(self._on_target_slice)  # type: ignore[union-attr]
+        if self.target_slices is not None:
+            self.target_slices.add_handler(self._on_target_slice)
 
     def _on_virtual_service(self, old: Obj | None, new: Obj | None) -> None:
-        self._on_source(key_of(new or old))  # type: ignore[arg-type]
+        self._on_source(key_of(event_object(old, new)))
 
     def _on_target_service(self, old: Obj | None, new: Obj | None) -> None:
-        self.queue.add(key_of(new or old))  # type: ignore[arg-type]
+        self.enqueue(old, new)
 
     def _on_source(self, source: str | None) -> None:
         for target in self.targets_of.get(source or "", []):
             self.queue.add(target)
 
     def _on_copy(self, old: Obj | None, new: Obj | None) -> None:
-        self._on_source(self.ctx.virtual_key_of(new or old))  # type: ignore[arg-type]
+        self._on_source(mappings.virtual_key_of(event_object(old, new)))
 
     def _on_copy_slice(self, old: Obj | None, new: Obj | None) -> None:
         for obj in (old, new):
@@ -537,10 +548,7 @@ class ToHostServices(_Replicator):
         spec = _service_spec(vsvc, with_ip=False)  # the host allocates its own ClusterIP
         annotations = {
             ANNOTATION_SOURCE: source,
-            naming.ANNOTATION_NAME: vsvc["metadata"]["name"],
-            naming.ANNOTATION_NAMESPACE: vsvc["metadata"]["namespace"],
-            naming.ANNOTATION_UID: vsvc["metadata"]["uid"],
-            naming.ANNOTATION_KIND: "Service",
+            **mappings.origin_annotations(vsvc, vsvc["metadata"]["namespace"]),
         }
         meta: Obj = {"name": name, "namespace": ns, "labels": self.labels, "annotations": annotations}
         if self.owner is not None:
@@ -562,14 +570,14 @@ class ToHostServices(_Replicator):
         if (
             hcopy is not None
             and self.ctx.owns(hcopy)
-            and hcopy["metadata"].get("annotations", {}).get(naming.ANNOTATION_UID) == vsvc["metadata"]["uid"]
+            and mappings.uid_matches(vsvc, hcopy)
             and spec["type"] != "ExternalName"
         ):
             sources = [
                 s
                 for s in self.copy_slices.store.values()
                 if s["metadata"].get("labels", {}).get(LABEL_SERVICE_NAME) == copy_name
-                and s["metadata"].get("labels", {}).get(LABEL_SLICE_MANAGER) != CONTROLLER
+                and s["metadata"].get("labels", {}).get(LABEL_SLICE_MANAGER) != REPLICATED_CONTROLLER
             ]
         await self.sync_slices(key, hsvc, sources, keep_refs=True)
 

@@ -1,7 +1,7 @@
 """PersistentVolumes (optional, `sync.toHost.persistentVolumes.enabled`): the tenant's own volumes on the host.
 
 A virtual PV (a static volume the tenant brings: NFS, CSI, hostPath, ...) becomes host PV
-`vnest-<name>-x-<hostns>-x-<vcluster>` (see vnest.syncer.storageclasses for what all
+`vnest-<name>-x-<hostns>-x-<vcluster>` (see vnest.syncer.engine.clusterscoped for what all
 cluster-scoped copies share) with the same source, capacity, access modes, reclaim policy,
 volume mode, node affinity and mount options. A claimRef (pre-binding) names the host copy
 of the claim; storageClassName names the host copy of the class while StorageClasses sync
@@ -14,7 +14,7 @@ creation, after which the host's binder owns it. Secret references inside a sour
 passed as they are.
 
 Not copied: the virtual PVs the PVC syncer makes for volumes the host provisioned
-(vnest.syncer.pvcs), which *are* host volumes already. They are told apart by the PVC
+(vnest.syncer.resources.pvcs), which *are* host volumes already. They are told apart by the PVC
 syncer's label or, whatever labels a tenant changes, by the PVC syncer's knowledge: a
 virtual PV named after a host volume that one of this cluster's host claims is bound to.
 A tenant can only make its own PV not sync that way, never make vnest copy a host volume.
@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import copy
 
-from vnest import log, naming
+from vnest import log
 from vnest.kube.client import ApiError, Obj
-from vnest.syncer.clusterscoped import ClusterCopySyncer, same
-from vnest.syncer.engine import SyncContext
-from vnest.syncer.informer import key_of
-from vnest.syncer.pvcs import FAKE_VOLUME_LABEL
-from vnest.syncer.storageclasses import host_storage_class
+from vnest.syncer import mappings
+from vnest.syncer.engine import SyncContext, same
+from vnest.syncer.engine.clusterscoped import ClusterCopySyncer
+from vnest.syncer.mappings import LABEL_FAKE_VOLUME, key_of, labels_of
+from vnest.syncer.resources.storageclasses import host_storage_class
 
 _log = log.get("syncer.persistentvolumes")
 
@@ -69,7 +69,7 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
 
     def _on_host_claim(self, old: Obj | None, new: Obj | None) -> None:
         for obj, present in ((old, False), (new, True)):
-            if obj is None or not self.ctx.owns(obj):
+            if obj is None or not self.ctx.namespaced.owns(obj):
                 continue
             volume = obj["spec"].get("volumeName")
             if not volume:
@@ -82,21 +82,21 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
                 if not claims:
                     del self.bound_volumes[volume]
             copy_of = self.host.get(volume)
-            if copy_of is not None and (vkey := self.ctx.virtual_key_of(copy_of)):
+            if copy_of is not None and (vkey := mappings.virtual_key_of(copy_of)):
                 self.queue.add(vkey)  # a claim bound to our copy: the virtual PV learns its claim
             else:
                 self.queue.add(volume)  # a host volume: the virtual PV of that name is not to be copied
 
     def made_by_vnest(self, vpv: Obj) -> bool:
         """A virtual PV the PVC syncer made for a host volume (see the module's docstring)."""
-        meta = vpv["metadata"]
-        if (meta.get("labels") or {}).get(FAKE_VOLUME_LABEL) == "true":
+        if labels_of(vpv).get(LABEL_FAKE_VOLUME) == "true":
             return True
-        return meta["name"] in self.bound_volumes and self.host.get(meta["name"]) is None
+        return (
+            vpv["metadata"]["name"] in self.bound_volumes and self.host.get(vpv["metadata"]["name"]) is None
+        )
 
-    def wanted(self, vkey: str) -> bool:
-        vpv = self.virtual.get(vkey)
-        return vpv is not None and not self.made_by_vnest(vpv)
+    def wanted(self, key: str, vobj: Obj) -> bool:
+        return not self.made_by_vnest(vobj)
 
     def translate(self, vpv: Obj) -> Obj:
         spec = copy.deepcopy(vpv["spec"])
@@ -112,19 +112,19 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
             spec["storageClassName"] = host_storage_class(self.ctx, spec["storageClassName"])
         return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": self.metadata(vpv), "spec": spec}
 
-    async def reconcile(self, vkey: str) -> None:
-        vpv, hpv = self.pair(vkey)
-        if vpv is not None and vpv["metadata"].get("deletionTimestamp"):
-            if hpv is not None:
-                if not hpv["metadata"].get("deletionTimestamp"):
-                    await self.delete_host(hpv)
-                return  # its DELETED event brings us back
-            await self._release(vpv)
-            return
-        if vpv is not None and hpv is None and self.wanted(vkey) and _reclaimed(vpv):
+    async def deleting(self, vpv: Obj, hpv: Obj | None) -> bool:
+        if hpv is not None:
+            if not hpv["metadata"].get("deletionTimestamp"):
+                await self.patcher.delete(hpv)
+            return True  # its DELETED event brings us back
+        await self._release(vpv)
+        return True
+
+    async def to_host(self, vpv: Obj) -> None:
+        if _reclaimed(vpv):
             await self._delete_virtual(vpv)
-            return
-        await super().reconcile(vkey)
+        else:
+            await super().to_host(vpv)
 
     async def update_host(self, vpv: Obj, hpv: Obj, desired: Obj) -> None:
         if hpv["metadata"].get("deletionTimestamp"):
@@ -140,7 +140,7 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
                 updated["spec"].pop(k, None)
             else:
                 updated["spec"][k] = v
-        await self.ctx.host.request("PUT", self.resource.path(None, hpv["metadata"]["name"]), body=updated)
+        await self.patcher.update(hpv, updated)
 
     def virtual_claim(self, hpv: Obj) -> Obj | None:
         """The host PV's claim, in virtual names: None unless it is this cluster's copy of a claim."""
@@ -148,19 +148,19 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
         if ref.get("namespace") != self.ctx.host_namespace or not ref.get("name"):
             return None
         hpvc = self.host_claims.get(f"{self.ctx.host_namespace}/{ref['name']}")
-        if hpvc is None or not self.ctx.owns(hpvc):
+        if hpvc is None or not self.ctx.namespaced.owns(hpvc):
             return None
         if ref.get("uid") and ref["uid"] != hpvc["metadata"]["uid"]:
             return None  # bound to an earlier claim of that name
-        ann = hpvc["metadata"].get("annotations") or {}
-        if not ann.get(naming.ANNOTATION_NAME):
+        ann = mappings.annotations_of(hpvc)
+        if not ann.get(mappings.ANNOTATION_NAME):
             return None
         return {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "namespace": ann.get(naming.ANNOTATION_NAMESPACE, ""),
-            "name": ann[naming.ANNOTATION_NAME],
-            "uid": ann.get(naming.ANNOTATION_UID, ""),
+            "namespace": ann.get(mappings.ANNOTATION_NAMESPACE, ""),
+            "name": ann[mappings.ANNOTATION_NAME],
+            "uid": ann.get(mappings.ANNOTATION_UID, ""),
         }
 
     async def status_back(self, vpv: Obj, hpv: Obj) -> None:

@@ -3,7 +3,7 @@
 Each virtual ServiceAccount gets a host copy under the usual translated name
 (`<name>-x-<namespace>-x-<vcluster>`), with the usual labels and annotations,
 and synced pods run as the host copy of their virtual ServiceAccount instead of
-the host namespace's `default` (vnest.syncer.pods): whatever the host grants a
+the host namespace's `default` (vnest.syncer.resources.pods): whatever the host grants a
 ServiceAccount (an IAM role bound through an annotation, a PodSecurity or
 admission policy keyed on it, host RBAC an admin adds) can then be granted per
 virtual ServiceAccount. The host copy has `automountServiceAccountToken: false`
@@ -26,8 +26,7 @@ from __future__ import annotations
 import copy
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import CopySyncer, ResourceSyncer, SyncContext, split_key
-from vnest.syncer.informer import key_of
+from vnest.syncer.engine import SyncContext, Syncer
 
 
 def pod_service_account(pod: Obj) -> str:
@@ -50,40 +49,14 @@ def translate_service_account(ctx: SyncContext, vsa: Obj) -> Obj:
     }
 
 
-class ServiceAccountSyncer(CopySyncer):
+class ServiceAccountSyncer(Syncer):
     kind = "ServiceAccount"
-
-    def __init__(self, ctx: SyncContext, pods: ResourceSyncer | None = None) -> None:
-        super().__init__(ctx)
-        # The pod syncer, if any: a pod created before its ServiceAccount's host copy is refused
-        # by the host (the ServiceAccount must exist); it is retried as soon as the copy appears
-        # rather than after its backoff.
-        self.pods = pods
-
-    def setup(self) -> None:
-        super().setup()
-        if self.pods is not None:
-            self.host.add_handler(self._wake_pods)
-
-    def _wake_pods(self, old: Obj | None, new: Obj | None) -> None:
-        if old is not None or new is None:
-            return
-        vkey = self.ctx.virtual_key_of(new)
-        if not vkey:
-            return
-        ns, name = split_key(vkey)
-        pods = self.pods
-        assert pods is not None
-        for pod in list(pods.virtual.store.values()):
-            if pod["metadata"]["namespace"] == ns and pod_service_account(pod) == name:
-                key = key_of(pod)
-                if pods.host.get(self.ctx.host_key(key)) is None:
-                    pods.queue.add(key)
 
     def translate(self, vobj: Obj) -> Obj:
         return translate_service_account(self.ctx, vobj)
 
-    async def update_host(self, vobj: Obj, hobj: Obj, desired: Obj) -> None:
+    async def sync(self, vobj: Obj, hobj: Obj) -> None:
+        desired = self.translate(vobj)
         meta, hmeta = desired["metadata"], hobj["metadata"]
         if (
             meta["labels"] == hmeta.get("labels")
@@ -97,6 +70,4 @@ class ServiceAccountSyncer(CopySyncer):
         updated["metadata"]["annotations"] = meta["annotations"]
         updated["automountServiceAccountToken"] = False
         updated.pop("imagePullSecrets", None)
-        await self.ctx.host.request(
-            "PUT", self.resource.path(self.ctx.host_namespace, hmeta["name"]), body=updated
-        )
+        await self.patcher.update(hobj, updated)

@@ -27,32 +27,38 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
-from vnest import log, naming
-from vnest.kube.client import ApiError, Obj, resource_of
-from vnest.syncer import storageclasses
-from vnest.syncer.clusterscoped import same
-from vnest.syncer.engine import Reconciler, SyncContext, is_own_key
-from vnest.syncer.informer import Informer, key_of
+from vnest import log
+from vnest.config import models
+from vnest.config.models import VClusterConfig
+from vnest.kube.client import ApiError, Obj
+from vnest.syncer.engine import Controller, Informer, Patcher, SyncContext, same
+from vnest.syncer.mappings import LABEL_FROM_HOST, LABEL_MANAGED_BY, is_own_key, labels_of
+from vnest.syncer.resources import storageclasses
 
 _log = log.get("syncer.fromhost")
 
-LABEL_FROM_HOST = f"{naming.PREFIX}/from-host"
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
-def from_host_enabled(values: dict[str, Any], config_key: str) -> bool:
-    """Whether `sync.fromHost.<config_key>` is on, with storageClasses' "auto" resolved as vCluster does."""
-    enabled = values["sync"]["fromHost"][config_key]["enabled"]
+def class_config(
+    config: VClusterConfig, field: str
+) -> models.ClassesFromHost | models.StorageClassesFromHost:
+    """`sync.fromHost.<field>` (storage_classes, ingress_classes, runtime_classes, priority_classes)."""
+    section: models.ClassesFromHost | models.StorageClassesFromHost = getattr(config.sync.from_host, field)
+    return section
+
+
+def from_host_enabled(config: VClusterConfig, field: str) -> bool:
+    """Whether `sync.fromHost.<field>` is on, with storageClasses' "auto" resolved as vCluster does."""
+    enabled = class_config(config, field).enabled
     if enabled == "auto":
-        k8s = values["controlPlane"]["distro"]["k8s"]
+        control_plane = config.control_plane
         scheduler = (
-            k8s["scheduler"]["enabled"] or values["controlPlane"]["advanced"]["virtualScheduler"]["enabled"]
+            control_plane.distro.k8s.scheduler.enabled or control_plane.advanced.virtual_scheduler.enabled
         )
-        to_host = values["sync"]["toHost"]
+        to_host = config.sync.to_host
         return bool(
-            scheduler
-            and to_host["persistentVolumeClaims"]["enabled"]
-            and not to_host["storageClasses"]["enabled"]
+            scheduler and to_host.persistent_volume_claims.enabled and not to_host.storage_classes.enabled
         )
     return enabled is True
 
@@ -72,11 +78,11 @@ def selector_string(selector: dict[str, Any] | None) -> str:
                 "DoesNotExist": f"!{key}",
             }[op]
         )
-    parts.append(f"!{naming.LABEL_MANAGED_BY}")
+    parts.append(f"!{LABEL_MANAGED_BY}")
     return ",".join(parts)
 
 
-class FromHostClasses(Reconciler):
+class FromHostClasses(Controller):
     """One class kind, host to virtual; keys are plain names."""
 
     workers = 2
@@ -88,12 +94,14 @@ class FromHostClasses(Reconciler):
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__()
         self.ctx = ctx
-        self.resource = resource_of(self.resource_kind)
-        self.enabled = from_host_enabled(ctx.values, self.config_key)
+        self.enabled = from_host_enabled(ctx.config, self.config_key)
+        # Writes go to the virtual cluster, and only to the copies vnest made there.
+        self.patcher = Patcher(ctx, self.resource_kind, ctx.virtual, self.ours, log_writes=True)
+        self.resource = self.patcher.resource
         self.host: Informer | None = None
         self.virtual: Informer | None = None
         if self.enabled:  # else no informer: the chart grants no read access to the host's objects
-            selector = ctx.values["sync"]["fromHost"][self.config_key].get("selector")
+            selector = class_config(ctx.config, self.config_key).selector.model_dump(by_alias=True)
             self.host = ctx.selected_informer(
                 "host", self.resource_kind, None, label_selector=selector_string(selector)
             )
@@ -101,10 +109,10 @@ class FromHostClasses(Reconciler):
 
     @property
     def labels(self) -> dict[str, str]:
-        return {naming.LABEL_MANAGED_BY: self.ctx.name, LABEL_FROM_HOST: "true"}
+        return {LABEL_MANAGED_BY: self.ctx.name, LABEL_FROM_HOST: "true"}
 
     def ours(self, vobj: Obj | None) -> bool:
-        labels = (vobj or {}).get("metadata", {}).get("labels") or {}
+        labels = labels_of(vobj)
         return bool(vobj) and all(labels.get(k) == v for k, v in self.labels.items())
 
     def skipped(self, name: str) -> bool:
@@ -113,11 +121,8 @@ class FromHostClasses(Reconciler):
     def setup(self) -> None:
         if self.host is None or self.virtual is None:
             return
-        self.host.add_handler(self._on_change)
-        self.virtual.add_handler(self._on_change)
-
-    def _on_change(self, old: Obj | None, new: Obj | None) -> None:
-        self.queue.add(key_of(new or old))  # type: ignore[arg-type]
+        self.host.add_handler(self.enqueue)
+        self.virtual.add_handler(self.enqueue)
 
     def resync(self) -> None:
         if self.host is None or self.virtual is None:
@@ -205,18 +210,16 @@ class FromHostClasses(Reconciler):
                 updated[k] = want[k]
             else:
                 updated.pop(k, None)
-        await self.ctx.virtual.request("PUT", self.resource.path(None, name), body=updated)
-        _log.info(f"{self.resource_kind} copy brought back in line with the host", name=name)
+        await self.patcher.update(ours, updated)
 
     async def _delete(self, vobj: Obj) -> None:
-        if self.ours(vobj) and await self.ctx.virtual.delete_exact(self.resource_kind, vobj):
-            _log.info(f"{self.resource_kind} copy removed", name=vobj["metadata"]["name"])
+        await self.patcher.delete(vobj)
 
 
 class StorageClassesFromHost(FromHostClasses):
     kind = "FromHostStorageClass"
     resource_kind = "StorageClass"
-    config_key = "storageClasses"
+    config_key = "storage_classes"
     fields = storageclasses.FIELDS
     immutable = storageclasses.IMMUTABLE
 
@@ -224,7 +227,7 @@ class StorageClassesFromHost(FromHostClasses):
 class IngressClassesFromHost(FromHostClasses):
     kind = "FromHostIngressClass"
     resource_kind = "IngressClass"
-    config_key = "ingressClasses"
+    config_key = "ingress_classes"
     fields = ("spec",)
     immutable = ("spec",)  # spec.controller cannot change; parameters rarely do: made again either way
 
@@ -232,7 +235,7 @@ class IngressClassesFromHost(FromHostClasses):
 class RuntimeClassesFromHost(FromHostClasses):
     kind = "FromHostRuntimeClass"
     resource_kind = "RuntimeClass"
-    config_key = "runtimeClasses"
+    config_key = "runtime_classes"
     fields = ("handler", "overhead", "scheduling")
     immutable = ("handler",)
 
@@ -240,19 +243,9 @@ class RuntimeClassesFromHost(FromHostClasses):
 class PriorityClassesFromHost(FromHostClasses):
     kind = "FromHostPriorityClass"
     resource_kind = "PriorityClass"
-    config_key = "priorityClasses"
+    config_key = "priority_classes"
     fields = ("value", "globalDefault", "description", "preemptionPolicy")
     immutable = ("value", "preemptionPolicy")
 
     def skipped(self, name: str) -> bool:
         return name.startswith("system-")  # built into every cluster, the virtual one included
-
-
-def syncers(ctx: SyncContext) -> list[Reconciler]:
-    """All four kinds, always: a kind turned off removes the copies an earlier config made."""
-    return [
-        StorageClassesFromHost(ctx),
-        IngressClassesFromHost(ctx),
-        RuntimeClassesFromHost(ctx),
-        PriorityClassesFromHost(ctx),
-    ]

@@ -41,16 +41,23 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from vnest import naming
 from vnest.kube.client import Obj
+from vnest.syncer import mappings
 from vnest.syncer.addresses import AllowList
-from vnest.syncer.engine import ResourceSyncer, SyncContext, is_subset
-from vnest.syncer.informer import Informer, key_of
-from vnest.syncer.replicated import LABEL_SERVICE_NAME, LABEL_SLICE_MANAGER, from_host_targets
+from vnest.syncer.engine import Informer, SyncContext, Syncer, is_subset
+from vnest.syncer.engine.informer import event_object
+from vnest.syncer.mappings import (
+    ENDPOINTS_CONTROLLER,
+    LABEL_SERVICE_NAME,
+    LABEL_SLICE_MANAGER,
+    NamespacedMapping,
+    key_of,
+    labels_of,
+)
+from vnest.syncer.resources.replicated import from_host_targets
 
 # The endpointslice.kubernetes.io/managed-by of the host slices made here (a domain, as Kubernetes
 # names its own controllers); distinct from replicated.py's, whose slices are other objects.
-CONTROLLER = f"endpoints-syncer.{naming.PREFIX}"
 KUBERNETES = "default/kubernetes"
 _ENDPOINT_FIELDS = ("addresses", "conditions", "hostname", "zone", "hints")
 
@@ -98,7 +105,7 @@ def translate_slice(
     ns = vslice["metadata"]["namespace"]
     meta = ctx.host_metadata(vslice)
     meta["labels"][LABEL_SERVICE_NAME] = hsvc["metadata"]["name"]
-    meta["labels"][LABEL_SLICE_MANAGER] = CONTROLLER
+    meta["labels"][LABEL_SLICE_MANAGER] = ENDPOINTS_CONTROLLER
     meta["ownerReferences"] = [
         {
             "apiVersion": "v1",
@@ -108,9 +115,9 @@ def translate_slice(
         }
     ]
     endpoints = [
-        out
+        endpoint
         for e in vslice.get("endpoints") or []
-        if (out := translate_endpoint(e, ns, ctx.host_namespace, host_pod, host_node, address_allowed))
+        if (endpoint := translate_endpoint(e, ns, ctx.host_namespace, host_pod, host_node, address_allowed))
     ]
     out: Obj = {
         "apiVersion": "discovery.k8s.io/v1",
@@ -141,7 +148,15 @@ def dependencies(vslice: Obj) -> set[Dep]:
     return deps
 
 
-class EndpointSliceSyncer(ResourceSyncer):
+class SliceMapping(NamespacedMapping):
+    """The host informer also sees the host controller's slices of our Services (they carry the
+    Service's labels, managed-by included): only those vnest's controller manages are copies."""
+
+    def owns(self, hobj: Obj | None) -> bool:
+        return super().owns(hobj) and labels_of(hobj).get(LABEL_SLICE_MANAGER) == ENDPOINTS_CONTROLLER
+
+
+class EndpointSliceSyncer(Syncer):
     kind = "EndpointSlice"
 
     def __init__(self, ctx: SyncContext) -> None:
@@ -151,12 +166,12 @@ class EndpointSliceSyncer(ResourceSyncer):
         self.host_services = ctx.informer("host", "Service")
         # Synced pods (targetRefs) and the nodes they run on (nodeNames the host has).
         self.host_pods: Informer | None = None
-        if ctx.values["sync"]["toHost"]["pods"]["enabled"]:
+        if ctx.config.sync.to_host.pods.enabled:
             self.host_pods = ctx.informer("host", "Pod")
         self.selected_nodes: Informer | None = None  # real node sync's host nodes, found in setup
         self.pods_on: Counter[str] = Counter()  # host node -> how many of our host pods run there
         self.pod_ips: Counter[str] = Counter()  # IP -> how many of our host pods have it
-        self.allowed = AllowList(ctx.values["policies"]["allowedEndpointCIDRs"])
+        self.allowed = AllowList(ctx.config.policies.allowed_endpoint_cidrs)
         self.deps_of: dict[str, set[Dep]] = {}  # virtual slice key -> what it depends on
         self.slices_of: dict[Dep, set[str]] = defaultdict(set)  # and back
 
@@ -165,26 +180,30 @@ class EndpointSliceSyncer(ResourceSyncer):
     def setup(self) -> None:
         super().setup()
         self.virtual.add_handler(self._on_virtual_slice)
-        self.services.add_handler(lambda old, new: self._wake(("Service", key_of(new or old))))  # type: ignore[arg-type]
+        self.services.add_handler(self._on_virtual_service)
         self.host_services.add_handler(self._on_host_service)
         if self.host_pods is not None:
             self.host_pods.add_handler(self._on_host_pod)
         # Real node sync (nodes.HostNodes) registers its informer of the selected host nodes.
         self.selected_nodes = self.ctx.informers.get(("host-selected", "Node"))
         if self.selected_nodes is not None:
-            self.selected_nodes.add_handler(
-                lambda old, new: self._wake(("Node", key_of(new or old)))  # type: ignore[arg-type]
-            )
+            self.selected_nodes.add_handler(self._on_selected_node)
 
-    def _on_host(self, old: Obj | None, new: Obj | None) -> None:
-        # The host informer also sees the host controller's slices of our Services (they carry the
-        # Service's labels, managed-by included): only ours name a virtual slice.
-        obj = new or old
-        if obj is not None and self._made_here(obj):
-            super()._on_host(old, new)
+    def make_mapping(self) -> NamespacedMapping:
+        return SliceMapping(self.ctx.name, self.ctx.host_namespace)
+
+    def on_host(self, old: Obj | None, new: Obj | None) -> None:
+        if self.mapping.owns(new if new is not None else old):
+            super().on_host(old, new)
+
+    def _on_virtual_service(self, old: Obj | None, new: Obj | None) -> None:
+        self._wake(("Service", key_of(event_object(old, new))))
+
+    def _on_selected_node(self, old: Obj | None, new: Obj | None) -> None:
+        self._wake(("Node", key_of(event_object(old, new))))
 
     def _on_virtual_slice(self, old: Obj | None, new: Obj | None) -> None:
-        key = key_of(new or old)  # type: ignore[arg-type]
+        key = key_of(event_object(old, new))
         for dep in self.deps_of.pop(key, set()):
             self.slices_of[dep].discard(key)
             if not self.slices_of[dep]:
@@ -200,8 +219,7 @@ class EndpointSliceSyncer(ResourceSyncer):
             self.queue.add(key)
 
     def _on_host_service(self, old: Obj | None, new: Obj | None) -> None:
-        vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
-        if vkey:
+        if vkey := mappings.virtual_key_of(event_object(old, new)):
             self._wake(("Service", vkey))
 
     def _on_host_pod(self, old: Obj | None, new: Obj | None) -> None:
@@ -228,22 +246,17 @@ class EndpointSliceSyncer(ResourceSyncer):
             if self.pod_ips[ip] == 1:
                 self._wake(("Address", ip))
         # Only a pod's coming and going changes a targetRef, not its every status update.
-        if old is None or new is None or old["metadata"].get("uid") != new["metadata"].get("uid"):
-            vkey = self.ctx.virtual_key_of(new or old)  # type: ignore[arg-type]
-            if vkey:
-                self._wake(("Pod", vkey))
+        moved = old is None or new is None or old["metadata"].get("uid") != new["metadata"].get("uid")
+        if moved and (vkey := mappings.virtual_key_of(event_object(old, new))):
+            self._wake(("Pod", vkey))
 
     # ---- lookups -------------------------------------------------------------------
-
-    def _made_here(self, hobj: Obj | None) -> bool:
-        labels = (hobj or {}).get("metadata", {}).get("labels") or {}
-        return self.ctx.owns(hobj) and labels.get(LABEL_SLICE_MANAGER) == CONTROLLER
 
     def host_pod(self, namespace: str, name: str) -> str | None:
         if self.host_pods is None:
             return None
         hpod = self.host_pods.get(self.ctx.host_key(f"{namespace}/{name}"))
-        return hpod["metadata"]["name"] if self.ctx.owns(hpod) else None  # type: ignore[index]
+        return hpod["metadata"]["name"] if hpod is not None and self.ctx.owns(hpod) else None
 
     def host_node(self, name: str) -> bool:
         return name in self.pods_on or (
@@ -269,23 +282,37 @@ class EndpointSliceSyncer(ResourceSyncer):
         if vsvc is None or vsvc["metadata"].get("deletionTimestamp") or vsvc["spec"].get("selector"):
             return None
         hsvc = self.host_services.get(self.ctx.host_key(skey))
-        if not self.ctx.owns(hsvc) or hsvc["spec"].get("selector"):  # type: ignore[index]
+        if hsvc is None or not self.ctx.owns(hsvc) or hsvc["spec"].get("selector"):
             return None
         return hsvc
 
     # ---- reconcile -----------------------------------------------------------------
 
-    async def reconcile(self, vkey: str) -> None:
-        vslice = self.virtual.get(vkey)
-        hslice = self.host.get(self.ctx.host_key(vkey))
-        if hslice is not None and not self._made_here(hslice):
-            hslice = None  # not ours: create_host reports it and leaves it alone
-        hsvc = self.host_service(vslice) if vslice is not None else None
-        if vslice is None or hsvc is None:
-            if hslice is not None:
-                await self.delete_host(hslice)
-            return
-        desired = translate_slice(self.ctx, vslice, hsvc, self.host_pod, self.host_node, self.address_allowed)
+    def wanted(self, key: str, vslice: Obj) -> bool:
+        return self.host_service(vslice) is not None
+
+    def translate(self, vslice: Obj) -> Obj:
+        hsvc = self.host_service(vslice)
+        assert hsvc is not None  # wanted
+        return translate_slice(self.ctx, vslice, hsvc, self.host_pod, self.host_node, self.address_allowed)
+
+    async def to_host(self, vslice: Obj) -> None:
+        await self._warn_dropped(vslice)
+        await self.patcher.create(vslice, self.translate(vslice))
+
+    async def replaced(self, vslice: Obj, hslice: Obj) -> None:
+        await self._warn_dropped(vslice)
+        await self.patcher.delete(hslice)  # made again when its DELETED event comes back
+
+    async def sync(self, vslice: Obj, hslice: Obj) -> None:
+        desired = self.translate(vslice)
+        await self._warn_dropped(vslice)
+        if hslice.get("addressType") != desired["addressType"]:
+            await self.patcher.delete(hslice)  # made again when its DELETED event comes back
+        elif not _same(desired, hslice):
+            await self.patcher.update(hslice, desired)
+
+    async def _warn_dropped(self, vslice: Obj) -> None:
         dropped = sorted(
             {
                 a
@@ -303,19 +330,10 @@ class EndpointSliceSyncer(ResourceSyncer):
                 "virtual cluster's pods, and the host admin has not allowed them "
                 "(policies.allowedEndpointCIDRs)",
             )
-        if hslice is None:
-            await self.create_host(vslice, desired)
-        elif not self.uid_matches(vslice, hslice) or hslice.get("addressType") != desired["addressType"]:
-            await self.delete_host(hslice)  # made again when its DELETED event comes back
-        elif not _same(desired, hslice):
-            desired["metadata"]["resourceVersion"] = hslice["metadata"]["resourceVersion"]
-            await self.ctx.host.request(
-                "PUT", self.resource.path(self.ctx.host_namespace, hslice["metadata"]["name"]), body=desired
-            )
 
 
 def _service_name(vslice: Obj) -> str:
-    return (vslice["metadata"].get("labels") or {}).get(LABEL_SERVICE_NAME, "")
+    return labels_of(vslice).get(LABEL_SERVICE_NAME, "")
 
 
 def _pod_ips(pod: Obj | None) -> set[str]:

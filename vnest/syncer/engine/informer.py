@@ -20,6 +20,7 @@ from typing import Any
 
 from vnest import log
 from vnest.kube.client import ApiError, KubeClient, Obj, Resource
+from vnest.syncer.mappings import key_of
 
 _log = log.get("informer")
 
@@ -29,9 +30,11 @@ WATCH_SECONDS = 300
 BACKOFF_MAX = 30.0
 
 
-def key_of(obj: Obj) -> str:
-    meta = obj["metadata"]
-    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+def event_object(old: Obj | None, new: Obj | None) -> Obj:
+    """What a handler's event is about: the new object, or the deleted one."""
+    obj = new if new is not None else old
+    assert obj is not None  # an informer never calls a handler with neither
+    return obj
 
 
 class Gone(Exception):
@@ -132,11 +135,11 @@ class Informer:
             if key not in items:
                 self._emit(old, None)
         for key, new in items.items():
-            old = old_store.get(key)
-            if old is None or old["metadata"].get("resourceVersion") != new["metadata"].get(
+            previous = old_store.get(key)
+            if previous is None or previous["metadata"].get("resourceVersion") != new["metadata"].get(
                 "resourceVersion"
             ):
-                self._emit(old, new)
+                self._emit(previous, new)
 
     async def _watch(self) -> None:
         params = {

@@ -1,0 +1,23 @@
+"""Comparing a wanted object with the one the API server has, which adds defaults and drops empties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Whether every field of `want` has the same value in `have` (defaults the server added are ignored)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(is_subset(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(is_subset(w, h) for w, h in zip(want, have, strict=True))
+        )
+    return bool(want == have)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, counting absent, null, false, 0 and empty alike (the API server omits empty fields)."""
+    return bool((a or None) == (b or None))
