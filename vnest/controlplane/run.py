@@ -30,6 +30,7 @@ import yaml
 
 from vnest import __version__, binaries, kubeconfig, log, naming
 from vnest.config import load_config, to_values
+from vnest.controlplane import commands
 from vnest.controlplane import pki as cppki
 from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
 from vnest.errors import VnestError
@@ -339,25 +340,22 @@ class ControlPlane:
             return url
         return backing["etcd"]["external"]["endpoint"]
 
-    def _apiserver_argv(self, etcd_servers: str, service_cidr: str) -> list[Any]:
+    def _apiserver_argv(self, etcd_servers: str, service_cidr: str) -> list[str]:
         p = self.pki_dir
-        argv: list[Any] = [
+        argv = commands.kube_apiserver(
             self.bins.kube_apiserver,
-            f"--bind-address={self.opts.listen_address}",
-            f"--advertise-address={self.opts.advertise_address}",
-            f"--secure-port={self.api_port}",
-            f"--etcd-servers={etcd_servers}",
-            f"--service-cluster-ip-range={service_cidr}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            f"--service-account-issuer=https://kubernetes.default.svc.{self.cluster_domain}",
-            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-            # Nodes' kubelets are the syncer's kubelet API, at the InternalIP the syncer writes.
-            "--kubelet-preferred-address-types=InternalIP",
+            p,
+            bind_address=self.opts.listen_address,
+            advertise_address=self.opts.advertise_address,
+            secure_port=self.api_port,
+            etcd_servers=etcd_servers,
+            service_cidr=service_cidr,
+            cluster_domain=self.cluster_domain,
+            authorization_mode="RBAC",
+            # The syncer points default/kubernetes at the host Service instead.
+            reconcile_kubernetes_endpoints=False,
+        )
+        argv += [
             f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
@@ -365,11 +363,6 @@ class ControlPlane:
             "--requestheader-username-headers=X-Remote-User",
             f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            # The syncer points default/kubernetes at the host Service instead.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
         ]
         level = self.values["policies"]["podSecurityStandard"]
         if level != "privileged":
@@ -432,39 +425,27 @@ class ControlPlane:
         )
         kubeconfig.save(self._kubeconfig_path(component), config)
 
-    def _controller_manager_argv(self, service_cidr: str) -> list[Any]:
-        kc = self._kubeconfig_path("controller-manager")
+    def _controller_manager_argv(self, service_cidr: str) -> list[str]:
         p = self.pki_dir
         return [
-            self.bins.kube_controller_manager,
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",  # no serving: readiness is judged from what it does
-            "--leader-elect=false",
-            "--profiling=false",
+            *commands.kube_controller_manager(
+                self.bins.kube_controller_manager,
+                p,
+                kubeconfig=self._kubeconfig_path("controller-manager"),
+                secure_port=0,  # no serving: readiness is judged from what it does
+                service_cidr=service_cidr,
+            ),
             f"--controllers=*,{','.join('-' + c for c in DISABLED_CONTROLLERS)}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--service-account-private-key-file={p / 'sa.key'}",
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={service_cidr}",
             *self._k8s("controllerManager")["extraArgs"],
         ]
 
-    def _scheduler_argv(self) -> list[Any]:
-        kc = self._kubeconfig_path("scheduler")
+    def _scheduler_argv(self) -> list[str]:
         return [
-            self.bins.kube_scheduler,
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-            "--leader-elect=false",
-            "--profiling=false",
+            *commands.kube_scheduler(
+                self.bins.kube_scheduler, kubeconfig=self._kubeconfig_path("scheduler"), secure_port=0
+            ),
             *self._k8s("scheduler")["extraArgs"],
         ]
 

@@ -39,6 +39,7 @@ import httpx
 import yaml
 
 from vnest import binaries, kubeconfig, log, naming, pki
+from vnest.controlplane import commands
 from vnest.errors import VnestError
 from vnest.host import kwok, netns
 from vnest.host import nodes as real_nodes
@@ -572,55 +573,43 @@ class LocalHost:
         self.procs.start(
             "kube-apiserver",
             [
-                bins.kube_apiserver,
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports.apiserver}",
-                f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--tls-cert-file={p / 'apiserver.crt'}",
-                f"--tls-private-key-file={p / 'apiserver.key'}",
-                f"--client-ca-file={p / 'ca.crt'}",
-                f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-                f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-                "--kubelet-preferred-address-types=InternalIP",
-                f"--service-account-key-file={p / 'sa.pub'}",
-                f"--service-account-signing-key-file={p / 'sa.key'}",
-                f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
-                "--allow-privileged=true",
-                "--profiling=false",
-                *(self._real_apiserver_flags() if real else self._kwok_apiserver_flags()),
+                *commands.kube_apiserver(
+                    bins.kube_apiserver,
+                    p,
+                    bind_address="127.0.0.1",
+                    # Real nodes' pods reach the API server at the hub (default/kubernetes).
+                    advertise_address=netns.HUB_IP if real else "127.0.0.1",
+                    secure_port=ports.apiserver,
+                    etcd_servers=f"http://127.0.0.1:{ports.etcd}",
+                    service_cidr=SERVICE_CIDR,
+                    cluster_domain=CLUSTER_DOMAIN,
+                    authorization_mode="Node,RBAC" if real else "RBAC",
+                    # KWOK: loopback may not be an Endpoints address, so nothing would
+                    # reconcile default/kubernetes; no KWOK pod dials it anyway.
+                    reconcile_kubernetes_endpoints=real,
+                ),
+                *(self._real_apiserver_flags() if real else []),
             ],
             env=env,
         )
         self._wait_http(
             "kube-apiserver", f"https://127.0.0.1:{ports.apiserver}/readyz", wait, progress, client=True
         )
-        common = ["--bind-address=127.0.0.1", "--leader-elect=false", "--profiling=false"]
-
-        def kubeconfig_flags(stem: str) -> list[str]:
-            path = self._component_kubeconfig(stem, ports.apiserver)
-            return [
-                f"--kubeconfig={path}",
-                f"--authentication-kubeconfig={path}",
-                f"--authorization-kubeconfig={path}",
-            ]
-
         self._component_kubeconfig("admin", ports.apiserver)
         self.procs.start(
             "kube-controller-manager",
             [
-                bins.kube_controller_manager,
-                *common,
-                *kubeconfig_flags("controller-manager"),
-                f"--secure-port={ports.controller_manager}",
+                *commands.kube_controller_manager(
+                    bins.kube_controller_manager,
+                    p,
+                    kubeconfig=self._component_kubeconfig("controller-manager", ports.apiserver),
+                    secure_port=ports.controller_manager,
+                    service_cidr=SERVICE_CIDR,
+                ),
                 f"--cert-dir={self.root / 'controller-manager-certs'}",
-                f"--root-ca-file={p / 'ca.crt'}",
-                f"--service-account-private-key-file={p / 'sa.key'}",
-                "--use-service-account-credentials=true",
                 "--allocate-node-cidrs=true",
                 f"--cluster-cidr={POD_CIDR}",
                 "--node-cidr-mask-size=24",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--cluster-name={CONTEXT}",
             ],
             env=env,
@@ -628,10 +617,11 @@ class LocalHost:
         self.procs.start(
             "kube-scheduler",
             [
-                bins.kube_scheduler,
-                *common,
-                *kubeconfig_flags("scheduler"),
-                f"--secure-port={ports.scheduler}",
+                *commands.kube_scheduler(
+                    bins.kube_scheduler,
+                    kubeconfig=self._component_kubeconfig("scheduler", ports.apiserver),
+                    secure_port=ports.scheduler,
+                ),
                 f"--cert-dir={self.root / 'scheduler-certs'}",
             ],
             env=env,
@@ -673,18 +663,8 @@ class LocalHost:
                 env=env,
             )
 
-    def _kwok_apiserver_flags(self) -> list[str]:
-        return [
-            "--advertise-address=127.0.0.1",
-            "--authorization-mode=RBAC",
-            # Loopback may not be an Endpoints address, so nothing would
-            # reconcile default/kubernetes; no KWOK pod dials it anyway.
-            "--endpoint-reconciler-type=none",
-        ]
-
     def _real_apiserver_flags(self) -> list[str]:
-        """Pods reach the API server at the hub (default/kubernetes), and it reaches the nodes
-        and pods through the forwarder's egress proxy."""
+        """The API server reaches the nodes and pods through the forwarder's egress proxy."""
         egress = self.root / "egress-selector.yaml"
         egress.write_text(
             yaml.safe_dump(
@@ -704,8 +684,6 @@ class LocalHost:
             )
         )
         return [
-            f"--advertise-address={netns.HUB_IP}",
-            "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             f"--egress-selector-config-file={egress}",
             # Webhooks and aggregated APIs by their endpoints, which the egress proxy reaches;
