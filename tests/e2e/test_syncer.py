@@ -527,12 +527,12 @@ def test_ingresses_sync_when_enabled_with_their_tls_secrets(env):
 
 
 def _tls_pair(env) -> tuple[Path, Path]:
-    from vnest import pki
+    from vnest import certs
 
     crt, key = env.root / "site.crt", env.root / "site.key"
     if not crt.exists():
-        ca = pki.new_ca("e2e")
-        pki.issue(ca, "site.example", dns_names=("site.example",), server=True).write(env.root, "site")
+        ca = certs.new_ca("e2e")
+        certs.issue(ca, "site.example", dns_names=("site.example",), server=True).write(env.root, "site")
     return crt, key
 
 

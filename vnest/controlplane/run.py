@@ -30,8 +30,7 @@ import yaml
 
 from vnest import __version__, binaries, kubeconfig, log, naming
 from vnest.config import load_config, to_values
-from vnest.controlplane import commands
-from vnest.controlplane import pki as cppki
+from vnest.controlplane import commands, pki
 from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, KubeClient
@@ -114,22 +113,22 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-async def load_or_create_pki(host: KubeClient, opts: Options, names: cppki.ServingNames) -> dict[str, bytes]:
+async def load_or_create_pki(host: KubeClient, opts: Options, names: pki.ServingNames) -> dict[str, bytes]:
     secret_name = naming.certs_secret(opts.name)
     secret = await host.get_or_none("Secret", secret_name, opts.namespace)
     if (problem := naming.foreign_control_plane_object(secret, opts.name, "certs")) is not None:
         raise VnestError(problem)  # never a CA someone else planted
     if secret is not None:
         files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        completed = cppki.complete(files)
-        if cppki.covers(files, names) and not completed:
+        completed = pki.complete(files)
+        if pki.covers(files, names) and not completed:
             return files
-        if not cppki.covers(files, names):
+        if not pki.covers(files, names):
             _log.info("serving names changed; issuing a new API server certificate")
-            files.update(cppki.issue_apiserver(files, names))
+            files.update(pki.issue_apiserver(files, names))
     else:
         _log.info("generating the virtual cluster's PKI")
-        files = cppki.generate(names)
+        files = pki.generate(names)
     await host.apply(
         {
             "apiVersion": "v1",
@@ -190,7 +189,7 @@ class ControlPlane:
                 "Service", naming.service_name(self.opts.name), self.opts.namespace
             )
             host_ip = (host_service or {}).get("spec", {}).get("clusterIP")
-            names = cppki.serving_names(
+            names = pki.serving_names(
                 self.opts.name,
                 self.opts.namespace,
                 self.cluster_domain,
@@ -199,7 +198,7 @@ class ControlPlane:
                 self.values["controlPlane"]["proxy"]["extraSANs"],
             )
             files = await load_or_create_pki(host, self.opts, names)
-            cppki.write(files, self.pki_dir)
+            pki.write(files, self.pki_dir)
             await self._start_components(service_cidr)
             await self._publish_kubeconfig(host)
             self.write_status(

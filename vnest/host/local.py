@@ -38,7 +38,7 @@ import dns.rdatatype
 import httpx
 import yaml
 
-from vnest import binaries, kubeconfig, log, naming, pki
+from vnest import binaries, certs, kubeconfig, log, naming
 from vnest.controlplane import commands
 from vnest.errors import VnestError
 from vnest.host import kwok, netns
@@ -501,9 +501,9 @@ class LocalHost:
         if (self.pki_dir / "ca.crt").exists():
             return
         d = self.pki_dir
-        ca = pki.new_ca("vnest-host-ca")
+        ca = certs.new_ca("vnest-host-ca")
         ca.write(d, "ca")
-        pki.issue(
+        certs.issue(
             ca,
             "kube-apiserver",
             dns_names=(
@@ -517,15 +517,15 @@ class LocalHost:
             ips=("127.0.0.1", KUBERNETES_SERVICE_IP, netns.HUB_IP),
             server=True,
         ).write(d, "apiserver")
-        pki.issue(ca, "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True).write(
-            d, "apiserver-kubelet-client"
-        )
-        pki.issue(ca, "kwok", dns_names=("localhost",), ips=("127.0.0.1",), server=True).write(
+        certs.issue(
+            ca, "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True
+        ).write(d, "apiserver-kubelet-client")
+        certs.issue(ca, "kwok", dns_names=("localhost",), ips=("127.0.0.1",), server=True).write(
             d, "kwok-serving"
         )
-        sa = pki.new_key()
-        pki.write_private(d / "sa.key", pki.key_pem(sa))
-        pki.write_private(d / "sa.pub", pki.public_key_pem(sa))
+        sa = certs.new_key()
+        certs.write_private(d / "sa.key", certs.key_pem(sa))
+        certs.write_private(d / "sa.pub", certs.public_key_pem(sa))
         # One client identity per component, as kubeadm gives them.
         clients = {
             "admin": ("kubernetes-admin", ("system:masters",)),
@@ -534,11 +534,11 @@ class LocalHost:
             "kwok": ("kwok-controller", ("system:masters",)),
         }
         for stem, (cn, orgs) in clients.items():
-            pki.issue(ca, cn, organizations=orgs, client=True).write(d, stem)
+            certs.issue(ca, cn, organizations=orgs, client=True).write(d, stem)
 
     def _component_kubeconfig(self, stem: str, port: int) -> Path:
         ca = (self.pki_dir / "ca.crt").read_bytes()
-        client = pki.CertKey.read(self.pki_dir, stem)
+        client = certs.CertKey.read(self.pki_dir, stem)
         config = kubeconfig.build(CONTEXT, f"https://127.0.0.1:{port}", ca, client.cert_pem, client.key_pem)
         path = self.admin_kubeconfig if stem == "admin" else self.root / f"{stem}.kubeconfig"
         kubeconfig.save(path, config)
@@ -789,7 +789,7 @@ class LocalHost:
     def _ensure_real_nodes(self, state: HostState, wait: float) -> None:
         wanted = node_names(state.nodes)
         existing = {n["name"] for n in self.nodes()}
-        ca = pki.CertKey.read(self.pki_dir, "ca")
+        ca = certs.CertKey.read(self.pki_dir, "ca")
         kube = binaries.ensure().kube
         for node in self._real_nodes(state):
             spec = node.spec

@@ -1,4 +1,7 @@
-"""Certificates and keys for Kubernetes control planes, made with `cryptography`.
+"""Certificate and key primitives, made with `cryptography`: CAs, leaf certificates, PEM files.
+
+The sets each cluster needs are built from them elsewhere: the virtual cluster's PKI in
+vnest.controlplane.pki, the local host's in vnest.host.local, its nodes' in vnest.host.nodes.
 
 ECDSA P-256 throughout: every Kubernetes component accepts it, and a key takes
 microseconds to generate where RSA-2048 takes tens of milliseconds.
