@@ -83,11 +83,12 @@ def run(
     from vnest.config import load_config, to_values
     from vnest.syncer.run import main
 
-    values = to_values(load_config([config], []))
-    if pod_security_check is None and values["policies"]["podSecurityStandard"] != "privileged":
+    loaded = load_config([config], [])
+    level = loaded.policies.pod_security_standard
+    if pod_security_check is None and level != "privileged":
         raise click.UsageError(
-            "--pod-security-check is required: policies.podSecurityStandard is "
-            f"{values['policies']['podSecurityStandard']!r}, and pods are checked before they reach the host"
+            f"--pod-security-check is required: policies.podSecurityStandard is {level!r}, "
+            "and pods are checked before they reach the host"
         )
     sys.exit(
         main(
@@ -95,7 +96,7 @@ def run(
             namespace,
             virtual_kubeconfig,
             host_kubeconfig,
-            values,
+            to_values(loaded),
             ready_file,
             pki_dir,
             kubelet_address,

@@ -29,7 +29,8 @@ import httpx
 import yaml
 
 from vnest import __version__, binaries, kubeconfig, log, naming
-from vnest.config import load_config, to_values
+from vnest.config import load_config
+from vnest.config.models import K8sDistro
 from vnest.controlplane import commands, pki
 from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
 from vnest.errors import VnestError
@@ -149,7 +150,6 @@ class ControlPlane:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.cfg = load_config([opts.config], [])
-        self.values: dict[str, Any] = to_values(self.cfg)
         self.bins = binaries.Binaries(opts.bin_dir) if opts.bin_dir else binaries.ensure()
         self.pki_dir = opts.data_dir / "pki"
         self.logs = opts.data_dir / "logs"
@@ -162,10 +162,11 @@ class ControlPlane:
 
     @property
     def cluster_domain(self) -> str:
-        return self.values["networking"]["advanced"]["clusterDomain"]
+        return self.cfg.networking.advanced.cluster_domain
 
-    def _k8s(self, component: str) -> dict[str, Any]:
-        return self.values["controlPlane"]["distro"]["k8s"][component]
+    @property
+    def _k8s(self) -> K8sDistro:
+        return self.cfg.control_plane.distro.k8s
 
     # ---- status file: how the process driver learns progress -------------
 
@@ -195,7 +196,7 @@ class ControlPlane:
                 self.cluster_domain,
                 host_ip,
                 kubernetes_ip,
-                self.values["controlPlane"]["proxy"]["extraSANs"],
+                self.cfg.control_plane.proxy.extra_sans,
             )
             files = await load_or_create_pki(host, self.opts, names)
             pki.write(files, self.pki_dir)
@@ -279,14 +280,14 @@ class ControlPlane:
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore
-        backing = self.values["controlPlane"]["backingStore"]
+        backing = self.cfg.control_plane.backing_store
         data = self.opts.data_dir / "datastore"
         data.mkdir(parents=True, exist_ok=True)
         if store in ("embedded-database", "external-database"):
             sock = self.opts.data_dir / "kine.sock"
             sock.unlink(missing_ok=True)
             endpoint = (
-                backing["database"]["external"]["dataSource"]
+                backing.database.external.data_source
                 if store == "external-database"
                 # WAL lets the API server's many readers go on while kine writes.
                 else f"sqlite://{data / 'state.db'}?_journal=WAL&cache=shared&_busy_timeout=30000"
@@ -337,7 +338,7 @@ class ControlPlane:
             verify.load_cert_chain(p / "apiserver-etcd-client.crt", p / "apiserver-etcd-client.key")
             await self._wait(lambda: _http_ok(f"{url}/health", verify), "etcd to be healthy")
             return url
-        return backing["etcd"]["external"]["endpoint"]
+        return backing.etcd.external.endpoint
 
     def _apiserver_argv(self, etcd_servers: str, service_cidr: str) -> list[str]:
         p = self.pki_dir
@@ -363,10 +364,9 @@ class ControlPlane:
             f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
         ]
-        level = self.values["policies"]["podSecurityStandard"]
+        level = self.cfg.policies.pod_security_standard
         if level != "privileged":
             argv.append(f"--admission-control-config-file={self._admission_config(level)}")
-        external = self.values["controlPlane"]["backingStore"]["etcd"]["external"]
         if self.cfg.datastore == "embedded-etcd":
             argv += [
                 f"--etcd-cafile={p / 'etcd-ca.crt'}",
@@ -374,12 +374,12 @@ class ControlPlane:
                 f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
             ]
         if self.cfg.datastore == "external-etcd":
-            tls = external["tls"]
-            argv += [f"--etcd-cafile={tls['caFile']}"] if tls["caFile"] else []
-            argv += [f"--etcd-certfile={tls['certFile']}"] if tls["certFile"] else []
-            argv += [f"--etcd-keyfile={tls['keyFile']}"] if tls["keyFile"] else []
+            tls = self.cfg.control_plane.backing_store.etcd.external.tls
+            argv += [f"--etcd-cafile={tls.ca_file}"] if tls.ca_file else []
+            argv += [f"--etcd-certfile={tls.cert_file}"] if tls.cert_file else []
+            argv += [f"--etcd-keyfile={tls.key_file}"] if tls.key_file else []
             argv.append(f"--etcd-prefix=/vnest/{self.opts.namespace}/{self.opts.name}")
-        return argv + list(self._k8s("apiServer")["extraArgs"])
+        return argv + self._k8s.api_server.extra_args
 
     def _admission_config(self, level: str) -> Path:
         """PodSecurity admission at the cluster's level for every namespace without labels of its own.
@@ -437,7 +437,7 @@ class ControlPlane:
             f"--controllers=*,{','.join('-' + c for c in DISABLED_CONTROLLERS)}",
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",
-            *self._k8s("controllerManager")["extraArgs"],
+            *self._k8s.controller_manager.extra_args,
         ]
 
     def _scheduler_argv(self) -> list[str]:
@@ -445,7 +445,7 @@ class ControlPlane:
             *commands.kube_scheduler(
                 self.bins.kube_scheduler, kubeconfig=self._kubeconfig_path("scheduler"), secure_port=0
             ),
-            *self._k8s("scheduler")["extraArgs"],
+            *self._k8s.scheduler.extra_args,
         ]
 
     def virtual_client(self) -> KubeClient:
