@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from vnest import certs
 
@@ -141,6 +140,4 @@ def _put(files: dict[str, bytes], stem: str, ck: certs.CertKey) -> None:
 
 
 def _read(files: dict[str, bytes], stem: str) -> certs.CertKey:
-    cert = x509.load_pem_x509_certificate(files[f"{stem}.crt"])
-    key = serialization.load_pem_private_key(files[f"{stem}.key"], None)
-    return certs.CertKey(cert, key)  # type: ignore[arg-type]
+    return certs.CertKey.from_pem(files[f"{stem}.crt"], files[f"{stem}.key"])

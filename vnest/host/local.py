@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -230,6 +231,10 @@ def hub_dns_endpoints() -> dict[str, Any]:
     }
 
 
+def _port_free(port: int) -> bool:
+    return not port_in_use(port)
+
+
 def _pause_image() -> str:
     from vnest.host import images
 
@@ -395,9 +400,10 @@ class LocalHost:
             return runtime
         if asked not in RUNTIMES:
             raise VnestError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {asked!r}")
-        if asked == "containerd" and (why := real_nodes.runtime_unavailable()):
+        if asked == "containerd" and (unavailable := real_nodes.runtime_unavailable()):
             raise VnestError(
-                f"--runtime containerd is not possible on this machine: {why}", hint="use --runtime kwok"
+                f"--runtime containerd is not possible on this machine: {unavailable}",
+                hint="use --runtime kwok",
             )
         if state is not None and state.runtime != asked:
             raise VnestError(
@@ -877,7 +883,7 @@ class LocalHost:
         stopped, left = self._stop_everything(state)
         if state is not None:
             for name, port in state.ports.named().items():
-                wait_until(lambda p=port: not port_in_use(p), 10, f"{name} to free port {port}")
+                wait_until(functools.partial(_port_free, port), 10, f"{name} to free port {port}")
             dns_port = state.ports.dns
             wait_until(lambda: not udp_port_in_use(dns_port), 10, f"coredns to free UDP port {dns_port}")
             path = Path(state.kubeconfig)
