@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +70,7 @@ class Env:
 
 
 @pytest.fixture
-def make_env() -> Iterator[callable]:
+def make_env() -> Iterator[Callable[[], Env]]:
     """Makes isolated environments; each is removed after the test."""
     roots: list[Path] = []
 

@@ -44,7 +44,9 @@ def values_file(values: dict[str, Any]) -> Iterator[Path]:
         yield Path(f.name)
 
 
-def render(name: str, namespace: str, values: dict[str, Any], helm: Path | None = None) -> list[dict]:
+def render(
+    name: str, namespace: str, values: dict[str, Any], helm: Path | None = None
+) -> list[dict[str, Any]]:
     """Returns the host objects of virtual cluster `name` in host namespace `namespace`.
 
     `values` is the config in effect; helm merges it over chart/values.yaml.
@@ -73,12 +75,12 @@ def render(name: str, namespace: str, values: dict[str, Any], helm: Path | None 
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
-def by_kind(manifests: list[dict], *kinds: str) -> list[dict]:
+def by_kind(manifests: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
     """The manifests of the given kinds, in their rendered order."""
     return [m for m in manifests if m.get("kind") in kinds]
 
 
-def get(manifests: list[dict], kind: str, name: str) -> dict:
+def get(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     """The one manifest of `kind` named `name`; KeyError when there is none."""
     for m in manifests:
         if m.get("kind") == kind and m.get("metadata", {}).get("name") == name:

@@ -61,24 +61,24 @@ class KVLogger:
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
 
-    def _log(self, level: int, msg: str, exc_info: bool = False, **fields: object) -> None:
+    def _log(self, level: int, msg: str, fields: dict[str, object], exc_info: bool = False) -> None:
         if self._logger.isEnabledFor(level):
             self._logger.log(level, msg, extra={"fields": fields}, exc_info=exc_info)
 
     def debug(self, msg: str, **fields: object) -> None:
-        self._log(logging.DEBUG, msg, **fields)
+        self._log(logging.DEBUG, msg, fields)
 
     def info(self, msg: str, **fields: object) -> None:
-        self._log(logging.INFO, msg, **fields)
+        self._log(logging.INFO, msg, fields)
 
     def done(self, msg: str, **fields: object) -> None:
-        self._log(DONE, msg, **fields)
+        self._log(DONE, msg, fields)
 
     def warning(self, msg: str, **fields: object) -> None:
-        self._log(logging.WARNING, msg, **fields)
+        self._log(logging.WARNING, msg, fields)
 
     def error(self, msg: str, exc_info: bool = False, **fields: object) -> None:
-        self._log(logging.ERROR, msg, exc_info=exc_info, **fields)
+        self._log(logging.ERROR, msg, fields, exc_info=exc_info)
 
     @property
     def debugging(self) -> bool:

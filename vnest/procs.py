@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Literal, TypeVar
 
 from vnest.errors import VnestError
 
@@ -172,17 +172,19 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_until(
-    check: Callable[[], T | None],
+    check: Callable[[], T | Literal[False] | None],
     timeout: float,
     what: str,
     interval: float = 0.2,
     on_wait: Callable[[], None] | None = None,
 ) -> T:
-    """Calls ``check`` until it returns something truthy, or raises after ``timeout`` seconds."""
+    """Calls ``check`` until it returns something truthy (None and False mean not yet), and returns
+    that; raises after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()

@@ -1,6 +1,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_second_ensure_is_a_no_op(tmp_path, bins):
     env = {k: v for k, v in os.environ.items() if k != "PATH"}
     env["PATH"] = f"{tmp_path}:/bin"
     proc = subprocess.run(
-        [os.sys.executable, "-m", "vnest", "binaries", "ensure"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "vnest", "binaries", "ensure"], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(bins.dir)

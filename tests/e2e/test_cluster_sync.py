@@ -3,6 +3,7 @@ the host's Storage/Ingress/Runtime/PriorityClasses into the virtual cluster, and
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -132,7 +133,9 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
         assert hpc["metadata"]["ownerReferences"][0]["uid"] == role["metadata"]["uid"]
         # The virtual cluster's own system classes go too, capped: never above the host's.
         for system in ("system-node-critical", "system-cluster-critical"):
-            copy = wait_until(lambda s=system: host_get(env, "priorityclass", vc.host_name(s)), WAIT, system)
+            copy = wait_until(
+                functools.partial(host_get, env, "priorityclass", vc.host_name(system)), WAIT, system
+            )
             assert copy["value"] == 1_000_000_000
 
         # Pods name the host copy (a system class's too); the host computes their priority.
@@ -153,8 +156,8 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
         vc.kubectl("label", "priorityclass", "cs-high", "tier=silver", "--overwrite")
         wait_until(
             lambda: (
-                host_get(env, "priorityclass", vc.host_name("cs-high"))["metadata"]["labels"]["tier"]
-                == "silver"
+                (hpc := host_get(env, "priorityclass", vc.host_name("cs-high"))) is not None
+                and hpc["metadata"]["labels"]["tier"] == "silver"
             ),
             WAIT,
             "the relabelled host PC",
@@ -172,6 +175,7 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
         event = wait_until(lambda: _events(vc, "cs-taken"), WAIT, "a SyncError event")[0]
         assert taken in event["message"]
         held = host_get(env, "priorityclass", taken)
+        assert held is not None
         assert held["value"] == 7 and held["metadata"]["labels"] == {"owner": "host-admin"}
 
         # StorageClasses: translated, without the default flag.
@@ -240,16 +244,17 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
             WAIT,
             "the virtual PVC to be Bound",
         )
-        assert vc.get("pvc", "data", "default")["spec"]["volumeName"] == "cs-share"
+        assert vc.get_existing("pvc", "data", "default")["spec"]["volumeName"] == "cs-share"
         vpv = wait_until(
             lambda: (pv := vc.get("pv", "cs-share")) and pv.get("status", {}).get("phase") == "Bound" and pv,
             WAIT,
             "the virtual PV to be Bound",
         )
         assert vpv["spec"]["claimRef"]["namespace"] == "default" and vpv["spec"]["claimRef"]["name"] == "data"
-        assert vpv["spec"]["claimRef"]["uid"] == vc.get("pvc", "data", "default")["metadata"]["uid"]
+        assert vpv["spec"]["claimRef"]["uid"] == vc.get_existing("pvc", "data", "default")["metadata"]["uid"]
         assert vc.get("pv", hpv["metadata"]["name"]) is None  # no fake PV for the tenant's own volume
         bound = host_get(env, "pv", vc.host_name("cs-share"))
+        assert bound is not None
         assert bound["spec"]["claimRef"]["name"] == "data-x-default-x-cs-to"
 
         # Deletes: each host copy goes with its virtual object.
@@ -276,7 +281,7 @@ def test_priority_storage_classes_and_volumes_sync_to_the_host(env):
 
 def test_host_classes_are_copied_in_read_only(env):
     label = {"vnest-e2e": "cs-from"}
-    host_objects = [
+    host_objects: list[dict] = [
         {
             "apiVersion": "storage.k8s.io/v1",
             "kind": "StorageClass",
@@ -341,7 +346,9 @@ def test_host_classes_are_copied_in_read_only(env):
             }
         )
         copies = {
-            (kind, name): wait_until(lambda k=kind, n=name: vc.get(k, n), WAIT, f"the copy of {kind} {name}")
+            (kind, name): wait_until(
+                functools.partial(vc.get, kind, name), WAIT, f"the copy of {kind} {name}"
+            )
             for kind, name in (
                 ("storageclass", "cs-e2e-sc"),
                 ("ingressclass", "cs-e2e-ic"),
@@ -364,12 +371,14 @@ def test_host_classes_are_copied_in_read_only(env):
         vc.kubectl("label", "storageclass", "cs-e2e-sc", "vnest-e2e=changed", "--overwrite")
         vc.kubectl("patch", "priorityclass", "cs-e2e-pc", "--type=merge", "-p", '{"description":"mine"}')
         wait_until(
-            lambda: vc.get("storageclass", "cs-e2e-sc")["metadata"]["labels"]["vnest-e2e"] == "cs-from",
+            lambda: (
+                vc.get_existing("storageclass", "cs-e2e-sc")["metadata"]["labels"]["vnest-e2e"] == "cs-from"
+            ),
             WAIT,
             "the label edit to be reverted",
         )
         wait_until(
-            lambda: vc.get("priorityclass", "cs-e2e-pc")["description"] == "the host's",
+            lambda: vc.get_existing("priorityclass", "cs-e2e-pc")["description"] == "the host's",
             WAIT,
             "the description edit to be reverted",
         )
@@ -387,7 +396,7 @@ def test_host_classes_are_copied_in_read_only(env):
             },
         )
         wait_until(lambda: _events(vc, "cs-e2e-mine"), WAIT, "a SyncError event on the tenant's IngressClass")
-        mine = vc.get("ingressclass", "cs-e2e-mine")
+        mine = vc.get_existing("ingressclass", "cs-e2e-mine")
         assert mine["spec"]["controller"] == "example.com/tenant"
         assert naming.LABEL_MANAGED_BY not in (mine["metadata"].get("labels") or {})
 
@@ -397,7 +406,7 @@ def test_host_classes_are_copied_in_read_only(env):
         host_delete(env, "ingressclass", "cs-e2e-mine")
         wait_until(lambda: vc.get("storageclass", "cs-e2e-sc") is None, WAIT, "the StorageClass copy to go")
         wait_until(lambda: vc.get("priorityclass", "cs-e2e-pc") is None, WAIT, "the PriorityClass copy to go")
-        assert vc.get("ingressclass", "cs-e2e-mine")["spec"]["controller"] == "example.com/tenant"
+        assert vc.get_existing("ingressclass", "cs-e2e-mine")["spec"]["controller"] == "example.com/tenant"
     finally:
         vc.delete()
         for obj in [*host_objects, {"kind": "IngressClass", "metadata": {"name": "cs-e2e-mine"}}]:

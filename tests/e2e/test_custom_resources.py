@@ -159,6 +159,7 @@ def test_custom_resources_sync_to_the_host_and_status_comes_back(env, host_crd, 
     assert annotations[naming.ANNOTATION_UID] == vobj["metadata"]["uid"]
     assert annotations[naming.ANNOTATION_KIND] == "Widget"
     config = _host_get(env, "secret", naming.config_secret("cr-sync"), vc.namespace)
+    assert config is not None
     assert hobj["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Secret", "name": "vc-config-cr-sync", "uid": config["metadata"]["uid"]}
     ]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from vnest.kube.client import KubeClient, resource_of
+from vnest.kube.client import KubeClient, Obj, resource_of
 from vnest.syncer.engine import Informer
 
 HOST = "vnest-host"
@@ -47,7 +47,13 @@ def test_a_burst_of_1000_events_lands_in_the_cache(host_env):
             await host.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             inf = Informer(host, resource_of("ConfigMap"), "ConfigMap", namespace=ns, label_selector="")
             seen: list[str] = []
-            inf.add_handler(lambda old, new: seen.append((new or old)["metadata"]["name"]))
+
+            def record(old: Obj | None, new: Obj | None) -> None:
+                obj = new or old
+                assert obj is not None  # an event has an object before or after
+                seen.append(obj["metadata"]["name"])
+
+            inf.add_handler(record)
             task = asyncio.create_task(inf.run())
             await asyncio.wait_for(inf.synced.wait(), 30)
             sem = asyncio.Semaphore(32)
@@ -97,7 +103,8 @@ def etcd_cluster(host_env):
     host_env.vnest("delete", name, "-n", name)
 
 
-def _process(state: Path, binary: str) -> tuple[int, list[str]] | None:
+def _process(state: Path, binary: str) -> tuple[int, list[str]]:
+    """The pid and argv of the running `binary` of the control plane in `state`."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -106,7 +113,7 @@ def _process(state: Path, binary: str) -> tuple[int, list[str]] | None:
                 continue
             if argv[0].endswith("/" + binary) and any(str(state) in a for a in argv):
                 return int(entry), argv
-    return None
+    raise AssertionError(f"no {binary} of the control plane in {state} is running")
 
 
 def test_an_expired_watch_lists_again_and_reports_what_changed(etcd_cluster):
@@ -117,7 +124,12 @@ def test_an_expired_watch_lists_again_and_reports_what_changed(etcd_cluster):
             await virtual.create(_configmap("before", "default"))
             inf = Informer(virtual, resource_of("ConfigMap"), "ConfigMap", namespace="default")
             deleted: list[str] = []
-            inf.add_handler(lambda old, new: new is None and deleted.append(old["metadata"]["name"]))
+
+            def record_deletion(old: Obj | None, new: Obj | None) -> None:
+                if new is None and old is not None:
+                    deleted.append(old["metadata"]["name"])
+
+            inf.add_handler(record_deletion)
             await asyncio.wait_for(inf._list(), 30)
             # Changes the informer does not see, then etcd compacts its history away.
             await virtual.delete("ConfigMap", "before", "default")

@@ -6,6 +6,7 @@ so that a test that passes proves the guard, not a broken attack.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -110,7 +111,9 @@ def test_with_the_guard_off_every_attack_reaches_the_host(env):
     try:
         for name, spec in ATTACKS.items():
             vc.apply(_pod(name, spec))
-        hpods = {n: wait_until(lambda n=n: _host_pod(env, vc, n), 30, f"host pod {n}") for n in ATTACKS}
+        hpods = {
+            n: wait_until(functools.partial(_host_pod, env, vc, n), 30, f"host pod {n}") for n in ATTACKS
+        }
         assert hpods["privileged"]["spec"]["containers"][0]["securityContext"]["privileged"] is True
         assert hpods["host-path"]["spec"]["volumes"][0]["hostPath"]["path"] == "/"
         assert hpods["host-network"]["spec"]["hostNetwork"] is True
@@ -160,7 +163,9 @@ def test_no_violating_pod_reaches_the_host_even_after_the_tenant_relabels_its_na
         vc.apply(_pod("compliant", COMPLIANT))
         wait_until(lambda: _host_pod(env, vc, "compliant"), 30, "the compliant pod's host copy")
         for pod_name in ATTACKS:
-            warnings = wait_until(lambda n=pod_name: _warnings(vc, n), 30, f"a Warning event on {pod_name}")
+            warnings = wait_until(
+                functools.partial(_warnings, vc, pod_name), 30, f"a Warning event on {pod_name}"
+            )
             assert warnings[0]["reason"] == "PodSecurity"
             assert warnings[0]["message"].startswith(f'violates PodSecurity "{level}:latest": ')
             assert _host_pod(env, vc, pod_name) is None
@@ -219,16 +224,16 @@ def test_a_tenant_pod_with_the_control_planes_labels_never_serves_its_services(e
             if (s["spec"].get("selector") or {}).get("release") == "impostor"
         ]
         assert {"impostor", naming.host_name("kube-dns", "kube-system", "impostor")} <= set(selecting)
+
+        def slice_names(service: str) -> str:
+            return env.kubectl(
+                "--context", HOST, "get", "endpointslices", "-n", "impostor-host",
+                "-l", f"kubernetes.io/service-name={service}", "-o", "name",
+            ).stdout.strip()  # fmt: skip
+
         for service in selecting:
             # The endpoint controllers have had the pod's IP as long as its slice took to exist.
-            wait_until(
-                lambda s=service: env.kubectl(
-                    "--context", HOST, "get", "endpointslices", "-n", "impostor-host",
-                    "-l", f"kubernetes.io/service-name={s}", "-o", "name",
-                ).stdout.strip(),
-                30,
-                f"the EndpointSlice of {service}",
-            )  # fmt: skip
+            wait_until(functools.partial(slice_names, service), 30, f"the EndpointSlice of {service}")
             assert hpod["status"]["podIP"] not in endpoint_ips(service)
     finally:
         env.vnest("delete", "impostor", "-n", "impostor-host", check=False)
@@ -344,11 +349,14 @@ def test_quota_limits_and_network_policies_hold_on_the_host(env):
     vc = VirtualCluster(env, name, ns)
     try:
         quota = _host_obj(env, "resourcequota", f"vc-{name}", ns)
+        assert quota is not None
         assert quota["spec"]["hard"]["count/pods"] == "2"
         assert quota["spec"]["hard"]["requests.cpu"] == "10"  # vCluster's defaults for the rest
         limits = _host_obj(env, "limitrange", f"vc-{name}", ns)
+        assert limits is not None
         assert limits["spec"]["limits"][0]["defaultRequest"]["cpu"] == "100m"
         work = _host_obj(env, "networkpolicy", f"vc-work-{name}", ns)
+        assert work is not None
         assert work["spec"]["podSelector"]["matchLabels"] == {naming.LABEL_MANAGED_BY: name}
         assert _host_obj(env, "networkpolicy", f"vc-cp-{name}", ns) is not None
 
@@ -369,6 +377,7 @@ def test_quota_limits_and_network_policies_hold_on_the_host(env):
         assert _host_pod(env, vc, refused) is None
         # The LimitRange gave the host pods the requests the quota needs.
         hpod = _host_pod(env, vc, made[0])
+        assert hpod is not None
         assert hpod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100m"
 
         # A policy turned off goes from the host with --upgrade.
@@ -377,7 +386,8 @@ def test_quota_limits_and_network_policies_hold_on_the_host(env):
         )
         env.vnest("create", name, "-n", ns, "--no-connect", "--upgrade", "-f", str(values))
         assert _host_obj(env, "networkpolicy", f"vc-work-{name}", ns) is None
-        assert _host_obj(env, "resourcequota", f"vc-{name}", ns)["spec"]["hard"]["count/pods"] == "20"
+        quota = _host_obj(env, "resourcequota", f"vc-{name}", ns)
+        assert quota is not None and quota["spec"]["hard"]["count/pods"] == "20"
     finally:
         env.vnest("delete", name, "-n", ns, check=False)
     for kind in ("resourcequota", "limitrange"):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from httpx_ws import WebSocketDisconnect, connect_ws
+from httpx_ws import WebSocketDisconnect, WebSocketSession, connect_ws
 
 from vnest import naming
 from vnest.host.kwok import SIMULATED_LOG
@@ -110,7 +110,7 @@ def test_a_pod_created_on_a_named_node_runs_there_and_goes_when_its_host_pod_goe
             "the pod to record that it ran on the host",
         )
         assert pod["metadata"]["annotations"][naming.ANNOTATION_HOST_UID] == hpod["metadata"]["uid"]
-        assert pod["metadata"]["uid"] == vc.get("pod", "on-worker2", "default")["metadata"]["uid"]
+        assert pod["metadata"]["uid"] == vc.get_existing("pod", "on-worker2", "default")["metadata"]["uid"]
         # A fake node for it, with no taint the host node lacks.
         node = vc.json("get", "node", "worker2")
         assert not node["spec"].get("taints")
@@ -183,7 +183,11 @@ def _ws_read(
     that stay open, as attach does) until it has been quiet for `quiet_after` seconds. A client
     of its own each time: a connection that carried a WebSocket is never one to reuse."""
     out = b""
-    with client() as http, connect_ws(url, http, subprotocols=[protocol]) as ws:
+    # session_class is connect_ws's default, named so that mypy knows the session's type.
+    with (
+        client() as http,
+        connect_ws(url, http, subprotocols=[protocol], session_class=WebSocketSession) as ws,
+    ):
         assert ws.subprotocol == protocol
         while True:
             try:

@@ -74,6 +74,7 @@ def test_services_replicate_both_ways_and_go_with_their_mappings(host_env):
     # A host Service nobody gave vnest, at a name a mapping asks for.
     env.kubectl("--context", HOST, "create", "service", "clusterip", "taken", "-n", EXPOSED_NS, "--tcp=81:81")
     taken = _host_get(env, "service", "taken", EXPOSED_NS)
+    assert taken is not None
     a, b = Cluster(env, NS_A), Cluster(env, NS_B)
     mappings_a = {
         "fromHost": [
@@ -99,6 +100,7 @@ def test_services_replicate_both_ways_and_go_with_their_mappings(host_env):
 
         # ---- fromHost: the host Service in the virtual cluster, with the host's ClusterIP and endpoints
         host_db = _host_get(env, "service", "db", SOURCE_NS)
+        assert host_db is not None
         db_ips = wait_until(lambda: _host_pod_ips(env, SOURCE_NS, "app=db", 2), 60, "the host db pods")
         vdb = wait_until(lambda: a.get("service", "db", "data"), 60, "the replicated virtual Service")
         assert vdb["spec"]["clusterIP"] == host_db["spec"]["clusterIP"]
@@ -175,6 +177,7 @@ def test_services_replicate_both_ways_and_go_with_their_mappings(host_env):
         )
         assert events[0]["involvedObject"]["name"] == "web"
         now = _host_get(env, "service", "taken", EXPOSED_NS)
+        assert now is not None
         assert now["metadata"]["resourceVersion"] == taken["metadata"]["resourceVersion"]
         assert not [
             s
@@ -184,6 +187,7 @@ def test_services_replicate_both_ways_and_go_with_their_mappings(host_env):
 
         # ---- upgrade with some mappings removed: the syncer removes their replicas, by label
         synced = _host_get(env, "service", naming.host_name("web", "shop", NAME), NS_A)
+        assert synced is not None
         pods = {p["metadata"]["uid"] for p in _host(env, "get", "pods", "-n", NS_A, "-l", "app=web")["items"]}
         partial = {"fromHost": mappings_a["fromHost"][1:], "toHost": mappings_a["toHost"][1:]}
         env.vnest(
@@ -207,8 +211,10 @@ def test_services_replicate_both_ways_and_go_with_their_mappings(host_env):
         wait_until(lambda: not virtual_slices("db-hl"), 60, "its slices to go")
         assert _host_get(env, "service", "web-b", EXPOSED_NS) is not None  # cluster B's is not ours
         now = _host_get(env, "service", "taken", EXPOSED_NS)
+        assert now is not None
         assert now["metadata"]["resourceVersion"] == taken["metadata"]["resourceVersion"]
         again = _host_get(env, "service", naming.host_name("web", "shop", NAME), NS_A)
+        assert again is not None
         assert again["metadata"]["uid"] == synced["metadata"]["uid"]
         now_pods = _host(env, "get", "pods", "-n", NS_A, "-l", "app=web")["items"]
         assert {p["metadata"]["uid"] for p in now_pods} == pods

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -218,6 +219,7 @@ def test_configmaps_and_secrets_follow_the_pods_that_use_them(env, make_cluster)
         "the edit to reach the host copy",
     )
     host_only = _get_host(env, "secret", "hostonly", "cfg-host")
+    assert host_only is not None
     assert naming.LABEL_MANAGED_BY not in (host_only["metadata"].get("labels") or {})
 
     vc.kubectl("delete", "pod", "web", "-n", "app", "--wait=false")
@@ -279,6 +281,7 @@ def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_clus
     )
     assert "not managed by this virtual cluster" in events[0]["message"]
     host = _get_host(env, "pod", "taken-x-team-x-tenant-a", "tenant-a-host")
+    assert host is not None
     assert host["metadata"]["labels"] == {"owner": "admin"}
     assert host["spec"]["containers"][0]["image"] == "busybox"
 
@@ -364,15 +367,17 @@ def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
     )
 
 
+def _phase_is_running(vc: VirtualCluster, pod: str) -> bool:
+    return vc.json("get", "pod", pod)["status"].get("phase") == "Running"
+
+
 def test_kubelet_api_reaches_the_host_pod_and_only_this_clusters_pods(make_cluster):
     a = make_cluster("klet-a", "klet-a-host")
     b = make_cluster("klet-b", "klet-b-host")
     a.kubectl("run", "web", "--image=nginx")
     b.kubectl("run", "only-in-b", "--image=nginx")
     for vc, pod in ((a, "web"), (b, "only-in-b")):
-        wait_until(
-            lambda vc=vc, pod=pod: vc.json("get", "pod", pod)["status"].get("phase") == "Running", 60, pod
-        )
+        wait_until(functools.partial(_phase_is_running, vc, pod), 60, pod)
     assert a.kubectl("logs", "web") == SIMULATED_LOG
     assert a.kubectl("exec", "web", "--", "echo", "hello from the host pod") == "hello from the host pod\n"
 
@@ -527,12 +532,12 @@ def test_ingresses_sync_when_enabled_with_their_tls_secrets(env):
 
 
 def _tls_pair(env) -> tuple[Path, Path]:
-    from vnest import pki
+    from vnest import certs
 
     crt, key = env.root / "site.crt", env.root / "site.key"
     if not crt.exists():
-        ca = pki.new_ca("e2e")
-        pki.issue(ca, "site.example", dns_names=("site.example",), server=True).write(env.root, "site")
+        ca = certs.new_ca("e2e")
+        certs.issue(ca, "site.example", dns_names=("site.example",), server=True).write(env.root, "site")
     return crt, key
 
 
@@ -616,6 +621,7 @@ def test_real_nodes_sync_with_a_selector_and_pods_stay_on_them(env):
     vc = Cluster(env, "realnodes", "realnodes-host")
     try:
         role = _get_host(env, "clusterrole", naming.cluster_role("realnodes", "realnodes-host"), "")
+        assert role is not None
         assert role["rules"][0]["resources"] == ["nodes"]
         nodes = wait_until(lambda: vc.json("get", "nodes")["items"], 30, "the synced node")
         assert [n["metadata"]["name"] for n in nodes] == ["worker2"]  # worker1 is not selected
@@ -686,8 +692,9 @@ def _port_forward_echo(vc: Cluster, pod: str, payload: bytes) -> bytes:
         text=True,
     )
     try:
-        assert proc.stdout is not None
-        wait_until(lambda: "Forwarding from" in proc.stdout.readline(), 30, "the port-forward to listen")
+        stdout = proc.stdout
+        assert stdout is not None
+        wait_until(lambda: "Forwarding from" in stdout.readline(), 30, "the port-forward to listen")
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(payload)
             return conn.recv(len(payload) + 100)

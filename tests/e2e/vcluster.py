@@ -32,6 +32,12 @@ class VirtualCluster:
         out = self.kubectl("get", kind, name, *scope, "-o", "json", "--ignore-not-found")
         return json.loads(out) if out.strip() else None
 
+    def get_existing(self, kind: str, name: str, namespace: str | None = None) -> dict:
+        """A virtual object that must be there."""
+        obj = self.get(kind, name, namespace)
+        assert obj is not None, f"no {kind} {name} in virtual cluster {self.name}"
+        return obj
+
     def apply(self, obj: dict) -> None:
         path = self.env.root / f"{self.name}-{obj['kind']}-{obj['metadata']['name']}.json"
         path.write_text(json.dumps(obj))

@@ -15,9 +15,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import vnest
 from vnest import binaries
 from vnest.host import images
 from vnest.procs import free_port
@@ -61,7 +63,7 @@ def _require_real() -> None:
     pytest.skip(f"images cannot be built and run here: {why}")
 
 
-def _run(*argv: object, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run(*argv: object, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, **kwargs)
     assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -220,7 +222,7 @@ def test_nginx_and_vnest_image_configs(registry: str, crane: Path) -> None:
     assert config["Cmd"] == ["nginx", "-g", "daemon off;"]
     assert "80/tcp" in config["ExposedPorts"]
     assert any(e.startswith("PATH=") for e in config["Env"])
-    ref = f"{registry}/library/vnest:{images.vnest.__version__}"
+    ref = f"{registry}/library/vnest:{vnest.__version__}"
     config = json.loads(_run(crane, "config", "--insecure", ref).stdout)["config"]
     assert config["Entrypoint"] == ["vnest"]
     assert {"PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"} <= set(config["Env"])
@@ -293,8 +295,8 @@ def test_the_other_images_run(containers: Containers, registry: str) -> None:
 
 
 def test_vnest_image_has_what_the_chart_copies_and_runs(containers: Containers) -> None:
-    ref = f"library/vnest:{images.vnest.__version__}"
-    assert images.vnest.__version__ in containers.run(ref, ["--version"])
+    ref = f"library/vnest:{vnest.__version__}"
+    assert vnest.__version__ in containers.run(ref, ["--version"])
     # The chart's first init container: `cp` these into the shared /binaries volume.
     copy = "cp /usr/local/bin/busybox /usr/local/bin/kine /usr/local/bin/etcd /usr/local/bin/pod-security-check /tmp/"
     out = containers.run(

@@ -19,8 +19,8 @@ from vnest.syncer.resources.fromhost import from_host_enabled
 NAME = "my-vcluster"
 NS = "vcluster1"
 
-# The defaults the templates rely on, used as the base config while
-# chart/values.yaml (generated from the config models) does not exist yet.
+# The defaults the templates rely on: the base config of these tests, which the shipped
+# chart/values.yaml (generated from the config models) must carry.
 DEFAULTS = {
     "controlPlane": {
         "statefulSet": {
@@ -533,10 +533,7 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def test_values_file_has_the_defaults_the_templates_rely_on():
-    values_file = chart.CHART_DIR / "values.yaml"
-    if not values_file.exists():
-        pytest.skip("chart/values.yaml is not generated yet")
-    shipped = _leaves(yaml.safe_load(values_file.read_text()))
+    shipped = _leaves(yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text()))
     expected = {k: v for k, v in _leaves(DEFAULTS).items() if ".resources." not in k}
     assert {k: shipped.get(k, "<missing>") for k in expected} == expected
 

@@ -12,16 +12,18 @@ from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeClient, FakeSyncContext
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError
-from vnest.kube.client import ApiError, KubeClient, resource_of
+from vnest.kube.client import ApiError, resource_of
 from vnest.syncer.clusterscoped import cluster_selector, owns_cluster_object, same
 from vnest.syncer.engine import SyncContext, hashed_label_key
 from vnest.syncer.fromhost import (
     LABEL_FROM_HOST,
     IngressClassesFromHost,
     PriorityClassesFromHost,
+    RuntimeClassesFromHost,
     StorageClassesFromHost,
     from_host_enabled,
     selector_string,
@@ -37,41 +39,12 @@ NAME, NS = "vc", "team-host"
 OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "r", "uid": "r-uid"}
 
 
-class FakeClient:
-    """Records requests; `objects` answers GETs (path -> object); `fail` maps (method, path) to an ApiError."""
-
-    server = "https://fake"
-    delete_exact = KubeClient.delete_exact  # the real method, over this fake transport
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-        self.objects: dict[str, dict] = {}
-        self.fail: dict[tuple[str, str], ApiError] = {}
-
-    async def request(self, method: str, path: str, *, params=None, body=None, content_type="") -> dict:
-        self.calls.append((method, path, copy.deepcopy(body)))
-        if (method, path) in self.fail:
-            raise self.fail[(method, path)]
-        return copy.deepcopy(body) if body is not None else {}
-
-    async def create(self, obj: dict, namespace: str | None = None) -> dict:
-        return await self.request("POST", resource_of(obj["kind"]).path(namespace), body=obj)
-
-    async def get_or_none(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
-        self.calls.append(("GET", resource_of(kind).path(namespace, name), None))
-        return copy.deepcopy(self.objects.get(resource_of(kind).path(namespace, name)))
-
-    async def list(self, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
-        self.calls.append(("LIST", resource_of(kind).path(namespace), label_selector))
-        return [copy.deepcopy(o) for o in self.objects.values() if o["kind"] == kind]
-
-
 def _values(*sets: str) -> dict:
     return to_values(load_config([], list(sets)))
 
 
-def _ctx(*sets: str, name: str = NAME, namespace: str = NS) -> SyncContext:
-    return SyncContext(name, namespace, FakeClient(), FakeClient(), _values(*sets))  # type: ignore[arg-type]
+def _ctx(*sets: str, name: str = NAME, namespace: str = NS) -> FakeSyncContext:
+    return FakeSyncContext(name, namespace, FakeClient(), FakeClient(), _values(*sets))
 
 
 def _run(coro):
@@ -287,16 +260,16 @@ def test_update_rewrites_only_what_differs_and_recreates_for_immutable_fields():
     hobj = copy.deepcopy(desired)
     hobj["metadata"].update(uid="h1", resourceVersion="7")
     _run(syncer.update_host(vobj, hobj, syncer.translate(vobj)))
-    assert ctx.host.calls == []  # type: ignore[attr-defined]
+    assert ctx.host.calls == []
 
     changed = syncer.translate({**vobj, "allowVolumeExpansion": True})
     _run(syncer.update_host(vobj, hobj, changed))
-    method, path, body = ctx.host.calls[-1]  # type: ignore[attr-defined]
+    method, path, body = ctx.host.calls[-1]
     assert (method, path) == ("PUT", "/apis/storage.k8s.io/v1/storageclasses/vnest-fast-x-team-host-x-vc")
     assert body["allowVolumeExpansion"] is True and body["metadata"]["resourceVersion"] == "7"
 
     _run(syncer.update_host(vobj, hobj, syncer.translate({**vobj, "provisioner": "other"})))
-    method, path, body = ctx.host.calls[-1]  # type: ignore[attr-defined]
+    method, path, body = ctx.host.calls[-1]
     assert method == "DELETE" and body["preconditions"] == {"uid": "h1"}
 
 
@@ -305,18 +278,18 @@ def test_a_host_object_not_ours_is_left_alone_and_reported():
     syncer = StorageClassSyncer(ctx)
     vobj = _obj("StorageClass", "fast", provisioner="p")
     path = "/apis/storage.k8s.io/v1/storageclasses"
-    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")  # type: ignore[attr-defined]
+    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")
     # Another virtual cluster of the same name, in another host namespace, made it.
     theirs = _obj(
         "StorageClass",
         "vnest-fast-x-team-host-x-vc",
         labels={naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "elsewhere"},
     )
-    ctx.host.objects[f"{path}/vnest-fast-x-team-host-x-vc"] = theirs  # type: ignore[attr-defined]
+    ctx.host.objects[f"{path}/vnest-fast-x-team-host-x-vc"] = theirs
     assert _run(syncer.create_host(vobj, syncer.translate(vobj))) is None
     _run(syncer.delete_host(theirs))
-    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]  # type: ignore[attr-defined]
-    events = ctx.virtual.calls  # type: ignore[attr-defined]
+    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]
+    events = ctx.virtual.calls
     assert len(events) == 1 and events[0][2]["reason"] == "SyncError"
     assert events[0][2]["involvedObject"]["name"] == "fast"
 
@@ -410,7 +383,7 @@ def test_pv_status_comes_back_with_the_claim_in_virtual_names():
     hpv = _host_copy(ctx, "PersistentVolume", vpv, spec=copy.deepcopy(vpv["spec"]), status={"phase": "Bound"})
     hpv["spec"]["claimRef"] = {"namespace": NS, "name": "data-x-shop-x-vc", "uid": "host-claim"}
     _run(syncer.status_back(vpv, hpv))
-    (m1, p1, spec_put), (m2, p2, status_put) = ctx.virtual.calls  # type: ignore[attr-defined]
+    (m1, p1, spec_put), (m2, p2, status_put) = ctx.virtual.calls
     assert (m1, p1) == ("PUT", "/api/v1/persistentvolumes/share")
     assert spec_put["spec"]["claimRef"] == {
         "apiVersion": "v1",
@@ -543,7 +516,7 @@ def test_from_host_reconcile_creates_reverts_and_deletes():
     assert syncer.host is not None and syncer.virtual is not None
     hobj = _obj("PriorityClass", "batch", labels={"tier": "b"}, value=100, description="host's")
     syncer.host.store["batch"] = hobj
-    calls = ctx.virtual.calls  # type: ignore[attr-defined]
+    calls = ctx.virtual.calls
 
     _run(syncer.reconcile("batch"))
     assert calls[-1][0:2] == ("POST", "/apis/scheduling.k8s.io/v1/priorityclasses")
@@ -585,7 +558,7 @@ def test_from_host_never_touches_a_tenants_object_of_the_same_name():
     syncer.virtual.store["nginx"] = _obj("IngressClass", "nginx", spec={"controller": "example.com/mine"})
     _run(syncer.reconcile("nginx"))
     _run(syncer.reconcile("nginx"))
-    calls = ctx.virtual.calls  # type: ignore[attr-defined]
+    calls = ctx.virtual.calls
     assert len(calls) == 1  # one event, no change
     assert calls[0][0] == "POST" and calls[0][2]["kind"] == "Event" and calls[0][2]["reason"] == "SyncError"
     # Nor is it deleted when the host object goes.
@@ -601,7 +574,7 @@ def test_system_priority_classes_stay_the_virtual_clusters_own():
         "PriorityClass", "system-node-critical", value=2000001000
     )
     _run(syncer.reconcile("system-node-critical"))
-    assert ctx.virtual.calls == []  # type: ignore[attr-defined]
+    assert ctx.virtual.calls == []
 
 
 def test_a_kind_turned_off_only_cleans_up_its_copies():
@@ -614,12 +587,13 @@ def test_a_kind_turned_off_only_cleans_up_its_copies():
         "FromHostPriorityClass",
     }
     syncer = kinds["FromHostRuntimeClass"]
+    assert isinstance(syncer, RuntimeClassesFromHost)
     assert syncer.host is None  # no informer: the chart grants no access
     copy_ = _obj("RuntimeClass", "gvisor", labels={naming.LABEL_MANAGED_BY: NAME, LABEL_FROM_HOST: "true"})
     theirs = _obj("RuntimeClass", "kata", labels={})
-    ctx.virtual.objects = {"/a": copy_, "/b": theirs}  # type: ignore[attr-defined]
+    ctx.virtual.objects = {"/a": copy_, "/b": theirs}
     _run(syncer._clean_up())
-    deletes = [c for c in ctx.virtual.calls if c[0] == "DELETE"]  # type: ignore[attr-defined]
+    deletes = [c for c in ctx.virtual.calls if c[0] == "DELETE"]
     assert [(c[1], c[2]["preconditions"]) for c in deletes] == [
         ("/apis/node.k8s.io/v1/runtimeclasses/gvisor", {"uid": "gvisor-uid"})
     ]

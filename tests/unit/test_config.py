@@ -627,6 +627,19 @@ def _leaves(obj: object, path: tuple[str, ...] = ()):
         yield path
 
 
+def _attribute_names() -> dict[str, str]:
+    """vcluster.yaml key -> the models' attribute, for code that reads the typed config."""
+    from pydantic import BaseModel
+
+    from vnest.config import models
+
+    names = {}
+    for model in vars(models).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names.update({info.alias or name: name for name, info in model.model_fields.items()})
+    return names
+
+
 def test_every_accepted_key_is_read_somewhere_or_refused():
     from vnest.config.models import NOT_YET
 
@@ -638,16 +651,15 @@ def test_every_accepted_key_is_read_somewhere_or_refused():
     )
     code += "".join(p.read_text() for p in (root / "chart" / "templates").iterdir())
     unread = []
+    attributes = _attribute_names()
     for path in _leaves(defaults()):
         dotted = ".".join(path)
         if any(dotted == k or dotted.startswith(k + ".") for k in NOT_YET):
             continue
         probe = next((k for k in reversed(path) if k not in _GENERIC), path[-1])
-        # Read from the values (camelCase keys) or from the typed model (snake_case attributes).
-        attribute = re.sub(r"(?<!^)(?=[A-Z])", "_", probe).lower()
-        if not any(
-            re.search(rf"[\"'\s.]{re.escape(name)}[\"'\s\]}}.),]", code) for name in (probe, attribute)
-        ):
+        as_key = rf"[\"'\s.]{re.escape(probe)}[\"'\s\]}}]"
+        as_attribute = rf"\.{re.escape(attributes.get(probe, probe))}\b"
+        if not re.search(as_key, code) and not re.search(as_attribute, code):
             unread.append(dotted)
     assert unread == [], "accepted but read nowhere: add the feature, or list the key in models.NOT_YET"
 

@@ -6,13 +6,13 @@ import pytest
 
 from vnest import naming
 from vnest.binaries.build import pins
-from vnest.config import load_config, to_values
+from vnest.config import VClusterConfig, load_config
 from vnest.dns import coredns
 from vnest.errors import UsageError
 
 
-def _values(*sets: str) -> dict:
-    return to_values(load_config([], list(sets)))
+def _config(*sets: str) -> VClusterConfig:
+    return load_config([], list(sets))
 
 
 def _by_kind(objs: list[dict]) -> dict[str, dict]:
@@ -21,15 +21,15 @@ def _by_kind(objs: list[dict]) -> dict[str, dict]:
 
 def test_the_image_follows_the_pinned_coredns_version():
     assert pins()["coredns"]["version"] == coredns.COREDNS_VERSION
-    deployment = _by_kind(coredns.manifests(_values("networking.dns.mode=coredns"), None))["Deployment"]
+    deployment = _by_kind(coredns.manifests(_config("networking.dns.mode=coredns"), None))["Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
         f"registry.k8s.io/coredns/coredns:{coredns.COREDNS_VERSION}"
     )
 
 
 def test_without_fallback_names_outside_go_to_the_nodes_resolvers():
-    values = _values("networking.dns.mode=coredns")
-    objs = _by_kind(coredns.manifests(values, "10.96.0.10"))
+    config = _config("networking.dns.mode=coredns")
+    objs = _by_kind(coredns.manifests(config, "10.96.0.10"))
     corefile = objs["ConfigMap"]["data"]["Corefile"]
     assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in corefile
     # Only reverse lookups fall through: a missing cluster name is NXDOMAIN.
@@ -39,22 +39,22 @@ def test_without_fallback_names_outside_go_to_the_nodes_resolvers():
 
 
 def test_with_fallback_the_host_dns_answers_what_the_virtual_cluster_lacks():
-    values = _values(
+    config = _config(
         "networking.dns.mode=coredns",
         "networking.advanced.fallbackHostCluster=true",
         "networking.advanced.clusterDomain=tenant.local",
     )
-    corefile = _by_kind(coredns.manifests(values, "10.96.0.10"))["ConfigMap"]["data"]["Corefile"]
+    corefile = _by_kind(coredns.manifests(config, "10.96.0.10"))["ConfigMap"]["data"]["Corefile"]
     assert "fallthrough tenant.local in-addr.arpa ip6.arpa" in corefile
     assert "forward . 10.96.0.10" in corefile
     # Fallback with no host DNS known: the node's resolvers, never a made-up address.
-    corefile = _by_kind(coredns.manifests(values, None))["ConfigMap"]["data"]["Corefile"]
+    corefile = _by_kind(coredns.manifests(config, None))["ConfigMap"]["data"]["Corefile"]
     assert "forward . /etc/resolv.conf" in corefile
 
 
 def test_service_deployment_and_rbac_fit_together():
-    values = _values("networking.dns.mode=coredns", "networking.dns.coredns.replicas=2")
-    objs = _by_kind(coredns.manifests(values, None))
+    config = _config("networking.dns.mode=coredns", "networking.dns.coredns.replicas=2")
+    objs = _by_kind(coredns.manifests(config, None))
     deployment, service = objs["Deployment"], objs["Service"]
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]
@@ -79,8 +79,8 @@ def test_service_deployment_and_rbac_fit_together():
 
 
 def test_a_custom_image_is_used_as_given():
-    values = _values("networking.dns.mode=coredns", "networking.dns.coredns.image=mirror.example/coredns:v9")
-    deployment = _by_kind(coredns.manifests(values, None))["Deployment"]
+    config = _config("networking.dns.mode=coredns", "networking.dns.coredns.image=mirror.example/coredns:v9")
+    deployment = _by_kind(coredns.manifests(config, None))["Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "mirror.example/coredns:v9"
 
 

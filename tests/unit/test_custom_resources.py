@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeClient, FakeSyncContext
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError, VnestError
@@ -64,18 +65,18 @@ def host_crd(scope: str = "Namespaced", status: bool = True) -> dict:
     }
 
 
-class FakeClient:
-    """Records requests; `objects` answers GETs by path; a written CRD comes back Established."""
+class CrdClient(FakeClient):
+    """GETs answer from `objects` by path, or 404; a written CRD comes back Established."""
 
-    server = "https://fake"
-    delete_exact = KubeClient.delete_exact  # the real method, over this fake transport
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-        self.objects: dict[str, dict] = {}
-        self.fail: dict[tuple[str, str], ApiError] = {}
-
-    async def request(self, method: str, path: str, *, params=None, body=None, content_type="") -> dict:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        content_type: str = "",
+    ) -> dict[str, Any]:
         self.calls.append((method, path, copy.deepcopy(body)))
         if (method, path) in self.fail:
             raise self.fail[(method, path)]
@@ -90,16 +91,8 @@ class FakeClient:
             self.objects[CRD_PATH if method == "POST" else path] = stored
         return copy.deepcopy(body) if body is not None else {}
 
-    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict:
-        return await self.request("GET", resource_of(kind).path(namespace, name))
-
     async def get_or_none(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
-        try:
-            return await self.get(kind, name, namespace)
-        except ApiError as e:
-            if e.not_found:
-                return None
-            raise
+        return await KubeClient.get_or_none(self, kind, name, namespace)  # the real one, over request
 
     async def create(self, obj: dict, namespace: str | None = None) -> dict:
         ns = namespace or obj["metadata"].get("namespace")
@@ -110,8 +103,8 @@ def _values(*sets: str) -> dict:
     return to_values(load_config([], list(sets)))
 
 
-def _ctx(*sets: str) -> SyncContext:
-    return SyncContext(NAME, NS, FakeClient(), FakeClient(), _values(*sets))  # type: ignore[arg-type]
+def _ctx(*sets: str) -> FakeSyncContext:
+    return FakeSyncContext(NAME, NS, CrdClient(), CrdClient(), _values(*sets))
 
 
 def _run(coro):
@@ -230,9 +223,9 @@ def test_status_subresource_is_read_from_the_chosen_version():
 
 def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer():
     ctx = _ctx(f"{KEY}.enabled=true")
-    ctx.host.objects[CRD_PATH] = host_crd()  # type: ignore[attr-defined]
+    ctx.host.objects[CRD_PATH] = host_crd()
     secret_path = resource_of("Secret").path(NS, naming.config_secret(NAME))
-    ctx.host.objects[secret_path] = {  # type: ignore[attr-defined]
+    ctx.host.objects[secret_path] = {
         "metadata": {
             "name": naming.config_secret(NAME),
             "uid": "cfg-uid",
@@ -245,16 +238,16 @@ def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer():
     assert syncer.status_subresource is True
     assert syncer.owner == {"apiVersion": "v1", "kind": "Secret", "name": "vc-config-vc", "uid": "cfg-uid"}
     assert resource_of("Widget") == Resource("example.com/v1", "widgets")
-    posts = [c for c in ctx.virtual.calls if c[0] == "POST"]  # type: ignore[attr-defined]
+    posts = [c for c in ctx.virtual.calls if c[0] == "POST"]
     assert len(posts) == 1 and posts[0][1] == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     assert posts[0][2]["metadata"]["labels"][LABEL_FROM_HOST] == "true"
 
     # Started again: the copy exists and is updated in place, never created twice.
-    ctx.virtual.calls.clear()  # type: ignore[attr-defined]
+    ctx.virtual.calls.clear()
     _run(cr.syncers(ctx))
-    puts = [c for c in ctx.virtual.calls if c[0] == "PUT"]  # type: ignore[attr-defined]
+    puts = [c for c in ctx.virtual.calls if c[0] == "PUT"]
     assert [c[1] for c in puts] == [CRD_PATH]
-    assert not [c for c in ctx.virtual.calls if c[0] == "POST"]  # type: ignore[attr-defined]
+    assert not [c for c in ctx.virtual.calls if c[0] == "POST"]
 
 
 @pytest.mark.parametrize(
@@ -268,9 +261,9 @@ def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer():
 def test_a_kind_that_cannot_sync_stops_the_syncer_loudly(crd, message):
     ctx = _ctx(f"{KEY}.enabled=true")
     if crd is not None:
-        ctx.host.objects[CRD_PATH] = crd  # type: ignore[attr-defined]
+        ctx.host.objects[CRD_PATH] = crd
     secret_path = resource_of("Secret").path(NS, naming.config_secret(NAME))
-    ctx.host.objects[secret_path] = {  # type: ignore[attr-defined]
+    ctx.host.objects[secret_path] = {
         "metadata": {
             "name": naming.config_secret(NAME),
             "uid": "cfg-uid",
@@ -282,11 +275,11 @@ def test_a_kind_that_cannot_sync_stops_the_syncer_loudly(crd, message):
     assert str(e.value).startswith("sync.toHost.customResources.widgets.example.com: ")
     assert message in str(e.value)
     # ...and says so on the host, on the cluster's config Secret.
-    [event] = [c[2] for c in ctx.host.calls if c[0] == "POST"]  # type: ignore[attr-defined]
+    [event] = [c[2] for c in ctx.host.calls if c[0] == "POST"]
     assert event["reason"] == "CustomResourceSyncFailed" and event["type"] == "Warning"
     assert event["involvedObject"]["name"] == "vc-config-vc"
     assert event["message"] == str(e.value)
-    assert not [c for c in ctx.virtual.calls if c[0] != "GET"]  # type: ignore[attr-defined]
+    assert not [c for c in ctx.virtual.calls if c[0] != "GET"]
 
 
 def test_register_refuses_a_kind_known_elsewhere():
@@ -370,18 +363,18 @@ def test_a_spec_edit_is_put_on_the_host_keeping_the_hosts_status():
     syncer.virtual.store["team/w"] = vobj
     syncer.host.store[f"{NS}/w-x-team-x-vc"] = hobj
     _run(syncer.reconcile("team/w"))
-    [(method, path, body)] = ctx.host.calls  # type: ignore[attr-defined]
+    [(method, path, body)] = ctx.host.calls
     assert (method, path) == ("PUT", f"/apis/example.com/v1/namespaces/{NS}/widgets/w-x-team-x-vc")
     assert body["spec"] == {"size": 5}
     assert body["status"] == {"phase": "Ready"}
     assert body["metadata"]["resourceVersion"] == "9"
-    assert not ctx.virtual.calls  # type: ignore[attr-defined]
+    assert not ctx.virtual.calls
 
     # In line already: nothing is written.
-    ctx.host.calls.clear()  # type: ignore[attr-defined]
+    ctx.host.calls.clear()
     syncer.host.store[f"{NS}/w-x-team-x-vc"] = _host_of(syncer, vobj, status={"phase": "Ready"})
     _run(syncer.reconcile("team/w"))
-    assert not ctx.host.calls and not ctx.virtual.calls  # type: ignore[attr-defined]
+    assert not ctx.host.calls and not ctx.virtual.calls
 
 
 @pytest.mark.parametrize("subresource", [True, False])
@@ -392,8 +385,8 @@ def test_status_comes_back_from_the_host(subresource):
     syncer.virtual.store["team/w"] = vobj
     syncer.host.store[f"{NS}/w-x-team-x-vc"] = _host_of(syncer, vobj, status={"phase": "Ready"})
     _run(syncer.reconcile("team/w"))
-    assert not ctx.host.calls  # type: ignore[attr-defined]
-    [(method, path, body)] = ctx.virtual.calls  # type: ignore[attr-defined]
+    assert not ctx.host.calls
+    [(method, path, body)] = ctx.virtual.calls
     suffix = "/status" if subresource else ""
     assert (method, path) == ("PUT", f"/apis/example.com/v1/namespaces/team/widgets/w{suffix}")
     assert body["status"] == {"phase": "Ready"}
@@ -406,7 +399,7 @@ def test_deleting_the_virtual_object_deletes_the_host_copy_with_a_uid_preconditi
     syncer = _syncer(ctx)
     syncer.host.store[f"{NS}/w-x-team-x-vc"] = _host_of(syncer, _widget())
     _run(syncer.reconcile("team/w"))
-    [(method, path, body)] = ctx.host.calls  # type: ignore[attr-defined]
+    [(method, path, body)] = ctx.host.calls
     assert (method, path) == ("DELETE", f"/apis/example.com/v1/namespaces/{NS}/widgets/w-x-team-x-vc")
     assert body["preconditions"] == {"uid": "h-uid"}
 
@@ -423,10 +416,10 @@ def test_a_host_copy_deleted_while_running_takes_the_virtual_object_along():
     hobj = _host_of(syncer, vobj)
     syncer.virtual.store["team/w"] = vobj
     _run(_host_deleted_then_reconcile(syncer, hobj))  # the host informer saw it go
-    [(method, path, body)] = ctx.virtual.calls  # type: ignore[attr-defined]
+    [(method, path, body)] = ctx.virtual.calls
     assert (method, path) == ("DELETE", "/apis/example.com/v1/namespaces/team/widgets/w")
     assert body["preconditions"] == {"uid": "w-uid"}
-    assert not ctx.host.calls  # type: ignore[attr-defined]
+    assert not ctx.host.calls
     assert syncer.host_deleted == {}
 
 
@@ -436,8 +429,8 @@ def test_a_missing_host_copy_of_another_virtual_object_is_created_again():
     old = _host_of(syncer, _widget(uid="old-uid"))
     syncer.virtual.store["team/w"] = _widget(uid="new-uid")
     _run(_host_deleted_then_reconcile(syncer, old))  # a copy of an earlier object of that name
-    assert not ctx.virtual.calls  # type: ignore[attr-defined]
-    [(_, _, body)] = [c for c in ctx.host.calls if c[0] == "POST"]  # type: ignore[attr-defined]
+    assert not ctx.virtual.calls
+    [(_, _, body)] = [c for c in ctx.host.calls if c[0] == "POST"]
     assert body["metadata"]["annotations"][naming.ANNOTATION_UID] == "new-uid"
 
 
@@ -446,11 +439,11 @@ def test_an_unowned_host_object_at_the_name_is_left_alone_with_a_sync_error():
     syncer = _syncer(ctx)
     syncer.virtual.store["team/w"] = _widget()
     path = f"/apis/example.com/v1/namespaces/{NS}/widgets"
-    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")  # type: ignore[attr-defined]
-    ctx.host.objects[f"{path}/w-x-team-x-vc"] = {"metadata": {"name": "w-x-team-x-vc", "labels": {}}}  # type: ignore[attr-defined]
+    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")
+    ctx.host.objects[f"{path}/w-x-team-x-vc"] = {"metadata": {"name": "w-x-team-x-vc", "labels": {}}}
     _run(syncer.reconcile("team/w"))
-    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]  # type: ignore[attr-defined]
-    [(method, _, event)] = ctx.virtual.calls  # type: ignore[attr-defined]
+    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]
+    [(method, _, event)] = ctx.virtual.calls
     assert method == "POST" and event["reason"] == "SyncError"
     assert "not managed by this virtual cluster" in event["message"]
     assert event["involvedObject"]["kind"] == "Widget"

@@ -23,8 +23,8 @@ import dns.name
 import dns.rcode
 import dns.rdatatype as T
 import dns.rrset
-from test_dns_index import endpoint, endpointslice, external_name, pod, service
 
+from tests.unit.test_dns_index import endpoint, endpointslice, external_name, pod, service
 from vnest.dns import DnsIndex, DnsServer
 from vnest.dns import server as server_module
 
@@ -101,11 +101,11 @@ def populated(domain: str = "cluster.local") -> DnsIndex:
     return ix
 
 
-async def udp(port: int, name: str, rdtype: int = T.A, **kw) -> dns.message.Message:
+async def udp(port: int, name: str, rdtype: T.RdataType = T.A, **kw) -> dns.message.Message:
     return await dns.asyncquery.udp(dns.message.make_query(name, rdtype, **kw), LOCAL, timeout=3, port=port)
 
 
-async def tcp(port: int, name: str, rdtype: int = T.A) -> dns.message.Message:
+async def tcp(port: int, name: str, rdtype: T.RdataType = T.A) -> dns.message.Message:
     return await dns.asyncquery.tcp(dns.message.make_query(name, rdtype), LOCAL, timeout=3, port=port)
 
 

@@ -45,15 +45,28 @@ def test_only_the_headers_streams_need_cross_and_the_syncers_token_replaces_any_
     assert "Connection: close" in plain and "Authorization" not in plain
 
 
-class _Sink:
+class _RecordingTransport(asyncio.WriteTransport):
+    """Keeps what a StreamWriter over it writes, one entry per write."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.writes: list[bytes] = []
+        self.closed = False
 
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
 
-    async def drain(self) -> None:
-        return None
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _recording_writer() -> tuple[asyncio.StreamWriter, _RecordingTransport]:
+    transport, reader = _RecordingTransport(), asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    return asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop()), transport
 
 
 def test_a_chunked_body_is_relayed_with_its_end_in_a_write_of_its_own():
@@ -64,8 +77,9 @@ def test_a_chunked_body_is_relayed_with_its_end_in_a_write_of_its_own():
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         )
         upstream.feed_eof()
-        sink = _Sink()
-        await _relay_response(upstream, sink)  # type: ignore[arg-type]
+        writer, sink = _recording_writer()
+        await _relay_response(upstream, writer)
+        writer.close()
         return sink.writes
 
     writes = asyncio.run(run())

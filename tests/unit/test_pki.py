@@ -4,12 +4,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vnest import pki
+from vnest import certs
+from vnest.controlplane import pki
 
 
 def test_leaf_is_signed_by_its_ca_and_carries_names(tmp_path):
-    ca = pki.new_ca("test-ca")
-    leaf = pki.issue(
+    ca = certs.new_ca("test-ca")
+    leaf = certs.issue(
         ca,
         "kube-apiserver",
         dns_names=("localhost", "kubernetes.default.svc"),
@@ -26,10 +27,10 @@ def test_leaf_is_signed_by_its_ca_and_carries_names(tmp_path):
 
 
 def test_client_cert_has_groups_as_organizations_and_round_trips(tmp_path):
-    ca = pki.new_ca("test-ca")
-    client = pki.issue(ca, "kubernetes-admin", organizations=("system:masters",), client=True)
+    ca = certs.new_ca("test-ca")
+    client = certs.issue(ca, "kubernetes-admin", organizations=("system:masters",), client=True)
     client.write(tmp_path, "admin")
-    again = pki.CertKey.read(tmp_path, "admin")
+    again = certs.CertKey.read(tmp_path, "admin")
     assert again.cert == client.cert
     assert isinstance(again.key, ec.EllipticCurvePrivateKey)
     subject = again.cert.subject
@@ -39,12 +40,8 @@ def test_client_cert_has_groups_as_organizations_and_round_trips(tmp_path):
 
 
 def test_the_kubelet_client_and_etcd_have_cas_of_their_own():
-    from cryptography import x509
-
-    from vnest.controlplane import pki as cppki
-
-    names = cppki.ServingNames(("localhost",), ("127.0.0.1",))
-    files = cppki.generate(names)
+    names = pki.ServingNames(("localhost",), ("127.0.0.1",))
+    files = pki.generate(names)
 
     def issuer(stem: str) -> x509.Name:
         return x509.load_pem_x509_certificate(files[f"{stem}.crt"]).issuer
@@ -56,14 +53,14 @@ def test_the_kubelet_client_and_etcd_have_cas_of_their_own():
     # the one identity the kubelet API accepts, nor anything etcd trusts.
     assert issuer("apiserver-kubelet-client") == subject("kubelet-client-ca") != subject("ca")
     assert issuer("apiserver-etcd-client") == issuer("etcd-server") == subject("etcd-ca") != subject("ca")
-    assert cppki.complete(files) is False  # nothing missing
+    assert pki.complete(files) is False  # nothing missing
 
     # A PKI from an older vnest: the kubelet client came from the cluster CA, and there was no etcd CA.
     old = {
         k: v for k, v in files.items() if not k.startswith(("kubelet-client-ca", "etcd-", "apiserver-etcd"))
     }
     before = old["apiserver-kubelet-client.crt"]
-    assert cppki.complete(old) is True
+    assert pki.complete(old) is True
     assert old["apiserver-kubelet-client.crt"] != before
     assert {"kubelet-client-ca.crt", "etcd-ca.crt", "etcd-server.crt", "apiserver-etcd-client.key"} <= set(
         old

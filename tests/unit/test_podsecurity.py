@@ -120,7 +120,7 @@ def test_unknown_levels_are_refused(binary):
         PodSecurityChecker(binary, "lenient")
 
 
-def test_pods_of_one_spec_are_checked_once(binary):
+def test_pods_of_one_spec_are_checked_once(binary, monkeypatch):
     async def run() -> None:
         checker = PodSecurityChecker(binary, "baseline")
         asked: list[str] = []
@@ -130,7 +130,7 @@ def test_pods_of_one_spec_are_checked_once(binary):
             asked.append(payload)
             return await ask(payload)
 
-        checker._ask = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(checker, "_ask", counting)
         replicas = [{**_pod(), "metadata": {"name": f"web-{i}", "uid": str(i)}} for i in range(5)]
         assert await asyncio.gather(*(checker.violation(p) for p in replicas[:1])) == [None]
         assert [await checker.violation(p) for p in replicas[1:]] == [None] * 4

@@ -21,7 +21,9 @@ def test_start_records_pid_and_stop_ends_the_whole_group(tmp_path):
     rec = pd.start("sleeper", [sys.executable, "-c", script])
     assert pd.running("sleeper") == rec
     procs.wait_until(lambda: "child" in pd.log_file("sleeper").read_text(), 10, "child start")
-    child = int(re.search(r"^(\d+)$", pd.log_file("sleeper").read_text(), re.M).group(1))
+    child_line = re.search(r"^(\d+)$", pd.log_file("sleeper").read_text(), re.M)
+    assert child_line is not None
+    child = int(child_line.group(1))
     assert pd.stop("sleeper", timeout=1) is True
     assert pd.running("sleeper") is None
     assert not pd.pid_file("sleeper").exists()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeClient
 from vnest import naming
 from vnest.config import defaults
 from vnest.config.models import VClusterConfig
@@ -30,7 +32,7 @@ VC, HOST_NS = "vc", "vc-host"
 
 def _ctx(values: dict | None = None) -> SyncContext:
     config = VClusterConfig.model_validate(values or defaults())
-    return SyncContext(VC, HOST_NS, None, None, config)  # type: ignore[arg-type]
+    return SyncContext(VC, HOST_NS, FakeClient(), FakeClient(), config)  # translations only
 
 
 class _NoNodes:
@@ -98,6 +100,7 @@ def test_endpoint_refs_and_nodes_the_host_does_not_have_are_dropped():
 def test_endpoint_pod_ref_without_namespace_means_the_slices_namespace():
     endpoint = {"addresses": ["10.0.0.8"], "targetRef": {"kind": "Pod", "name": "synced-a"}}
     out = translate_endpoint(endpoint, "web", HOST_NS, _host_pod, _host_node)
+    assert out is not None
     assert out["targetRef"]["name"] == "synced-a-x-web-x-vc"
 
 
@@ -287,7 +290,7 @@ def test_a_pod_without_a_node_gets_no_affinity():
 
 
 def test_pinning_joins_every_term_of_the_pods_own_node_affinity():
-    spec = {
+    spec: dict[str, Any] = {
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {

@@ -141,7 +141,8 @@ class Binaries:
 
     @property
     def versions(self) -> dict[str, str]:
-        return json.loads((self.dir / MANIFEST).read_text())["versions"]
+        versions: dict[str, str] = json.loads((self.dir / MANIFEST).read_text())["versions"]
+        return versions
 
 
 def _cache_root() -> Path:

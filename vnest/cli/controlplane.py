@@ -43,8 +43,33 @@ def controlplane() -> None:
     help="The host cluster's DNS (ip[:port]) for networking.advanced.fallbackHostCluster "
     "(default: in a pod, its nameserver; elsewhere none).",
 )
-def run(**kwargs: object) -> None:
+def run(
+    name: str,
+    namespace: str,
+    config: Path,
+    data_dir: Path,
+    bin_dir: Path | None,
+    listen_address: str,
+    api_port: int,
+    host_kubeconfig: Path | None,
+    advertise_address: str,
+    public_server: str,
+    host_dns: str | None,
+) -> None:
     """Start the datastore, API server, controller manager (and scheduler), then keep them running."""
     from vnest.controlplane.run import Options, main
 
-    sys.exit(main(Options(**kwargs)))  # type: ignore[arg-type]
+    options = Options(
+        name=name,
+        namespace=namespace,
+        config=config,
+        data_dir=data_dir,
+        bin_dir=bin_dir,
+        listen_address=listen_address,
+        api_port=api_port,
+        host_kubeconfig=host_kubeconfig,
+        advertise_address=advertise_address,
+        public_server=public_server,
+        host_dns=host_dns,
+    )
+    sys.exit(main(options))

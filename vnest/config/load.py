@@ -243,10 +243,10 @@ def _check_value(value: Any, annotation: Any, path: Path, where: str) -> Any:
     if model is not None:
         return _check_keys(value, model, path, where)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is dict and isinstance(value, dict) and len(args) == 2 and _model_of(args[1]):
-        return {k: _check_keys(v, _model_of(args[1]), (*path, str(k)), where) for k, v in value.items()}
-    if origin is list and isinstance(value, list) and args and _model_of(args[0]):
-        return [_check_keys(v, _model_of(args[0]), (*path, i), where) for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict) and len(args) == 2 and (item := _model_of(args[1])):
+        return {k: _check_keys(v, item, (*path, str(k)), where) for k, v in value.items()}
+    if origin is list and isinstance(value, list) and args and (item := _model_of(args[0])):
+        return [_check_keys(v, item, (*path, i), where) for i, v in enumerate(value)]
     return value
 
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from vnest import pki
+from vnest import certs
 
 # Client identities, as kubeadm names them; system:masters where RBAC must not stand in the way.
 CLIENTS = {
@@ -78,16 +77,16 @@ def serving_names(
 def generate(names: ServingNames) -> dict[str, bytes]:
     """Every file of a fresh PKI, by file name."""
     files: dict[str, bytes] = {}
-    ca = pki.new_ca("vnest-ca")
-    front_proxy_ca = pki.new_ca("vnest-front-proxy-ca")
+    ca = certs.new_ca("vnest-ca")
+    front_proxy_ca = certs.new_ca("vnest-front-proxy-ca")
     _put(files, "ca", ca)
     _put(files, "front-proxy-ca", front_proxy_ca)
-    _put(files, "front-proxy-client", pki.issue(front_proxy_ca, "front-proxy-client", client=True))
+    _put(files, "front-proxy-client", certs.issue(front_proxy_ca, "front-proxy-client", client=True))
     for stem, (cn, orgs) in CLIENTS.items():
-        _put(files, stem, pki.issue(ca, cn, organizations=orgs, client=True))
-    sa = pki.new_key()
-    files["sa.key"] = pki.key_pem(sa)
-    files["sa.pub"] = pki.public_key_pem(sa)
+        _put(files, stem, certs.issue(ca, cn, organizations=orgs, client=True))
+    sa = certs.new_key()
+    files["sa.key"] = certs.key_pem(sa)
+    files["sa.pub"] = certs.public_key_pem(sa)
     files.update(issue_apiserver(files, names))
     complete(files)
     return files
@@ -98,26 +97,26 @@ def complete(files: dict[str, bytes]) -> bool:
     added = False
     if "kubelet-client-ca.crt" not in files:
         # Before, the cluster CA issued it, and the kubelet API trusted any client of that CA.
-        kubelet_ca = pki.new_ca("vnest-kubelet-client-ca")
+        kubelet_ca = certs.new_ca("vnest-kubelet-client-ca")
         _put(files, "kubelet-client-ca", kubelet_ca)
         cn, orgs = KUBELET_CLIENT
-        _put(files, "apiserver-kubelet-client", pki.issue(kubelet_ca, cn, organizations=orgs, client=True))
+        _put(files, "apiserver-kubelet-client", certs.issue(kubelet_ca, cn, organizations=orgs, client=True))
         added = True
     if "etcd-ca.crt" not in files:
-        etcd_ca = pki.new_ca("vnest-etcd-ca")
+        etcd_ca = certs.new_ca("vnest-etcd-ca")
         _put(files, "etcd-ca", etcd_ca)
-        serving = pki.issue(
+        serving = certs.issue(
             etcd_ca, "etcd", dns_names=("localhost",), ips=("127.0.0.1",), server=True, client=True
         )
         _put(files, "etcd-server", serving)
-        _put(files, "apiserver-etcd-client", pki.issue(etcd_ca, "kube-apiserver-etcd-client", client=True))
+        _put(files, "apiserver-etcd-client", certs.issue(etcd_ca, "kube-apiserver-etcd-client", client=True))
         added = True
     return added
 
 
 def issue_apiserver(files: dict[str, bytes], names: ServingNames) -> dict[str, bytes]:
     ca = _read(files, "ca")
-    cert = pki.issue(ca, "kube-apiserver", dns_names=names.dns, ips=names.ips, server=True)
+    cert = certs.issue(ca, "kube-apiserver", dns_names=names.dns, ips=names.ips, server=True)
     return {"apiserver.crt": cert.cert_pem, "apiserver.key": cert.key_pem}
 
 
@@ -132,15 +131,13 @@ def covers(files: dict[str, bytes], names: ServingNames) -> bool:
 
 def write(files: dict[str, bytes], folder: Path) -> None:
     for fname, data in files.items():
-        pki.write_private(folder / fname, data)
+        certs.write_private(folder / fname, data)
 
 
-def _put(files: dict[str, bytes], stem: str, ck: pki.CertKey) -> None:
+def _put(files: dict[str, bytes], stem: str, ck: certs.CertKey) -> None:
     files[f"{stem}.crt"] = ck.cert_pem
     files[f"{stem}.key"] = ck.key_pem
 
 
-def _read(files: dict[str, bytes], stem: str) -> pki.CertKey:
-    cert = x509.load_pem_x509_certificate(files[f"{stem}.crt"])
-    key = serialization.load_pem_private_key(files[f"{stem}.key"], None)
-    return pki.CertKey(cert, key)  # type: ignore[arg-type]
+def _read(files: dict[str, bytes], stem: str) -> certs.CertKey:
+    return certs.CertKey.from_pem(files[f"{stem}.crt"], files[f"{stem}.key"])

@@ -29,8 +29,9 @@ import httpx
 import yaml
 
 from vnest import __version__, binaries, kubeconfig, log, naming
-from vnest.config import load_config, to_values
-from vnest.controlplane import pki as cppki
+from vnest.config import load_config
+from vnest.config.models import K8sDistro
+from vnest.controlplane import commands, pki
 from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, KubeClient
@@ -113,22 +114,22 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-async def load_or_create_pki(host: KubeClient, opts: Options, names: cppki.ServingNames) -> dict[str, bytes]:
+async def load_or_create_pki(host: KubeClient, opts: Options, names: pki.ServingNames) -> dict[str, bytes]:
     secret_name = naming.certs_secret(opts.name)
     secret = await host.get_or_none("Secret", secret_name, opts.namespace)
     if (problem := naming.foreign_control_plane_object(secret, opts.name, "certs")) is not None:
         raise VnestError(problem)  # never a CA someone else planted
     if secret is not None:
         files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        completed = cppki.complete(files)
-        if cppki.covers(files, names) and not completed:
+        completed = pki.complete(files)
+        if pki.covers(files, names) and not completed:
             return files
-        if not cppki.covers(files, names):
+        if not pki.covers(files, names):
             _log.info("serving names changed; issuing a new API server certificate")
-            files.update(cppki.issue_apiserver(files, names))
+            files.update(pki.issue_apiserver(files, names))
     else:
         _log.info("generating the virtual cluster's PKI")
-        files = cppki.generate(names)
+        files = pki.generate(names)
     await host.apply(
         {
             "apiVersion": "v1",
@@ -149,7 +150,6 @@ class ControlPlane:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.cfg = load_config([opts.config], [])
-        self.values: dict[str, Any] = to_values(self.cfg)
         self.bins = binaries.Binaries(opts.bin_dir) if opts.bin_dir else binaries.ensure()
         self.pki_dir = opts.data_dir / "pki"
         self.logs = opts.data_dir / "logs"
@@ -162,10 +162,11 @@ class ControlPlane:
 
     @property
     def cluster_domain(self) -> str:
-        return self.values["networking"]["advanced"]["clusterDomain"]
+        return self.cfg.networking.advanced.cluster_domain
 
-    def _k8s(self, component: str) -> dict[str, Any]:
-        return self.values["controlPlane"]["distro"]["k8s"][component]
+    @property
+    def _k8s(self) -> K8sDistro:
+        return self.cfg.control_plane.distro.k8s
 
     # ---- status file: how the process driver learns progress -------------
 
@@ -189,16 +190,16 @@ class ControlPlane:
                 "Service", naming.service_name(self.opts.name), self.opts.namespace
             )
             host_ip = (host_service or {}).get("spec", {}).get("clusterIP")
-            names = cppki.serving_names(
+            names = pki.serving_names(
                 self.opts.name,
                 self.opts.namespace,
                 self.cluster_domain,
                 host_ip,
                 kubernetes_ip,
-                self.values["controlPlane"]["proxy"]["extraSANs"],
+                self.cfg.control_plane.proxy.extra_sans,
             )
             files = await load_or_create_pki(host, self.opts, names)
-            cppki.write(files, self.pki_dir)
+            pki.write(files, self.pki_dir)
             await self._start_components(service_cidr)
             await self._publish_kubeconfig(host)
             self.write_status(
@@ -279,14 +280,14 @@ class ControlPlane:
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore
-        backing = self.values["controlPlane"]["backingStore"]
+        backing = self.cfg.control_plane.backing_store
         data = self.opts.data_dir / "datastore"
         data.mkdir(parents=True, exist_ok=True)
         if store in ("embedded-database", "external-database"):
             sock = self.opts.data_dir / "kine.sock"
             sock.unlink(missing_ok=True)
             endpoint = (
-                backing["database"]["external"]["dataSource"]
+                backing.database.external.data_source
                 if store == "external-database"
                 # WAL lets the API server's many readers go on while kine writes.
                 else f"sqlite://{data / 'state.db'}?_journal=WAL&cache=shared&_busy_timeout=30000"
@@ -337,27 +338,24 @@ class ControlPlane:
             verify.load_cert_chain(p / "apiserver-etcd-client.crt", p / "apiserver-etcd-client.key")
             await self._wait(lambda: _http_ok(f"{url}/health", verify), "etcd to be healthy")
             return url
-        return backing["etcd"]["external"]["endpoint"]
+        return backing.etcd.external.endpoint
 
-    def _apiserver_argv(self, etcd_servers: str, service_cidr: str) -> list[Any]:
+    def _apiserver_argv(self, etcd_servers: str, service_cidr: str) -> list[str]:
         p = self.pki_dir
-        argv: list[Any] = [
+        argv = commands.kube_apiserver(
             self.bins.kube_apiserver,
-            f"--bind-address={self.opts.listen_address}",
-            f"--advertise-address={self.opts.advertise_address}",
-            f"--secure-port={self.api_port}",
-            f"--etcd-servers={etcd_servers}",
-            f"--service-cluster-ip-range={service_cidr}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            f"--service-account-issuer=https://kubernetes.default.svc.{self.cluster_domain}",
-            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-            # Nodes' kubelets are the syncer's kubelet API, at the InternalIP the syncer writes.
-            "--kubelet-preferred-address-types=InternalIP",
+            p,
+            bind_address=self.opts.listen_address,
+            advertise_address=self.opts.advertise_address,
+            secure_port=self.api_port,
+            etcd_servers=etcd_servers,
+            service_cidr=service_cidr,
+            cluster_domain=self.cluster_domain,
+            authorization_mode="RBAC",
+            # The syncer points default/kubernetes at the host Service instead.
+            reconcile_kubernetes_endpoints=False,
+        )
+        argv += [
             f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
@@ -365,16 +363,10 @@ class ControlPlane:
             "--requestheader-username-headers=X-Remote-User",
             f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            # The syncer points default/kubernetes at the host Service instead.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
         ]
-        level = self.values["policies"]["podSecurityStandard"]
+        level = self.cfg.policies.pod_security_standard
         if level != "privileged":
             argv.append(f"--admission-control-config-file={self._admission_config(level)}")
-        external = self.values["controlPlane"]["backingStore"]["etcd"]["external"]
         if self.cfg.datastore == "embedded-etcd":
             argv += [
                 f"--etcd-cafile={p / 'etcd-ca.crt'}",
@@ -382,12 +374,12 @@ class ControlPlane:
                 f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
             ]
         if self.cfg.datastore == "external-etcd":
-            tls = external["tls"]
-            argv += [f"--etcd-cafile={tls['caFile']}"] if tls["caFile"] else []
-            argv += [f"--etcd-certfile={tls['certFile']}"] if tls["certFile"] else []
-            argv += [f"--etcd-keyfile={tls['keyFile']}"] if tls["keyFile"] else []
+            tls = self.cfg.control_plane.backing_store.etcd.external.tls
+            argv += [f"--etcd-cafile={tls.ca_file}"] if tls.ca_file else []
+            argv += [f"--etcd-certfile={tls.cert_file}"] if tls.cert_file else []
+            argv += [f"--etcd-keyfile={tls.key_file}"] if tls.key_file else []
             argv.append(f"--etcd-prefix=/vnest/{self.opts.namespace}/{self.opts.name}")
-        return argv + list(self._k8s("apiServer")["extraArgs"])
+        return argv + self._k8s.api_server.extra_args
 
     def _admission_config(self, level: str) -> Path:
         """PodSecurity admission at the cluster's level for every namespace without labels of its own.
@@ -432,40 +424,28 @@ class ControlPlane:
         )
         kubeconfig.save(self._kubeconfig_path(component), config)
 
-    def _controller_manager_argv(self, service_cidr: str) -> list[Any]:
-        kc = self._kubeconfig_path("controller-manager")
+    def _controller_manager_argv(self, service_cidr: str) -> list[str]:
         p = self.pki_dir
         return [
-            self.bins.kube_controller_manager,
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",  # no serving: readiness is judged from what it does
-            "--leader-elect=false",
-            "--profiling=false",
+            *commands.kube_controller_manager(
+                self.bins.kube_controller_manager,
+                p,
+                kubeconfig=self._kubeconfig_path("controller-manager"),
+                secure_port=0,  # no serving: readiness is judged from what it does
+                service_cidr=service_cidr,
+            ),
             f"--controllers=*,{','.join('-' + c for c in DISABLED_CONTROLLERS)}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--service-account-private-key-file={p / 'sa.key'}",
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={service_cidr}",
-            *self._k8s("controllerManager")["extraArgs"],
+            *self._k8s.controller_manager.extra_args,
         ]
 
-    def _scheduler_argv(self) -> list[Any]:
-        kc = self._kubeconfig_path("scheduler")
+    def _scheduler_argv(self) -> list[str]:
         return [
-            self.bins.kube_scheduler,
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-            "--leader-elect=false",
-            "--profiling=false",
-            *self._k8s("scheduler")["extraArgs"],
+            *commands.kube_scheduler(
+                self.bins.kube_scheduler, kubeconfig=self._kubeconfig_path("scheduler"), secure_port=0
+            ),
+            *self._k8s.scheduler.extra_args,
         ]
 
     def virtual_client(self) -> KubeClient:

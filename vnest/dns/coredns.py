@@ -22,6 +22,8 @@ import contextlib
 from typing import Any
 
 from vnest import log, naming
+from vnest.config import VClusterConfig
+from vnest.config.models import CoreDns
 from vnest.kube.client import ApiError, KubeClient, Obj
 
 _log = log.get("dns.coredns")
@@ -89,13 +91,12 @@ def corefile(
     return "\n".join(lines) + "\n"
 
 
-def manifests(values: dict[str, Any], host_dns: str | None) -> list[Obj]:
+def manifests(config: VClusterConfig, host_dns: str | None) -> list[Obj]:
     """The virtual objects of CoreDNS mode. ``host_dns``: the host cluster's DNS (ip[:port])."""
-    advanced = values["networking"]["advanced"]
-    settings = values["networking"]["dns"]["coredns"]
-    fallback = bool(advanced["fallbackHostCluster"] and host_dns)
+    advanced = config.networking.advanced
+    settings = config.networking.dns.coredns
     # CoreDNS takes ip, ip:port and [ipv6]:port as the syncer is given them.
-    forward = host_dns if fallback else "/etc/resolv.conf"
+    fallback = host_dns if advanced.fallback_host_cluster and host_dns else None
     labels = {**APP_LABELS, "kubernetes.io/name": "CoreDNS", naming.LABEL_DNS_SERVICE: MODE_LABEL_VALUE}
     meta = {"namespace": NAMESPACE, "labels": labels}
     cluster_meta = {"labels": labels}
@@ -133,14 +134,16 @@ def manifests(values: dict[str, Any], host_dns: str | None) -> list[Obj]:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "coredns", **meta},
-            "data": {"Corefile": corefile(advanced["clusterDomain"], forward, fallback)},
+            "data": {
+                "Corefile": corefile(advanced.cluster_domain, fallback or "/etc/resolv.conf", bool(fallback))
+            },
         },
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {"name": "coredns", **meta},
             "spec": {
-                "replicas": settings["replicas"],
+                "replicas": settings.replicas,
                 "selector": {"matchLabels": dict(APP_LABELS)},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
                 "template": {"metadata": {"labels": dict(APP_LABELS)}, "spec": _pod_spec(settings)},
@@ -162,7 +165,7 @@ def manifests(values: dict[str, Any], host_dns: str | None) -> list[Obj]:
     ]
 
 
-def _pod_spec(settings: dict[str, Any]) -> Obj:
+def _pod_spec(settings: CoreDns) -> Obj:
     return {
         "serviceAccountName": "coredns",
         # The node's resolvers: CoreDNS must not ask itself (ClusterFirst would).
@@ -171,7 +174,7 @@ def _pod_spec(settings: dict[str, Any]) -> Obj:
         "containers": [
             {
                 "name": "coredns",
-                "image": settings["image"] or DEFAULT_IMAGE,
+                "image": settings.image or DEFAULT_IMAGE,
                 "args": ["-conf", "/etc/coredns/Corefile"],
                 "resources": {"limits": {"memory": "170Mi"}, "requests": {"cpu": "20m", "memory": "64Mi"}},
                 "ports": [
@@ -205,13 +208,19 @@ def _pod_spec(settings: dict[str, Any]) -> Obj:
     }
 
 
-async def reconcile(virtual: KubeClient, values: dict[str, Any], host_dns: str | None) -> None:
+async def reconcile(
+    virtual: KubeClient, config: VClusterConfig | dict[str, Any], host_dns: str | None
+) -> None:
     """Puts the virtual cluster's DNS objects in the state the mode asks for.
 
     coredns: applies the CoreDNS objects (server-side apply, so a tenant's later edits to
     fields vnest does not set survive), replacing an embedded-mode kube-dns Service;
-    embedded: removes CoreDNS objects vnest made, if the mode was coredns before."""
-    coredns = values["networking"]["dns"]["mode"] == "coredns"
+    embedded: removes CoreDNS objects vnest made, if the mode was coredns before.
+
+    ``config`` may still be the dumped values (vnest.config.to_values), which the syncer holds."""
+    if isinstance(config, dict):
+        config = VClusterConfig.model_validate(config)
+    coredns = config.networking.dns.mode == "coredns"
     selector = f"{naming.LABEL_DNS_SERVICE}={'true' if coredns else MODE_LABEL_VALUE}"
     for kind in KINDS:
         namespaced = kind not in ("ClusterRole", "ClusterRoleBinding")
@@ -221,5 +230,5 @@ async def reconcile(virtual: KubeClient, values: dict[str, Any], host_dns: str |
                 await virtual.delete(kind, obj["metadata"]["name"], obj["metadata"].get("namespace"))
     if not coredns:
         return
-    for obj in manifests(values, host_dns):
+    for obj in manifests(config, host_dns):
         await virtual.apply(obj, namespace=obj["metadata"].get("namespace"))

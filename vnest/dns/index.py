@@ -53,6 +53,8 @@ _log = log.get("dns")
 Obj = dict[str, Any]
 Key = tuple[bytes, ...]  # a name's labels, lowercased, root label included
 Owner = tuple[str, str, str]  # (kind, namespace, name)
+Rdatas = tuple[dns.rdata.Rdata, ...]
+Records = dict[tuple[Key, int], Rdatas]  # what one owner contributes, by (name, type)
 
 TTL = 30  # kube-dns's default for service records
 NEGATIVE_TTL = 5  # SOA minimum: short, so a name created right after a miss is not hidden long
@@ -89,7 +91,7 @@ class Answer:
     server resolves upstream as a recursive resolver would.
     """
 
-    rcode: int = dns.rcode.NOERROR
+    rcode: dns.rcode.Rcode = dns.rcode.NOERROR
     answer: list[dns.rrset.RRset] = field(default_factory=list)
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     additional: list[dns.rrset.RRset] = field(default_factory=list)
@@ -147,9 +149,9 @@ class DnsIndex:
         self._slices: dict[tuple[str, str], Obj] = {}
         self._slices_of: dict[tuple[str, str], set[str]] = {}  # (ns, svc) → slice names
         # owner → {(key, rdtype): rdatas}: what each object put in, to take it out again
-        self._owned: dict[Owner, dict[tuple[Key, int], tuple[dns.rdata.Rdata, ...]]] = {}
+        self._owned: dict[Owner, Records] = {}
         # key → rdtype → owner → rdatas: the contributions, merged into _rrsets
-        self._contrib: dict[Key, dict[int, dict[Owner, tuple[dns.rdata.Rdata, ...]]]] = {}
+        self._contrib: dict[Key, dict[int, dict[Owner, Rdatas]]] = {}
         self._rrsets: dict[Key, dict[int, dns.rrset.RRset]] = {}
         self._names: dict[Key, dns.name.Name] = {}
         self._below: dict[Key, int] = {}  # empty non-terminals: how many existing names lie below
@@ -169,7 +171,7 @@ class DnsIndex:
                 NEGATIVE_TTL,
             ),
         )
-        static = {
+        static: Records = {
             (self._zone, SOA): tuple(self._soa),
             ((b"dns-version", *self._zone), TXT): (dns.rdtypes.ANY.TXT.TXT(IN, TXT, [SCHEMA_VERSION]),),
             # these two always exist (NODATA), as in CoreDNS, even in an empty cluster
@@ -334,11 +336,11 @@ class DnsIndex:
             records = {}
         self._set_owner(owner, records)
 
-    def _service_records(self, ns: str, name: str, svc: Obj) -> dict[tuple[Key, int], tuple]:
+    def _service_records(self, ns: str, name: str, svc: Obj) -> Records:
         spec = svc.get("spec") or {}
         base = self._name(name, ns, "svc")
         base_name = dns.name.Name(base)
-        out: dict[tuple[Key, int], list] = {(base, EXISTS): []}
+        out: dict[tuple[Key, int], list[dns.rdata.Rdata]] = {(base, EXISTS): []}
 
         def add(key: Key, rdata: dns.rdata.Rdata) -> None:
             out.setdefault((key, rdata.rdtype), []).append(rdata)
@@ -394,12 +396,12 @@ class DnsIndex:
             out[(key, SRV)] = [_srv(0, weight, port, target) for port, target in unique]
         return _frozen(out)
 
-    def _pod_records(self, ns: str, pod: Obj) -> dict[tuple[Key, int], tuple]:
+    def _pod_records(self, ns: str, pod: Obj) -> Records:
         status = pod.get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
             return {}  # its IP is free for another pod
         ips = [p.get("ip") for p in status.get("podIPs") or []] or [status.get("podIP")]
-        out: dict[tuple[Key, int], list] = {}
+        out: dict[tuple[Key, int], list[dns.rdata.Rdata]] = {}
         host_network = bool((pod.get("spec") or {}).get("hostNetwork"))
         for ip in ips:
             rdata = _addr_rdata(ip) if ip else None
@@ -415,7 +417,7 @@ class DnsIndex:
 
     # ---- the merge -----------------------------------------------------------------------
 
-    def _set_owner(self, owner: Owner, records: dict[tuple[Key, int], tuple]) -> None:
+    def _set_owner(self, owner: Owner, records: Records) -> None:
         old = self._owned.get(owner, {})
         if old == records:
             return
@@ -430,7 +432,7 @@ class DnsIndex:
             if old.get(pair) != rdatas:
                 self._put(pair, owner, rdatas)
 
-    def _put(self, pair: tuple[Key, int], owner: Owner, rdatas: tuple | None) -> None:
+    def _put(self, pair: tuple[Key, int], owner: Owner, rdatas: Rdatas | None) -> None:
         key, rdtype = pair
         by_type = self._contrib.get(key)
         if rdatas is None:
@@ -503,7 +505,7 @@ def _reverse(ip: str) -> Key:
     return key_of(dns.reversename.from_address(ip))
 
 
-def _frozen(out: dict[tuple[Key, int], list]) -> dict[tuple[Key, int], tuple]:
+def _frozen(out: dict[tuple[Key, int], list[dns.rdata.Rdata]]) -> Records:
     for key, _ in out:
         dns.name.Name(key)  # raises here, inside the caller's guard, for a label or name too long
     return {pair: tuple(rdatas) for pair, rdatas in out.items()}

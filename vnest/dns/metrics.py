@@ -17,7 +17,7 @@ RESULTS = ("answered", "nxdomain", "nodata", "forwarded", "servfail", "refused",
 QTYPES = ("A", "AAAA", "SRV", "PTR", "CNAME", "TXT", "SOA", "NS", "MX", "ANY")
 # Seconds; in-cluster answers land in the first buckets, forwards in the later ones.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_QTYPE_OF = {dns.rdatatype.from_text(t): t for t in QTYPES}
+_QTYPE_OF: dict[int, str] = {dns.rdatatype.from_text(t): t for t in QTYPES}
 
 
 def qtype_label(rdtype: int) -> str:

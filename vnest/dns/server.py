@@ -44,6 +44,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -106,7 +107,7 @@ def resolv_conf_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
 
 def _question_bytes(name: dns.name.Name, rdtype: int, rdclass: int) -> bytes:
     """The question section as an upstream echoes it, lowercased (servers may randomize case)."""
-    return name.to_wire().lower() + struct.pack("!HH", rdtype, rdclass)
+    return name.to_digestable() + struct.pack("!HH", rdtype, rdclass)
 
 
 _OPT = b"\x00" + struct.pack("!HHIH", dns.rdatatype.OPT, OUR_PAYLOAD, 0, 0)
@@ -312,7 +313,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
             self.server._on_udp(data, addr)
         except Exception:  # never let one packet take the endpoint down
@@ -356,7 +357,7 @@ class DnsServer:
         self._outside = ([self._fallback] if self._fallback else []) + self._upstreams
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._inflight = 0
         self.inflight_peak = 0  # tests check the cap held
@@ -377,7 +378,7 @@ class DnsServer:
             self._udp, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(self.listen, self.port), family=family
             )
-            port = self._udp.get_extra_info("sockname")[1]
+            port: int = self._udp.get_extra_info("sockname")[1]
             try:
                 self._tcp = await asyncio.start_server(self._serve_tcp, self.listen, port, family=family)
                 break
@@ -417,7 +418,7 @@ class DnsServer:
 
     # ---- UDP -----------------------------------------------------------------------------
 
-    def _on_udp(self, data: bytes, addr: tuple) -> None:
+    def _on_udp(self, data: bytes, addr: tuple[Any, ...]) -> None:
         started = time.perf_counter()
         out = self._prepare(data, True, started)
         if out is None:
@@ -433,11 +434,11 @@ class DnsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _send_udp(self, wire: bytes, addr: tuple) -> None:
+    def _send_udp(self, wire: bytes, addr: tuple[Any, ...]) -> None:
         if self._udp is not None and not self._udp.is_closing():
             self._udp.sendto(wire, addr)
 
-    async def _forward_udp(self, fwd: _Forward, addr: tuple) -> None:
+    async def _forward_udp(self, fwd: _Forward, addr: tuple[Any, ...]) -> None:
         try:
             wire = await self._complete(fwd)
         except Exception:
@@ -650,14 +651,20 @@ class DnsServer:
         except dns.exception.TooBig:
             return self._truncated(query, answer.rcode), "truncated"
 
-    def _truncated(self, query: dns.message.Message, rcode: int) -> bytes:
+    def _truncated(self, query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:
         response = dns.message.make_response(query, recursion_available=True, our_payload=OUR_PAYLOAD)
         response.flags |= dns.flags.TC
         response.set_rcode(rcode)
         return response.to_wire()
 
     def _reply(
-        self, query: dns.message.Message, rcode: int, result: str, qtype: str, limit: int, started: float
+        self,
+        query: dns.message.Message,
+        rcode: dns.rcode.Rcode,
+        result: str,
+        qtype: str,
+        limit: int,
+        started: float,
     ) -> bytes:
         response = dns.message.make_response(query, recursion_available=True, our_payload=OUR_PAYLOAD)
         response.set_rcode(rcode)
@@ -710,7 +717,7 @@ class DnsServer:
             else:
                 response = dns.message.make_response(fwd.query, recursion_available=True)
                 response.flags |= dns.flags.TC
-                response.set_rcode(resp[3] & 0x0F)
+                response.set_rcode(dns.rcode.Rcode(resp[3] & 0x0F))
                 wire = response.to_wire()
             self.metrics.query(fwd.qtype, "truncated", time.perf_counter() - fwd.started)
             return wire

@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -50,6 +50,12 @@ POLICY_KINDS = ("ResourceQuota", "LimitRange", "NetworkPolicy")
 TOKEN_SECONDS = 365 * 24 * 3600
 
 
+class ClusterMeta(TypedDict, total=False):
+    """cluster.json: what this driver keeps about a cluster between commands."""
+
+    apiPort: int  # the API server's port on loopback, kept across restarts while it is free
+
+
 def state_dir(name: str, namespace: str) -> Path:
     return vnest_home() / "clusters" / namespace / name
 
@@ -63,11 +69,12 @@ class ProcessDriver(Driver):
     def _procs(self, t: Target) -> ProcessDir:
         return ProcessDir(self._dir(t))
 
-    def _meta(self, t: Target) -> dict[str, Any]:
+    def _meta(self, t: Target) -> ClusterMeta:
         try:
-            return json.loads((self._dir(t) / "cluster.json").read_text())
+            meta: ClusterMeta = json.loads((self._dir(t) / "cluster.json").read_text())
         except (OSError, ValueError):
             return {}
+        return meta
 
     async def install(self, t: Target, manifests: list[Obj], values: dict[str, Any]) -> None:
         folder = self._dir(t)
@@ -177,10 +184,12 @@ class ProcessDriver(Driver):
         )
 
     def _status_file(self, t: Target) -> dict[str, Any]:
+        """What the control plane last wrote (vnest.controlplane.run.ControlPlane.write_status)."""
         try:
-            return json.loads((self._dir(t) / "data" / "status.json").read_text())
+            status: dict[str, Any] = json.loads((self._dir(t) / "data" / "status.json").read_text())
         except (OSError, ValueError):
             return {}
+        return status
 
     async def wait_ready(self, t: Target, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import signal
@@ -108,14 +109,14 @@ class Forwarder:
                 sock.bind((address, item["port"]))
                 clients = [ipaddress.ip_network(c) for c in item.get("clients", [])]
                 server = await asyncio.start_server(
-                    lambda r, w, t=target, c=clients: self._tcp(r, w, t, c), sock=sock, limit=CHUNK
+                    functools.partial(self._tcp, target=target, clients=clients), sock=sock, limit=CHUNK
                 )
                 self.servers.append(server)
             else:
                 sock = self._socket_in_hub(socket.SOCK_DGRAM)
                 sock.bind((address, item["port"]))
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda t=target: _UdpListener(t), sock=sock
+                    functools.partial(_UdpListener, target), sock=sock
                 )
                 self.transports.append(transport)
             _log.debug(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -38,7 +39,8 @@ import dns.rdatatype
 import httpx
 import yaml
 
-from vnest import binaries, kubeconfig, log, naming, pki
+from vnest import binaries, certs, kubeconfig, log, naming
+from vnest.controlplane import commands
 from vnest.errors import VnestError
 from vnest.host import kwok, netns
 from vnest.host import nodes as real_nodes
@@ -229,6 +231,10 @@ def hub_dns_endpoints() -> dict[str, Any]:
     }
 
 
+def _port_free(port: int) -> bool:
+    return not port_in_use(port)
+
+
 def _pause_image() -> str:
     from vnest.host import images
 
@@ -394,9 +400,10 @@ class LocalHost:
             return runtime
         if asked not in RUNTIMES:
             raise VnestError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {asked!r}")
-        if asked == "containerd" and (why := real_nodes.runtime_unavailable()):
+        if asked == "containerd" and (unavailable := real_nodes.runtime_unavailable()):
             raise VnestError(
-                f"--runtime containerd is not possible on this machine: {why}", hint="use --runtime kwok"
+                f"--runtime containerd is not possible on this machine: {unavailable}",
+                hint="use --runtime kwok",
             )
         if state is not None and state.runtime != asked:
             raise VnestError(
@@ -500,9 +507,9 @@ class LocalHost:
         if (self.pki_dir / "ca.crt").exists():
             return
         d = self.pki_dir
-        ca = pki.new_ca("vnest-host-ca")
+        ca = certs.new_ca("vnest-host-ca")
         ca.write(d, "ca")
-        pki.issue(
+        certs.issue(
             ca,
             "kube-apiserver",
             dns_names=(
@@ -516,15 +523,15 @@ class LocalHost:
             ips=("127.0.0.1", KUBERNETES_SERVICE_IP, netns.HUB_IP),
             server=True,
         ).write(d, "apiserver")
-        pki.issue(ca, "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True).write(
-            d, "apiserver-kubelet-client"
-        )
-        pki.issue(ca, "kwok", dns_names=("localhost",), ips=("127.0.0.1",), server=True).write(
+        certs.issue(
+            ca, "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True
+        ).write(d, "apiserver-kubelet-client")
+        certs.issue(ca, "kwok", dns_names=("localhost",), ips=("127.0.0.1",), server=True).write(
             d, "kwok-serving"
         )
-        sa = pki.new_key()
-        pki.write_private(d / "sa.key", pki.key_pem(sa))
-        pki.write_private(d / "sa.pub", pki.public_key_pem(sa))
+        sa = certs.new_key()
+        certs.write_private(d / "sa.key", certs.key_pem(sa))
+        certs.write_private(d / "sa.pub", certs.public_key_pem(sa))
         # One client identity per component, as kubeadm gives them.
         clients = {
             "admin": ("kubernetes-admin", ("system:masters",)),
@@ -533,11 +540,11 @@ class LocalHost:
             "kwok": ("kwok-controller", ("system:masters",)),
         }
         for stem, (cn, orgs) in clients.items():
-            pki.issue(ca, cn, organizations=orgs, client=True).write(d, stem)
+            certs.issue(ca, cn, organizations=orgs, client=True).write(d, stem)
 
     def _component_kubeconfig(self, stem: str, port: int) -> Path:
         ca = (self.pki_dir / "ca.crt").read_bytes()
-        client = pki.CertKey.read(self.pki_dir, stem)
+        client = certs.CertKey.read(self.pki_dir, stem)
         config = kubeconfig.build(CONTEXT, f"https://127.0.0.1:{port}", ca, client.cert_pem, client.key_pem)
         path = self.admin_kubeconfig if stem == "admin" else self.root / f"{stem}.kubeconfig"
         kubeconfig.save(path, config)
@@ -572,55 +579,43 @@ class LocalHost:
         self.procs.start(
             "kube-apiserver",
             [
-                bins.kube_apiserver,
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports.apiserver}",
-                f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--tls-cert-file={p / 'apiserver.crt'}",
-                f"--tls-private-key-file={p / 'apiserver.key'}",
-                f"--client-ca-file={p / 'ca.crt'}",
-                f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-                f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-                "--kubelet-preferred-address-types=InternalIP",
-                f"--service-account-key-file={p / 'sa.pub'}",
-                f"--service-account-signing-key-file={p / 'sa.key'}",
-                f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
-                "--allow-privileged=true",
-                "--profiling=false",
-                *(self._real_apiserver_flags() if real else self._kwok_apiserver_flags()),
+                *commands.kube_apiserver(
+                    bins.kube_apiserver,
+                    p,
+                    bind_address="127.0.0.1",
+                    # Real nodes' pods reach the API server at the hub (default/kubernetes).
+                    advertise_address=netns.HUB_IP if real else "127.0.0.1",
+                    secure_port=ports.apiserver,
+                    etcd_servers=f"http://127.0.0.1:{ports.etcd}",
+                    service_cidr=SERVICE_CIDR,
+                    cluster_domain=CLUSTER_DOMAIN,
+                    authorization_mode="Node,RBAC" if real else "RBAC",
+                    # KWOK: loopback may not be an Endpoints address, so nothing would
+                    # reconcile default/kubernetes; no KWOK pod dials it anyway.
+                    reconcile_kubernetes_endpoints=real,
+                ),
+                *(self._real_apiserver_flags() if real else []),
             ],
             env=env,
         )
         self._wait_http(
             "kube-apiserver", f"https://127.0.0.1:{ports.apiserver}/readyz", wait, progress, client=True
         )
-        common = ["--bind-address=127.0.0.1", "--leader-elect=false", "--profiling=false"]
-
-        def kubeconfig_flags(stem: str) -> list[str]:
-            path = self._component_kubeconfig(stem, ports.apiserver)
-            return [
-                f"--kubeconfig={path}",
-                f"--authentication-kubeconfig={path}",
-                f"--authorization-kubeconfig={path}",
-            ]
-
         self._component_kubeconfig("admin", ports.apiserver)
         self.procs.start(
             "kube-controller-manager",
             [
-                bins.kube_controller_manager,
-                *common,
-                *kubeconfig_flags("controller-manager"),
-                f"--secure-port={ports.controller_manager}",
+                *commands.kube_controller_manager(
+                    bins.kube_controller_manager,
+                    p,
+                    kubeconfig=self._component_kubeconfig("controller-manager", ports.apiserver),
+                    secure_port=ports.controller_manager,
+                    service_cidr=SERVICE_CIDR,
+                ),
                 f"--cert-dir={self.root / 'controller-manager-certs'}",
-                f"--root-ca-file={p / 'ca.crt'}",
-                f"--service-account-private-key-file={p / 'sa.key'}",
-                "--use-service-account-credentials=true",
                 "--allocate-node-cidrs=true",
                 f"--cluster-cidr={POD_CIDR}",
                 "--node-cidr-mask-size=24",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--cluster-name={CONTEXT}",
             ],
             env=env,
@@ -628,10 +623,11 @@ class LocalHost:
         self.procs.start(
             "kube-scheduler",
             [
-                bins.kube_scheduler,
-                *common,
-                *kubeconfig_flags("scheduler"),
-                f"--secure-port={ports.scheduler}",
+                *commands.kube_scheduler(
+                    bins.kube_scheduler,
+                    kubeconfig=self._component_kubeconfig("scheduler", ports.apiserver),
+                    secure_port=ports.scheduler,
+                ),
                 f"--cert-dir={self.root / 'scheduler-certs'}",
             ],
             env=env,
@@ -673,18 +669,8 @@ class LocalHost:
                 env=env,
             )
 
-    def _kwok_apiserver_flags(self) -> list[str]:
-        return [
-            "--advertise-address=127.0.0.1",
-            "--authorization-mode=RBAC",
-            # Loopback may not be an Endpoints address, so nothing would
-            # reconcile default/kubernetes; no KWOK pod dials it anyway.
-            "--endpoint-reconciler-type=none",
-        ]
-
     def _real_apiserver_flags(self) -> list[str]:
-        """Pods reach the API server at the hub (default/kubernetes), and it reaches the nodes
-        and pods through the forwarder's egress proxy."""
+        """The API server reaches the nodes and pods through the forwarder's egress proxy."""
         egress = self.root / "egress-selector.yaml"
         egress.write_text(
             yaml.safe_dump(
@@ -704,8 +690,6 @@ class LocalHost:
             )
         )
         return [
-            f"--advertise-address={netns.HUB_IP}",
-            "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             f"--egress-selector-config-file={egress}",
             # Webhooks and aggregated APIs by their endpoints, which the egress proxy reaches;
@@ -811,7 +795,7 @@ class LocalHost:
     def _ensure_real_nodes(self, state: HostState, wait: float) -> None:
         wanted = node_names(state.nodes)
         existing = {n["name"] for n in self.nodes()}
-        ca = pki.CertKey.read(self.pki_dir, "ca")
+        ca = certs.CertKey.read(self.pki_dir, "ca")
         kube = binaries.ensure().kube
         for node in self._real_nodes(state):
             spec = node.spec
@@ -899,7 +883,7 @@ class LocalHost:
         stopped, left = self._stop_everything(state)
         if state is not None:
             for name, port in state.ports.named().items():
-                wait_until(lambda p=port: not port_in_use(p), 10, f"{name} to free port {port}")
+                wait_until(functools.partial(_port_free, port), 10, f"{name} to free port {port}")
             dns_port = state.ports.dns
             wait_until(lambda: not udp_port_in_use(dns_port), 10, f"coredns to free UDP port {dns_port}")
             path = Path(state.kubeconfig)

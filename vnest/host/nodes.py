@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from vnest import kubeconfig, log, pki
+from vnest import certs, kubeconfig, log
 from vnest.host import cgroups, netns
 from vnest.procs import ProcessDir, wait_until
 
@@ -267,7 +267,7 @@ class RealNode:
 
     # ---- start -----------------------------------------------------------------
 
-    def write_files(self, host_pki: Path, ca: pki.CertKey) -> None:
+    def write_files(self, host_pki: Path, ca: certs.CertKey) -> None:
         s = self.spec
         f = s.folder
         for sub in ("pki", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "containerd", "containerd-opt"):
@@ -280,15 +280,15 @@ class RealNode:
         (f / "cni" / "net.d" / "10-vnest.conflist").write_text(json.dumps(s.cni_config(), indent=2) + "\n")
         (f / "resolv.conf").write_text(f"nameserver {netns.HUB_IP}\n")
         if not (f / "pki" / "kubelet.crt").exists():
-            pki.issue(ca, s.name, dns_names=(s.name,), ips=(s.ip,), server=True).write(f / "pki", "kubelet")
+            certs.issue(ca, s.name, dns_names=(s.name,), ips=(s.ip,), server=True).write(f / "pki", "kubelet")
         server = f"https://{netns.HUB_IP}:{s.apiserver_port}"
         for stem, cn, orgs in (
             ("kubelet", f"system:node:{s.name}", ("system:nodes",)),
             ("kube-proxy", "system:kube-proxy", ()),
         ):
             if not (f / "pki" / f"{stem}-client.crt").exists():
-                pki.issue(ca, cn, organizations=orgs, client=True).write(f / "pki", f"{stem}-client")
-            client = pki.CertKey.read(f / "pki", f"{stem}-client")
+                certs.issue(ca, cn, organizations=orgs, client=True).write(f / "pki", f"{stem}-client")
+            client = certs.CertKey.read(f / "pki", f"{stem}-client")
             config = kubeconfig.build("vnest-host", server, ca.cert_pem, client.cert_pem, client.key_pem)
             kubeconfig.save(f / f"{stem}.kubeconfig", config)
         (f / "kubelet.yaml").write_text(

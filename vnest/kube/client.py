@@ -16,12 +16,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from vnest.errors import VnestError
+
+if TYPE_CHECKING:
+    from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
 Obj = dict[str, Any]
 
@@ -127,12 +130,13 @@ class HostConnection:
         # about 0.3 s (all its models), which the CLI would pay on `--help` and usage errors too.
         from lightkube.config.client_adapter import verify_cluster
         from lightkube.config.kubeconfig import KubeConfig
+        from lightkube.config.models import User
 
-        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        single = config.get(context)
+        single = _context(KubeConfig.from_file(path) if path else KubeConfig.from_env(), context)
         url = urlsplit(single.cluster.server)
-        ctx = verify_cluster(single.cluster, single.user, single.abs_file)
         user = single.user
+        # A context without a user: the cluster's CA only, no client certificate.
+        ctx = verify_cluster(single.cluster, user or User(), single.abs_file)
         token: Callable[[], str] | None = None
         if user is not None and user.token_file:
             token_file = Path(single.abs_file(user.token_file))
@@ -141,6 +145,14 @@ class HostConnection:
             fixed = user.token
             token = lambda: fixed  # noqa: E731
         return cls(url.hostname or "127.0.0.1", url.port or 443, ctx, token)
+
+
+def _context(config: KubeConfig, context: str | None) -> SingleConfig:
+    """The named (or current) context; lightkube's get() raises rather than return None here."""
+    single = config.get(context)
+    if single is None:
+        raise VnestError(f"kubeconfig context {context or '(current)'} not found")
+    return single
 
 
 class ApiError(VnestError):
@@ -205,8 +217,7 @@ class KubeClient:
         from lightkube.config.kubeconfig import KubeConfig
 
         try:
-            config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-            single = config.get(context)
+            single = _context(KubeConfig.from_file(path) if path else KubeConfig.from_env(), context)
         except Exception as e:  # lightkube raises several kinds for bad files
             raise VnestError(
                 f"cannot use kubeconfig {path or ''} context {context or '(current)'}: {e}"
@@ -220,7 +231,7 @@ class KubeClient:
         from lightkube.config.client_adapter import ConnectionParams
         from lightkube.config.kubeconfig import KubeConfig
 
-        single = KubeConfig.from_dict(kubeconfig).get(context)
+        single = _context(KubeConfig.from_dict(kubeconfig), context)
         params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
         return cls(_lightkube_async_client(single, params), context=single.context_name)
 
@@ -278,7 +289,8 @@ class KubeClient:
 
     async def list(self, kind: str, namespace: str | None = None, label_selector: str = "") -> list[Obj]:
         params = {"labelSelector": label_selector} if label_selector else None
-        items = (await self.request("GET", resource_of(kind).path(namespace), params=params))["items"]
+        found = await self.request("GET", resource_of(kind).path(namespace), params=params)
+        items: list[Obj] = found["items"]
         for item in items:  # list items carry no kind of their own
             item.setdefault("kind", kind)
         return items

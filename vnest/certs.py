@@ -1,4 +1,7 @@
-"""Certificates and keys for Kubernetes control planes, made with `cryptography`.
+"""Certificate and key primitives, made with `cryptography`: CAs, leaf certificates, PEM files.
+
+The sets each cluster needs are built from them elsewhere: the virtual cluster's PKI in
+vnest.controlplane.pki, the local host's in vnest.host.local, its nodes' in vnest.host.nodes.
 
 ECDSA P-256 throughout: every Kubernetes component accepts it, and a key takes
 microseconds to generate where RSA-2048 takes tens of milliseconds.
@@ -57,11 +60,16 @@ class CertKey:
         return crt, key
 
     @classmethod
-    def read(cls, folder: Path, stem: str) -> CertKey:
-        cert = x509.load_pem_x509_certificate((folder / f"{stem}.crt").read_bytes())
-        key = serialization.load_pem_private_key((folder / f"{stem}.key").read_bytes(), None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertKey:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"expected an ECDSA P-256 key, not {type(key).__name__}")
         return cls(cert, key)
+
+    @classmethod
+    def read(cls, folder: Path, stem: str) -> CertKey:
+        return cls.from_pem((folder / f"{stem}.crt").read_bytes(), (folder / f"{stem}.key").read_bytes())
 
 
 def write_private(path: Path, data: bytes) -> None:
