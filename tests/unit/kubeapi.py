@@ -111,6 +111,8 @@ REASONS = {
     500: "InternalError",
     503: "ServiceUnavailable",
 }
+# What a write to an object leaves as it was: the API server's to set.
+SYSTEM_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 NO_ROUTE = "the server could not find the requested resource"
 GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # as the API server's generateName suffixes
 
@@ -658,18 +660,23 @@ class FakeApiServer:
     def _serve(
         self, method: str, route: Route, query: dict[str, str], body: Any, content_type: str
     ) -> httpx.Response:
+        not_allowed = Refused(
+            405, f"the server does not allow this method on the requested resource: {method}"
+        )
         if route.kind.namespaced and not route.namespace and method != "GET":
-            raise Refused(405, f"the server does not allow this method on the requested resource: {method}")
+            raise not_allowed
+        if route.subresource in ("binding", "token"):
+            if method != "POST":
+                raise not_allowed
+            return _answer(
+                201, self._bind(route, body) if route.subresource == "binding" else self._token(route, body)
+            )
         if method == "GET" and not route.name:
             if query.get("watch") in ("1", "true"):
                 return self._watch(route, query)
             return _answer(200, self._list(route, query))
         if method == "GET":
             return _answer(200, self._out(route, self._existing(route)))
-        if method == "POST" and route.subresource == "binding":
-            return _answer(201, self._bind(route, body))
-        if method == "POST" and route.subresource == "token":
-            return _answer(201, self._token(route, body))
         if method == "POST" and not route.name:
             return _answer(201, self._out(route, self._create(route, body)))
         if method == "PUT" and route.name:
@@ -679,7 +686,7 @@ class FakeApiServer:
             return _answer(code, self._out(route, obj))
         if method == "DELETE" and route.name and not route.subresource:
             return _answer(200, self._out(route, self._delete(route, body, query)))
-        raise Refused(405, f"the server does not allow this method on the requested resource: {method}")
+        raise not_allowed
 
     def _out(self, route: Route, obj: Obj) -> Obj:
         out = copy.deepcopy(obj)
@@ -942,13 +949,7 @@ class FakeApiServer:
         else:
             out = proposed
             meta, have = out["metadata"], current["metadata"]
-            for system in (
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ):
+            for system in SYSTEM_FIELDS:
                 meta.pop(system, None)
                 if system in have:
                     meta[system] = have[system]

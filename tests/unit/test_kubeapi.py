@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.unit.kubeapi import FakeApiServer, namespace_object
-from vnest.kube.client import ApiError, KubeClient, Obj, resource_of
+from vnest.kube.client import ApiError, KubeClient, Obj, Resource, resource_of
 from vnest.syncer.informer import Informer
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -249,6 +249,13 @@ def test_patches(virtual_api: FakeApiServer) -> None:
             {"name": "app", "image": "nginx:2"},
             {"name": "side", "image": "busybox"},
         ]
+        deleted = await kube.request(
+            "PATCH",
+            PODS + "/a",
+            body={"spec": {"containers": [{"name": "side", "$patch": "delete"}]}},
+            content_type="application/strategic-merge-patch+json",
+        )
+        assert deleted["spec"]["containers"] == [{"name": "app", "image": "nginx:2"}]
         replaced = await kube.patch(
             "Pod", "a", {"spec": {"containers": [{"name": "app", "image": "nginx:3"}]}}, "default"
         )
@@ -369,6 +376,7 @@ def test_pod_binding_ephemeral_containers_and_tokens(virtual_api: FakeApiServer)
         assert bound["spec"]["nodeName"] == "n1" and bound["metadata"]["annotations"] == {"seen": "yes"}
         e = await _refused(kube.request("POST", PODS + "/a/binding", body=binding))
         assert e.status == 409 and 'already assigned to node "n1"' in e.detail
+        assert (await _refused(kube.request("PUT", PODS + "/a/binding", body=binding))).status == 405
 
         debug = {"name": "debug", "image": "busybox"}
         added = await kube.request(
@@ -433,6 +441,22 @@ def test_requests_are_recorded_and_failures_injected(virtual_api: FakeApiServer)
     assert [r.method for r in virtual_api.writes()] == ["POST", "POST", "DELETE"]
     assert virtual_api.requests[0].body["metadata"]["name"] == "a"
     assert virtual_api.requests[-1].body["propagationPolicy"] == "Background"
+
+
+def test_a_kind_served_by_the_test(virtual_api: FakeApiServer) -> None:
+    leases = Resource("coordination.k8s.io/v1", "leases")
+    path = leases.path("default")
+
+    async def scenario(kube: KubeClient) -> None:
+        assert (await _refused(kube.request("GET", path))).status == 404
+        virtual_api.serve("Lease", leases)
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}}
+        made = await kube.request("POST", path, body=lease)
+        assert made["kind"] == "Lease" and made["metadata"]["namespace"] == "default"
+        assert (await kube.request("GET", path))["items"][0]["metadata"]["name"] == "l"
+        assert (await _refused(kube.request("GET", path + "/l/binding"))).status == 404
+
+    _run(_with_client(virtual_api, scenario))
 
 
 def test_seeded_objects_keep_their_uid_and_status(virtual_api: FakeApiServer) -> None:
