@@ -1,7 +1,7 @@
 """Cluster-scoped sync without a cluster: names, translations, ownership and the from-host copies.
 
-Syncers are built on a SyncContext whose clients are fakes recording what would be sent;
-their informers are never run, the tests fill the caches themselves.
+Syncers are built on a SyncContext whose clients talk to in-memory API servers (tests/unit/kubeapi.py),
+which record what is sent; their informers are never run, the tests fill the caches themselves.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeClient, FakeSyncContext
+from tests.unit.kubeapi import FakeApiServer, namespace_object
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError
-from vnest.kube.client import ApiError, resource_of
+from vnest.kube.client import resource_of
 from vnest.syncer.clusterscoped import cluster_selector, owns_cluster_object, same
 from vnest.syncer.engine import SyncContext, hashed_label_key
 from vnest.syncer.fromhost import (
     LABEL_FROM_HOST,
     IngressClassesFromHost,
     PriorityClassesFromHost,
-    RuntimeClassesFromHost,
     StorageClassesFromHost,
     from_host_enabled,
     selector_string,
@@ -43,12 +42,23 @@ def _values(*sets: str) -> dict:
     return to_values(load_config([], list(sets)))
 
 
-def _ctx(*sets: str, name: str = NAME, namespace: str = NS) -> FakeSyncContext:
-    return FakeSyncContext(name, namespace, FakeClient(), FakeClient(), _values(*sets))
+def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer | None = None) -> SyncContext:
+    """The one place contexts are made: clients of the given API servers, else of fresh ones."""
+    virtual = virtual or FakeApiServer("virtual")
+    host = host or FakeApiServer("host")
+    if host.get("Namespace", NS) is None:
+        host.seed(namespace_object(NS))
+    return SyncContext(NAME, NS, virtual.client(), host.client(), _values(*sets))
 
 
 def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def _last(server: FakeApiServer) -> tuple[str, str, Any]:
+    """The last request the server got: method, path and body."""
+    request = server.requests[-1]
+    return request.method, request.path, request.body
 
 
 def _obj(kind: str, name: str, uid: str = "", labels: dict | None = None, **fields) -> dict:
@@ -250,48 +260,52 @@ def test_pvcs_name_the_host_copy_of_their_class_when_classes_sync():
     assert off.translate(_pvc(storageClassName="fast"))["spec"]["storageClassName"] == "fast"
 
 
-def test_update_rewrites_only_what_differs_and_recreates_for_immutable_fields():
-    ctx = _ctx("sync.toHost.storageClasses.enabled=true")
+def test_update_rewrites_only_what_differs_and_recreates_for_immutable_fields(host_api):
+    ctx = _ctx("sync.toHost.storageClasses.enabled=true", host=host_api)
     syncer = StorageClassSyncer(ctx)
     vobj = _obj(
         "StorageClass", "fast", provisioner="p", reclaimPolicy="Delete", volumeBindingMode="Immediate"
     )
     desired = syncer.translate(vobj)
     hobj = copy.deepcopy(desired)
-    hobj["metadata"].update(uid="h1", resourceVersion="7")
+    hobj["metadata"]["uid"] = "h1"
+    hobj = host_api.seed(hobj)
     _run(syncer.update_host(vobj, hobj, syncer.translate(vobj)))
-    assert ctx.host.calls == []
+    assert host_api.requests == []
 
     changed = syncer.translate({**vobj, "allowVolumeExpansion": True})
     _run(syncer.update_host(vobj, hobj, changed))
-    method, path, body = ctx.host.calls[-1]
+    method, path, body = _last(host_api)
     assert (method, path) == ("PUT", "/apis/storage.k8s.io/v1/storageclasses/vnest-fast-x-team-host-x-vc")
-    assert body["allowVolumeExpansion"] is True and body["metadata"]["resourceVersion"] == "7"
+    assert body["allowVolumeExpansion"] is True
+    assert body["metadata"]["resourceVersion"] == hobj["metadata"]["resourceVersion"]
+    assert host_api.get("StorageClass", "vnest-fast-x-team-host-x-vc")["allowVolumeExpansion"] is True
 
     _run(syncer.update_host(vobj, hobj, syncer.translate({**vobj, "provisioner": "other"})))
-    method, path, body = ctx.host.calls[-1]
+    method, path, body = _last(host_api)
     assert method == "DELETE" and body["preconditions"] == {"uid": "h1"}
+    assert host_api.get("StorageClass", "vnest-fast-x-team-host-x-vc") is None
 
 
-def test_a_host_object_not_ours_is_left_alone_and_reported():
-    ctx = _ctx("sync.toHost.storageClasses.enabled=true")
+def test_a_host_object_not_ours_is_left_alone_and_reported(virtual_api, host_api):
+    ctx = _ctx("sync.toHost.storageClasses.enabled=true", virtual=virtual_api, host=host_api)
     syncer = StorageClassSyncer(ctx)
     vobj = _obj("StorageClass", "fast", provisioner="p")
-    path = "/apis/storage.k8s.io/v1/storageclasses"
-    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")
-    # Another virtual cluster of the same name, in another host namespace, made it.
-    theirs = _obj(
-        "StorageClass",
-        "vnest-fast-x-team-host-x-vc",
-        labels={naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "elsewhere"},
+    # Another virtual cluster of the same name, in another host namespace, made it: our create gets a 409.
+    theirs = host_api.seed(
+        _obj(
+            "StorageClass",
+            "vnest-fast-x-team-host-x-vc",
+            labels={naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "elsewhere"},
+        )
     )
-    ctx.host.objects[f"{path}/vnest-fast-x-team-host-x-vc"] = theirs
     assert _run(syncer.create_host(vobj, syncer.translate(vobj))) is None
     _run(syncer.delete_host(theirs))
-    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]
-    events = ctx.virtual.calls
-    assert len(events) == 1 and events[0][2]["reason"] == "SyncError"
-    assert events[0][2]["involvedObject"]["name"] == "fast"
+    assert [r.method for r in host_api.requests] == ["POST", "GET"]
+    assert host_api.get("StorageClass", "vnest-fast-x-team-host-x-vc") == theirs
+    events = virtual_api.requests
+    assert len(events) == 1 and events[0].body["reason"] == "SyncError"
+    assert events[0].body["involvedObject"]["name"] == "fast"
 
 
 # ---- PersistentVolumes ---------------------------------------------------------------------
@@ -360,10 +374,10 @@ async def _with_loop(fn):
     return fn()  # handlers queue keys, which needs a running loop
 
 
-def test_pv_status_comes_back_with_the_claim_in_virtual_names():
-    ctx = _ctx("sync.toHost.persistentVolumes.enabled=true")
+def test_pv_status_comes_back_with_the_claim_in_virtual_names(virtual_api):
+    ctx = _ctx("sync.toHost.persistentVolumes.enabled=true", virtual=virtual_api)
     syncer = PersistentVolumeSyncer(ctx)
-    vpv = _pv("share")
+    vpv = virtual_api.seed(_pv("share"))
     hpvc = {
         "kind": "PersistentVolumeClaim",
         "metadata": {
@@ -383,17 +397,20 @@ def test_pv_status_comes_back_with_the_claim_in_virtual_names():
     hpv = _host_copy(ctx, "PersistentVolume", vpv, spec=copy.deepcopy(vpv["spec"]), status={"phase": "Bound"})
     hpv["spec"]["claimRef"] = {"namespace": NS, "name": "data-x-shop-x-vc", "uid": "host-claim"}
     _run(syncer.status_back(vpv, hpv))
-    (m1, p1, spec_put), (m2, p2, status_put) = ctx.virtual.calls
+    (m1, p1, spec_put), (m2, p2, status_put) = [(r.method, r.path, r.body) for r in virtual_api.requests]
     assert (m1, p1) == ("PUT", "/api/v1/persistentvolumes/share")
-    assert spec_put["spec"]["claimRef"] == {
+    claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "namespace": "shop",
         "name": "data",
         "uid": "c1",
     }
+    assert spec_put["spec"]["claimRef"] == claim
     assert (m2, p2) == ("PUT", "/api/v1/persistentvolumes/share/status")
     assert status_put["status"] == {"phase": "Bound"}
+    stored = virtual_api.get("PersistentVolume", "share")
+    assert stored["spec"]["claimRef"] == claim and stored["status"] == {"phase": "Bound"}
     # A claim of another tenant (not ours) is never told.
     syncer.host_claims.store[f"{NS}/data-x-shop-x-vc"]["metadata"]["labels"] = {
         naming.LABEL_MANAGED_BY: "other"
@@ -492,14 +509,12 @@ def test_selector_config_is_checked():
     assert "matchExpressions[0].values: required with operator In" in str(err.value)
 
 
-def _from_host(syncer_class, *sets: str):
-    ctx = _ctx(*sets)
-    syncer = syncer_class(ctx)
-    return ctx, syncer
+def _from_host(syncer_class, *sets: str, virtual: FakeApiServer | None = None):
+    return syncer_class(_ctx(*sets, virtual=virtual))
 
 
 def test_from_host_copy_carries_the_host_fields_and_our_labels():
-    _, syncer = _from_host(StorageClassesFromHost, "sync.fromHost.storageClasses.enabled=true")
+    syncer = _from_host(StorageClassesFromHost, "sync.fromHost.storageClasses.enabled=true")
     hobj = _obj("StorageClass", "standard", labels={"tier": "std", "vnest.io/x": "y"}, provisioner="p")
     hobj["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
     want = syncer.desired(hobj)
@@ -511,17 +526,19 @@ def test_from_host_copy_carries_the_host_fields_and_our_labels():
     assert want["provisioner"] == "p"
 
 
-def test_from_host_reconcile_creates_reverts_and_deletes():
-    ctx, syncer = _from_host(PriorityClassesFromHost, "sync.fromHost.priorityClasses.enabled=true")
+def test_from_host_reconcile_creates_reverts_and_deletes(virtual_api):
+    syncer = _from_host(
+        PriorityClassesFromHost, "sync.fromHost.priorityClasses.enabled=true", virtual=virtual_api
+    )
     assert syncer.host is not None and syncer.virtual is not None
     hobj = _obj("PriorityClass", "batch", labels={"tier": "b"}, value=100, description="host's")
     syncer.host.store["batch"] = hobj
-    calls = ctx.virtual.calls
+    calls = virtual_api.requests
 
     _run(syncer.reconcile("batch"))
-    assert calls[-1][0:2] == ("POST", "/apis/scheduling.k8s.io/v1/priorityclasses")
-    made = copy.deepcopy(calls[-1][2])
-    made["metadata"].update(uid="v1", resourceVersion="3")
+    assert (calls[-1].method, calls[-1].path) == ("POST", "/apis/scheduling.k8s.io/v1/priorityclasses")
+    made = virtual_api.get("PriorityClass", "batch")
+    assert made is not None
 
     # In line with the host: nothing to do.
     syncer.virtual.store["batch"] = made
@@ -532,53 +549,70 @@ def test_from_host_reconcile_creates_reverts_and_deletes():
     edited = copy.deepcopy(made)
     edited["description"] = "mine now"
     edited["metadata"]["labels"]["extra"] = "1"
-    syncer.virtual.store["batch"] = edited
+    syncer.virtual.store["batch"] = edited = virtual_api.seed(edited)  # the tenant's write
     _run(syncer.reconcile("batch"))
-    method, path, body = calls[-1]
+    method, path, body = _last(virtual_api)
     assert (method, path) == ("PUT", "/apis/scheduling.k8s.io/v1/priorityclasses/batch")
     assert body["description"] == "host's" and "extra" not in body["metadata"]["labels"]
-    assert body["metadata"]["resourceVersion"] == "3"
+    assert body["metadata"]["resourceVersion"] == edited["metadata"]["resourceVersion"]
 
-    # The host's value changed (a new object): the copy is made again.
-    syncer.virtual.store["batch"] = made
+    # The host's value changed (a new object): the copy is deleted, and made again when its
+    # DELETED event comes back.
+    syncer.virtual.store["batch"] = virtual_api.get("PriorityClass", "batch")
     syncer.host.store["batch"] = {**hobj, "value": 200}
     _run(syncer.reconcile("batch"))
-    assert calls[-1][0] == "DELETE" and calls[-1][2]["preconditions"] == {"uid": "v1"}
+    method, _, body = _last(virtual_api)
+    assert method == "DELETE" and body["preconditions"] == {"uid": made["metadata"]["uid"]}
+    del syncer.virtual.store["batch"]
+    _run(syncer.reconcile("batch"))
+    assert calls[-1].method == "POST" and virtual_api.get("PriorityClass", "batch")["value"] == 200
 
     # The host object gone: so goes the copy.
+    syncer.virtual.store["batch"] = virtual_api.get("PriorityClass", "batch")
     del syncer.host.store["batch"]
     _run(syncer.reconcile("batch"))
-    assert calls[-1][0] == "DELETE"
+    assert calls[-1].method == "DELETE"
+    assert virtual_api.get("PriorityClass", "batch") is None
 
 
-def test_from_host_never_touches_a_tenants_object_of_the_same_name():
-    ctx, syncer = _from_host(IngressClassesFromHost, "sync.fromHost.ingressClasses.enabled=true")
+def test_from_host_never_touches_a_tenants_object_of_the_same_name(virtual_api):
+    syncer = _from_host(
+        IngressClassesFromHost, "sync.fromHost.ingressClasses.enabled=true", virtual=virtual_api
+    )
     assert syncer.host is not None and syncer.virtual is not None
     syncer.host.store["nginx"] = _obj("IngressClass", "nginx", spec={"controller": "k8s.io/ingress-nginx"})
-    syncer.virtual.store["nginx"] = _obj("IngressClass", "nginx", spec={"controller": "example.com/mine"})
+    tenants = virtual_api.seed(_obj("IngressClass", "nginx", spec={"controller": "example.com/mine"}))
+    syncer.virtual.store["nginx"] = tenants
     _run(syncer.reconcile("nginx"))
     _run(syncer.reconcile("nginx"))
-    calls = ctx.virtual.calls
+    calls = virtual_api.requests
     assert len(calls) == 1  # one event, no change
-    assert calls[0][0] == "POST" and calls[0][2]["kind"] == "Event" and calls[0][2]["reason"] == "SyncError"
+    assert (
+        calls[0].method == "POST"
+        and calls[0].body["kind"] == "Event"
+        and calls[0].body["reason"] == "SyncError"
+    )
     # Nor is it deleted when the host object goes.
     del syncer.host.store["nginx"]
     _run(syncer.reconcile("nginx"))
     assert len(calls) == 1
+    assert virtual_api.get("IngressClass", "nginx") == tenants
 
 
-def test_system_priority_classes_stay_the_virtual_clusters_own():
-    ctx, syncer = _from_host(PriorityClassesFromHost, "sync.fromHost.priorityClasses.enabled=true")
+def test_system_priority_classes_stay_the_virtual_clusters_own(virtual_api):
+    syncer = _from_host(
+        PriorityClassesFromHost, "sync.fromHost.priorityClasses.enabled=true", virtual=virtual_api
+    )
     assert syncer.host is not None
     syncer.host.store["system-node-critical"] = _obj(
         "PriorityClass", "system-node-critical", value=2000001000
     )
     _run(syncer.reconcile("system-node-critical"))
-    assert ctx.virtual.calls == []
+    assert virtual_api.requests == []
 
 
-def test_a_kind_turned_off_only_cleans_up_its_copies():
-    ctx = _ctx()
+def test_a_kind_turned_off_only_cleans_up_its_copies(virtual_api):
+    ctx = _ctx(virtual=virtual_api)
     kinds = {s.kind: s for s in syncers(ctx)}
     assert set(kinds) == {
         "FromHostStorageClass",
@@ -587,16 +621,17 @@ def test_a_kind_turned_off_only_cleans_up_its_copies():
         "FromHostPriorityClass",
     }
     syncer = kinds["FromHostRuntimeClass"]
-    assert isinstance(syncer, RuntimeClassesFromHost)
     assert syncer.host is None  # no informer: the chart grants no access
     copy_ = _obj("RuntimeClass", "gvisor", labels={naming.LABEL_MANAGED_BY: NAME, LABEL_FROM_HOST: "true"})
     theirs = _obj("RuntimeClass", "kata", labels={})
-    ctx.virtual.objects = {"/a": copy_, "/b": theirs}
+    virtual_api.seed(copy_)
+    theirs = virtual_api.seed(theirs)
     _run(syncer._clean_up())
-    deletes = [c for c in ctx.virtual.calls if c[0] == "DELETE"]
-    assert [(c[1], c[2]["preconditions"]) for c in deletes] == [
+    deletes = [r for r in virtual_api.requests if r.method == "DELETE"]
+    assert [(r.path, r.body["preconditions"]) for r in deletes] == [
         ("/apis/node.k8s.io/v1/runtimeclasses/gvisor", {"uid": "gvisor-uid"})
     ]
+    assert virtual_api.objects("RuntimeClass") == [theirs]
 
 
 def test_same_treats_empty_as_absent():

@@ -1,7 +1,7 @@
 """sync.toHost.customResources without a cluster: config, the CRD copy, translation, both-way deletion.
 
-Syncers run on a SyncContext whose clients are fakes recording what would be sent; informers
-are never run, the tests fill the caches themselves.
+Syncers run on a SyncContext whose clients talk to in-memory API servers (tests/unit/kubeapi.py),
+which record what is sent; informers are never run, the tests fill the caches themselves.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeClient, FakeSyncContext
+from tests.unit.kubeapi import FakeApiServer, namespace_object
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.errors import UsageError, VnestError
-from vnest.kube.client import ApiError, KubeClient, Resource, register, resource_of
+from vnest.kube.client import Resource, register, resource_of
 from vnest.syncer import customresources as cr
 from vnest.syncer.engine import SyncContext, hashed_label_key
 from vnest.syncer.fromhost import LABEL_FROM_HOST
@@ -65,50 +65,45 @@ def host_crd(scope: str = "Namespaced", status: bool = True) -> dict:
     }
 
 
-class CrdClient(FakeClient):
-    """GETs answer from `objects` by path, or 404; a written CRD comes back Established."""
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        body: dict[str, Any] | None = None,
-        content_type: str = "",
-    ) -> dict[str, Any]:
-        self.calls.append((method, path, copy.deepcopy(body)))
-        if (method, path) in self.fail:
-            raise self.fail[(method, path)]
-        if method == "GET":
-            if path not in self.objects:
-                raise ApiError(404, "NotFound", f"GET {path}: not found")
-            return copy.deepcopy(self.objects[path])
-        if body is not None and body.get("kind") == "CustomResourceDefinition":
-            stored = copy.deepcopy(body)
-            stored["metadata"]["resourceVersion"] = str(len(self.calls))
-            stored["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
-            self.objects[CRD_PATH if method == "POST" else path] = stored
-        return copy.deepcopy(body) if body is not None else {}
-
-    async def get_or_none(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
-        return await KubeClient.get_or_none(self, kind, name, namespace)  # the real one, over request
-
-    async def create(self, obj: dict, namespace: str | None = None) -> dict:
-        ns = namespace or obj["metadata"].get("namespace")
-        return await self.request("POST", resource_of(obj["kind"]).path(ns), body=obj)
-
-
 def _values(*sets: str) -> dict:
     return to_values(load_config([], list(sets)))
 
 
-def _ctx(*sets: str) -> FakeSyncContext:
-    return FakeSyncContext(NAME, NS, CrdClient(), CrdClient(), _values(*sets))
+def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer | None = None) -> SyncContext:
+    """The one place contexts are made: clients of the given API servers, else of fresh ones."""
+    virtual = virtual or FakeApiServer("virtual")
+    host = host or FakeApiServer("host")
+    if host.get("Namespace", NS) is None:
+        host.seed(namespace_object(NS))
+    return SyncContext(NAME, NS, virtual.client(), host.client(), _values(*sets))
 
 
 def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def _calls(server: FakeApiServer) -> list[tuple[str, str, Any]]:
+    """The requests the server got: method, path and body of each."""
+    return [(r.method, r.path, r.body) for r in server.requests]
+
+
+def _config_secret(host: FakeApiServer) -> None:
+    """The cluster's config Secret on the host: the host copies' owner."""
+    meta = {
+        "name": naming.config_secret(NAME),
+        "namespace": NS,
+        "uid": "cfg-uid",
+        "labels": naming.control_plane_labels(NAME, "config"),
+    }
+    host.seed({"apiVersion": "v1", "kind": "Secret", "metadata": meta})
+
+
+def _serve_widgets(virtual: FakeApiServer, host: FakeApiServer, status: bool = True) -> None:
+    """Both servers serve Widgets, as after the syncer's start: the host's CRD, its virtual copy, and the
+    tenant's namespace."""
+    host.seed(host_crd(status=status))
+    virtual.seed(cr.virtual_crd(host_crd(status=status), cr.Key.parse("widgets.example.com"), NAME))
+    virtual.seed(namespace_object("team"))
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -221,33 +216,27 @@ def test_status_subresource_is_read_from_the_chosen_version():
     assert cr.has_status(_version("v1", True, status=False)) is False
 
 
-def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer():
-    ctx = _ctx(f"{KEY}.enabled=true")
-    ctx.host.objects[CRD_PATH] = host_crd()
-    secret_path = resource_of("Secret").path(NS, naming.config_secret(NAME))
-    ctx.host.objects[secret_path] = {
-        "metadata": {
-            "name": naming.config_secret(NAME),
-            "uid": "cfg-uid",
-            "labels": naming.control_plane_labels(NAME, "config"),
-        }
-    }
+def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer(virtual_api, host_api):
+    ctx = _ctx(f"{KEY}.enabled=true", virtual=virtual_api, host=host_api)
+    host_api.seed(host_crd())
+    _config_secret(host_api)
     [syncer] = _run(cr.syncers(ctx))
     assert syncer.kind == "Widget"
     assert syncer.api_version == "example.com/v1"
     assert syncer.status_subresource is True
     assert syncer.owner == {"apiVersion": "v1", "kind": "Secret", "name": "vc-config-vc", "uid": "cfg-uid"}
     assert resource_of("Widget") == Resource("example.com/v1", "widgets")
-    posts = [c for c in ctx.virtual.calls if c[0] == "POST"]
+    posts = [c for c in _calls(virtual_api) if c[0] == "POST"]
     assert len(posts) == 1 and posts[0][1] == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     assert posts[0][2]["metadata"]["labels"][LABEL_FROM_HOST] == "true"
+    assert virtual_api.get("CustomResourceDefinition", "widgets.example.com") is not None
 
     # Started again: the copy exists and is updated in place, never created twice.
-    ctx.virtual.calls.clear()
+    virtual_api.requests.clear()
     _run(cr.syncers(ctx))
-    puts = [c for c in ctx.virtual.calls if c[0] == "PUT"]
+    puts = [c for c in _calls(virtual_api) if c[0] == "PUT"]
     assert [c[1] for c in puts] == [CRD_PATH]
-    assert not [c for c in ctx.virtual.calls if c[0] == "POST"]
+    assert not [c for c in _calls(virtual_api) if c[0] == "POST"]
 
 
 @pytest.mark.parametrize(
@@ -258,28 +247,22 @@ def test_setup_copies_the_crd_registers_the_kind_and_makes_a_syncer():
     ],
     ids=["missing", "clusterScoped"],
 )
-def test_a_kind_that_cannot_sync_stops_the_syncer_loudly(crd, message):
-    ctx = _ctx(f"{KEY}.enabled=true")
+def test_a_kind_that_cannot_sync_stops_the_syncer_loudly(crd, message, virtual_api, host_api):
+    ctx = _ctx(f"{KEY}.enabled=true", virtual=virtual_api, host=host_api)
     if crd is not None:
-        ctx.host.objects[CRD_PATH] = crd
-    secret_path = resource_of("Secret").path(NS, naming.config_secret(NAME))
-    ctx.host.objects[secret_path] = {
-        "metadata": {
-            "name": naming.config_secret(NAME),
-            "uid": "cfg-uid",
-            "labels": naming.control_plane_labels(NAME, "config"),
-        }
-    }
+        host_api.seed(crd)
+    _config_secret(host_api)
     with pytest.raises(cr.CustomResourceError) as e:
         _run(cr.syncers(ctx))
     assert str(e.value).startswith("sync.toHost.customResources.widgets.example.com: ")
     assert message in str(e.value)
     # ...and says so on the host, on the cluster's config Secret.
-    [event] = [c[2] for c in ctx.host.calls if c[0] == "POST"]
+    [event] = [c[2] for c in _calls(host_api) if c[0] == "POST"]
     assert event["reason"] == "CustomResourceSyncFailed" and event["type"] == "Warning"
     assert event["involvedObject"]["name"] == "vc-config-vc"
     assert event["message"] == str(e.value)
-    assert not [c for c in ctx.virtual.calls if c[0] != "GET"]
+    assert [e["message"] for e in host_api.objects("Event", NS)] == [event["message"]]
+    assert not [c for c in _calls(virtual_api) if c[0] != "GET"]
 
 
 def test_register_refuses_a_kind_known_elsewhere():
@@ -355,53 +338,60 @@ def test_translate_copies_every_field_but_metadata_and_status():
     }
 
 
-def test_a_spec_edit_is_put_on_the_host_keeping_the_hosts_status():
-    ctx = _ctx()
+def test_a_spec_edit_is_put_on_the_host_keeping_the_hosts_status(virtual_api, host_api):
+    ctx = _ctx(virtual=virtual_api, host=host_api)
+    _serve_widgets(virtual_api, host_api)
     syncer = _syncer(ctx)
-    hobj = _host_of(syncer, _widget(spec={"size": 3}), status={"phase": "Ready"})
-    vobj = _widget(spec={"size": 5}, status={"phase": "Ready"})
+    hobj = host_api.seed(_host_of(syncer, _widget(spec={"size": 3}), status={"phase": "Ready"}))
+    vobj = virtual_api.seed(_widget(spec={"size": 5}, status={"phase": "Ready"}))
     syncer.virtual.store["team/w"] = vobj
     syncer.host.store[f"{NS}/w-x-team-x-vc"] = hobj
     _run(syncer.reconcile("team/w"))
-    [(method, path, body)] = ctx.host.calls
+    [(method, path, body)] = _calls(host_api)
     assert (method, path) == ("PUT", f"/apis/example.com/v1/namespaces/{NS}/widgets/w-x-team-x-vc")
     assert body["spec"] == {"size": 5}
     assert body["status"] == {"phase": "Ready"}
-    assert body["metadata"]["resourceVersion"] == "9"
-    assert not ctx.virtual.calls
+    assert body["metadata"]["resourceVersion"] == hobj["metadata"]["resourceVersion"]
+    assert not virtual_api.requests
 
-    # In line already: nothing is written.
-    ctx.host.calls.clear()
-    syncer.host.store[f"{NS}/w-x-team-x-vc"] = _host_of(syncer, vobj, status={"phase": "Ready"})
+    # In line already (the host object as the PUT left it): nothing is written.
+    host_api.requests.clear()
+    syncer.host.store[f"{NS}/w-x-team-x-vc"] = host_api.get("Widget", "w-x-team-x-vc", NS)
+    assert syncer.host.store[f"{NS}/w-x-team-x-vc"]["status"] == {"phase": "Ready"}
     _run(syncer.reconcile("team/w"))
-    assert not ctx.host.calls and not ctx.virtual.calls
+    assert not host_api.requests and not virtual_api.requests
 
 
 @pytest.mark.parametrize("subresource", [True, False])
-def test_status_comes_back_from_the_host(subresource):
-    ctx = _ctx()
+def test_status_comes_back_from_the_host(subresource, virtual_api, host_api):
+    ctx = _ctx(virtual=virtual_api, host=host_api)
+    _serve_widgets(virtual_api, host_api, status=subresource)
     syncer = _syncer(ctx, status=subresource)
-    vobj = _widget(spec={"size": 3})
+    vobj = virtual_api.seed(_widget(spec={"size": 3}))
     syncer.virtual.store["team/w"] = vobj
-    syncer.host.store[f"{NS}/w-x-team-x-vc"] = _host_of(syncer, vobj, status={"phase": "Ready"})
+    hobj = host_api.seed(_host_of(syncer, vobj, status={"phase": "Ready"}))
+    syncer.host.store[f"{NS}/w-x-team-x-vc"] = hobj
     _run(syncer.reconcile("team/w"))
-    assert not ctx.host.calls
-    [(method, path, body)] = ctx.virtual.calls
+    assert not host_api.requests
+    [(method, path, body)] = _calls(virtual_api)
     suffix = "/status" if subresource else ""
     assert (method, path) == ("PUT", f"/apis/example.com/v1/namespaces/team/widgets/w{suffix}")
     assert body["status"] == {"phase": "Ready"}
-    assert body["metadata"]["resourceVersion"] == "7"
+    assert body["metadata"]["resourceVersion"] == vobj["metadata"]["resourceVersion"]
     assert body["spec"] == {"size": 3}
+    assert virtual_api.get("Widget", "w", "team")["status"] == {"phase": "Ready"}
 
 
-def test_deleting_the_virtual_object_deletes_the_host_copy_with_a_uid_precondition():
-    ctx = _ctx()
+def test_deleting_the_virtual_object_deletes_the_host_copy_with_a_uid_precondition(virtual_api, host_api):
+    ctx = _ctx(virtual=virtual_api, host=host_api)
+    _serve_widgets(virtual_api, host_api)
     syncer = _syncer(ctx)
-    syncer.host.store[f"{NS}/w-x-team-x-vc"] = _host_of(syncer, _widget())
+    syncer.host.store[f"{NS}/w-x-team-x-vc"] = host_api.seed(_host_of(syncer, _widget()))
     _run(syncer.reconcile("team/w"))
-    [(method, path, body)] = ctx.host.calls
+    [(method, path, body)] = _calls(host_api)
     assert (method, path) == ("DELETE", f"/apis/example.com/v1/namespaces/{NS}/widgets/w-x-team-x-vc")
     assert body["preconditions"] == {"uid": "h-uid"}
+    assert host_api.get("Widget", "w-x-team-x-vc", NS) is None
 
 
 async def _host_deleted_then_reconcile(syncer: cr.CustomResourceSyncer, hobj: dict) -> None:
@@ -409,41 +399,49 @@ async def _host_deleted_then_reconcile(syncer: cr.CustomResourceSyncer, hobj: di
     await syncer.reconcile("team/w")
 
 
-def test_a_host_copy_deleted_while_running_takes_the_virtual_object_along():
-    ctx = _ctx()
+def test_a_host_copy_deleted_while_running_takes_the_virtual_object_along(virtual_api, host_api):
+    ctx = _ctx(virtual=virtual_api, host=host_api)
+    _serve_widgets(virtual_api, host_api)
     syncer = _syncer(ctx)
-    vobj = _widget()
-    hobj = _host_of(syncer, vobj)
+    vobj = virtual_api.seed(_widget())
+    hobj = _host_of(syncer, vobj)  # gone from the host
     syncer.virtual.store["team/w"] = vobj
     _run(_host_deleted_then_reconcile(syncer, hobj))  # the host informer saw it go
-    [(method, path, body)] = ctx.virtual.calls
+    [(method, path, body)] = _calls(virtual_api)
     assert (method, path) == ("DELETE", "/apis/example.com/v1/namespaces/team/widgets/w")
     assert body["preconditions"] == {"uid": "w-uid"}
-    assert not ctx.host.calls
+    assert not host_api.requests
     assert syncer.host_deleted == {}
+    # Its finalizer holds it until the tenant's controller lets go.
+    assert virtual_api.get("Widget", "w", "team")["metadata"]["deletionTimestamp"]
 
 
-def test_a_missing_host_copy_of_another_virtual_object_is_created_again():
-    ctx = _ctx()
+def test_a_missing_host_copy_of_another_virtual_object_is_created_again(virtual_api, host_api):
+    ctx = _ctx(virtual=virtual_api, host=host_api)
+    _serve_widgets(virtual_api, host_api)
     syncer = _syncer(ctx)
     old = _host_of(syncer, _widget(uid="old-uid"))
-    syncer.virtual.store["team/w"] = _widget(uid="new-uid")
+    syncer.virtual.store["team/w"] = virtual_api.seed(_widget(uid="new-uid"))
     _run(_host_deleted_then_reconcile(syncer, old))  # a copy of an earlier object of that name
-    assert not ctx.virtual.calls
-    [(_, _, body)] = [c for c in ctx.host.calls if c[0] == "POST"]
+    assert not virtual_api.requests
+    [(_, _, body)] = [c for c in _calls(host_api) if c[0] == "POST"]
     assert body["metadata"]["annotations"][naming.ANNOTATION_UID] == "new-uid"
+    made = host_api.get("Widget", "w-x-team-x-vc", NS)
+    assert made["metadata"]["annotations"][naming.ANNOTATION_UID] == "new-uid"
 
 
-def test_an_unowned_host_object_at_the_name_is_left_alone_with_a_sync_error():
-    ctx = _ctx()
+def test_an_unowned_host_object_at_the_name_is_left_alone_with_a_sync_error(virtual_api, host_api):
+    ctx = _ctx(virtual=virtual_api, host=host_api)
+    _serve_widgets(virtual_api, host_api)
     syncer = _syncer(ctx)
-    syncer.virtual.store["team/w"] = _widget()
-    path = f"/apis/example.com/v1/namespaces/{NS}/widgets"
-    ctx.host.fail[("POST", path)] = ApiError(409, "AlreadyExists", "exists")
-    ctx.host.objects[f"{path}/w-x-team-x-vc"] = {"metadata": {"name": "w-x-team-x-vc", "labels": {}}}
+    syncer.virtual.store["team/w"] = virtual_api.seed(_widget())
+    # Not ours, at the copy's name: the create gets a 409.
+    meta = {"name": "w-x-team-x-vc", "namespace": NS, "labels": {}}
+    unowned = host_api.seed({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": meta})
     _run(syncer.reconcile("team/w"))
-    assert [c[0] for c in ctx.host.calls] == ["POST", "GET"]
-    [(method, _, event)] = ctx.virtual.calls
+    assert [c[0] for c in _calls(host_api)] == ["POST", "GET"]
+    assert host_api.get("Widget", "w-x-team-x-vc", NS) == unowned
+    [(method, _, event)] = _calls(virtual_api)
     assert method == "POST" and event["reason"] == "SyncError"
     assert "not managed by this virtual cluster" in event["message"]
     assert event["involvedObject"]["kind"] == "Widget"
