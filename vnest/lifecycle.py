@@ -137,11 +137,11 @@ def _default_driver(context: str) -> str:
 
 
 def _driver_of(secret: Obj) -> str:
-    return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_DRIVER, "kubernetes")
+    return str(secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_DRIVER, "kubernetes"))
 
 
 def _paused(secret: Obj) -> bool:
-    return secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true"
+    return bool(secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true")
 
 
 async def _virtual_client(s: Session, t: Target, driver: Driver) -> KubeClient:
@@ -434,7 +434,7 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         service = await s.host.get_or_none("Service", naming.service_name(name), namespace)
         from vnest.syncer import registry  # the syncer's modules only when a command needs them
 
-        counts = {}
+        counts: dict[str, int | None] = {}
         for kind in registry.host_kinds():
             try:
                 counts[kind] = len(
@@ -505,9 +505,9 @@ async def _remove(s: Session, t: Target, driver_name: str, keep_data: bool) -> N
         for obj in objs:
             await s.host.delete(kind, obj["metadata"]["name"], t.namespace)
     for kind in ("ClusterRoleBinding", "ClusterRole"):
-        obj = await s.host.get_or_none(kind, naming.cluster_role(t.name, t.namespace))
-        if obj is not None and obj["metadata"].get("labels", {}).get(naming.LABEL_CLUSTER) == t.name:
-            await s.host.delete(kind, obj["metadata"]["name"])
+        role = await s.host.get_or_none(kind, naming.cluster_role(t.name, t.namespace))
+        if role is not None and role["metadata"].get("labels", {}).get(naming.LABEL_CLUSTER) == t.name:
+            await s.host.delete(kind, role["metadata"]["name"])
     if not keep_data:
         pvcs = await s.host.list(
             "PersistentVolumeClaim", t.namespace, label_selector=f"{naming.LABEL_CLUSTER}={t.name}"

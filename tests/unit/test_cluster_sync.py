@@ -14,32 +14,34 @@ import pytest
 
 from tests.unit.kubeapi import FakeApiServer, namespace_object
 from vnest import naming
-from vnest.config.load import load_config, to_values
+from vnest.config.load import load_config
+from vnest.config.models import VClusterConfig
 from vnest.errors import UsageError
 from vnest.kube.client import resource_of
-from vnest.syncer.clusterscoped import cluster_selector, owns_cluster_object, same
-from vnest.syncer.engine import SyncContext, hashed_label_key
-from vnest.syncer.fromhost import (
-    LABEL_FROM_HOST,
+from vnest.syncer import registry
+from vnest.syncer.engine import SyncContext, same
+from vnest.syncer.mappings import LABEL_FAKE_VOLUME as FAKE_VOLUME_LABEL
+from vnest.syncer.mappings import LABEL_FROM_HOST, hashed_label_key
+from vnest.syncer.resources.fromhost import (
+    FromHostClasses,
     IngressClassesFromHost,
     PriorityClassesFromHost,
     StorageClassesFromHost,
     from_host_enabled,
     selector_string,
-    syncers,
 )
-from vnest.syncer.persistentvolumes import PersistentVolumeSyncer
-from vnest.syncer.pods import PodSyncer
-from vnest.syncer.priorityclasses import PriorityClassSyncer, pod_priority_class
-from vnest.syncer.pvcs import FAKE_VOLUME_LABEL, PersistentVolumeClaimSyncer
-from vnest.syncer.storageclasses import StorageClassSyncer, host_storage_class
+from vnest.syncer.resources.persistentvolumes import PersistentVolumeSyncer
+from vnest.syncer.resources.pods import PodSyncer
+from vnest.syncer.resources.priorityclasses import PriorityClassSyncer, pod_priority_class
+from vnest.syncer.resources.pvcs import PersistentVolumeClaimSyncer
+from vnest.syncer.resources.storageclasses import StorageClassSyncer, host_storage_class
 
 NAME, NS = "vc", "team-host"
 OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "r", "uid": "r-uid"}
 
 
-def _values(*sets: str) -> dict:
-    return to_values(load_config([], list(sets)))
+def _config(*sets: str) -> VClusterConfig:
+    return load_config([], list(sets))
 
 
 def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer | None = None) -> SyncContext:
@@ -48,7 +50,23 @@ def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer |
     host = host or FakeApiServer("host")
     if host.get("Namespace", NS) is None:
         host.seed(namespace_object(NS))
-    return SyncContext(NAME, NS, virtual.client(), host.client(), _values(*sets))
+    return SyncContext(NAME, NS, virtual.client(), host.client(), _config(*sets))
+
+
+class _NoNodes:
+    async def ensure(self, name: str) -> None:
+        raise AssertionError("translation binds no node")
+
+
+def _pods(ctx: SyncContext) -> PodSyncer:
+    return PodSyncer(ctx, None, _NoNodes(), {})
+
+
+def _from_host_syncers(ctx: SyncContext) -> list[FromHostClasses]:
+    """The registry's from-host class kinds, built as the syncer builds them."""
+    deps = registry.Deps(ctx, None, _NoNodes(), None, {})
+    made = [k.make(deps) for k in registry.KINDS if k.scope == "from-host" and k.name.startswith("FromHost")]
+    return [s for s in made if isinstance(s, FromHostClasses)]
 
 
 def _run(coro):
@@ -92,14 +110,14 @@ def test_cluster_scoped_names_follow_spec_section_4():
 
 def test_ownership_needs_the_cluster_and_its_host_namespace():
     ctx = _ctx()
-    assert cluster_selector(ctx) == "vnest.io/managed-by=vc,vnest.io/vcluster-namespace=team-host"
+    assert ctx.cluster.selector == "vnest.io/managed-by=vc,vnest.io/vcluster-namespace=team-host"
     mine = {naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "team-host"}
-    assert owns_cluster_object(ctx, _obj("PriorityClass", "p", labels=mine))
+    assert ctx.cluster.owns(_obj("PriorityClass", "p", labels=mine))
     # The same virtual cluster name in another host namespace is another tenant.
     other = {**mine, naming.LABEL_VCLUSTER_NAMESPACE: "other-host"}
-    assert not owns_cluster_object(ctx, _obj("PriorityClass", "p", labels=other))
-    assert not owns_cluster_object(ctx, _obj("PriorityClass", "p", labels={naming.LABEL_MANAGED_BY: "vc"}))
-    assert not owns_cluster_object(ctx, None)
+    assert not ctx.cluster.owns(_obj("PriorityClass", "p", labels=other))
+    assert not ctx.cluster.owns(_obj("PriorityClass", "p", labels={naming.LABEL_MANAGED_BY: "vc"}))
+    assert not ctx.cluster.owns(None)
 
 
 # ---- PriorityClasses -----------------------------------------------------------------------
@@ -146,11 +164,11 @@ def test_priority_class_copy_is_capped_labelled_and_never_the_default():
 def test_system_priority_classes_are_copied_capped_never_the_hosts_own():
     syncer = PriorityClassSyncer(_ctx("sync.toHost.priorityClasses.enabled=true"))
     for system in ("system-node-critical", "system-cluster-critical"):
-        assert syncer.wanted(system)
+        assert syncer.wanted(system, _obj("PriorityClass", system))
         copy = syncer.translate(_obj("PriorityClass", system, value=2_000_001_000))
         assert copy["metadata"]["name"] == f"vnest-{system}-x-team-host-x-vc"
         assert copy["value"] == 1_000_000_000  # below the host's own system classes'
-    assert syncer.wanted("high")
+    assert syncer.wanted("high", _obj("PriorityClass", "high"))
 
 
 @pytest.mark.parametrize(
@@ -191,10 +209,10 @@ def test_pods_carry_the_translated_priority_class_and_no_priority():
             "preemptionPolicy": "PreemptLowerPriority",
         },
     }
-    on = PodSyncer(_ctx("sync.toHost.priorityClasses.enabled=true")).translate(vpod)["spec"]
+    on = _pods(_ctx("sync.toHost.priorityClasses.enabled=true")).translate(vpod)["spec"]
     assert on["priorityClassName"] == "vnest-high-x-team-host-x-vc"
     assert "priority" not in on and "preemptionPolicy" not in on  # the host computes them from its class
-    off = PodSyncer(_ctx()).translate(vpod)["spec"]
+    off = _pods(_ctx()).translate(vpod)["spec"]
     assert "priorityClassName" not in off and "priority" not in off
 
 
@@ -299,8 +317,8 @@ def test_a_host_object_not_ours_is_left_alone_and_reported(virtual_api, host_api
             labels={naming.LABEL_MANAGED_BY: "vc", naming.LABEL_VCLUSTER_NAMESPACE: "elsewhere"},
         )
     )
-    assert _run(syncer.create_host(vobj, syncer.translate(vobj))) is None
-    _run(syncer.delete_host(theirs))
+    assert _run(syncer.patcher.create(vobj, syncer.translate(vobj))) is None
+    _run(syncer.patcher.delete(theirs))
     assert [r.method for r in host_api.requests] == ["POST", "GET"]
     assert host_api.get("StorageClass", "vnest-fast-x-team-host-x-vc") == theirs
     events = virtual_api.requests
@@ -349,11 +367,11 @@ def test_the_pvc_syncers_fake_volumes_are_never_copied():
     syncer = PersistentVolumeSyncer(ctx)
     syncer.virtual.store["pvc-123"] = _pv("pvc-123", labels={FAKE_VOLUME_LABEL: "true"})
     syncer.virtual.store["share"] = _pv("share")
-    assert not syncer.wanted("pvc-123")
-    assert syncer.wanted("share")
+    assert not syncer.wanted("pvc-123", syncer.virtual.store["pvc-123"])
+    assert syncer.wanted("share", syncer.virtual.store["share"])
     # Without the label, still not copied: one of this cluster's host claims is bound to that host volume.
     syncer.virtual.store["pvc-456"] = _pv("pvc-456")
-    assert syncer.wanted("pvc-456")
+    assert syncer.wanted("pvc-456", syncer.virtual.store["pvc-456"])
     hpvc = {
         "kind": "PersistentVolumeClaim",
         "metadata": {
@@ -365,9 +383,9 @@ def test_the_pvc_syncers_fake_volumes_are_never_copied():
         "spec": {"volumeName": "pvc-456"},
     }
     _run(_with_loop(lambda: syncer._on_host_claim(None, hpvc)))
-    assert not syncer.wanted("pvc-456")
+    assert not syncer.wanted("pvc-456", syncer.virtual.store["pvc-456"])
     _run(_with_loop(lambda: syncer._on_host_claim(hpvc, None)))
-    assert syncer.wanted("pvc-456")
+    assert syncer.wanted("pvc-456", syncer.virtual.store["pvc-456"])
 
 
 async def _with_loop(fn):
@@ -492,7 +510,7 @@ def test_selectors_never_select_what_vnest_made(selector, expected):
 def test_storage_classes_auto_is_vclusters(sets, expected):
     if any("cheduler" in s for s in sets):
         sets = [*sets, "sync.fromHost.nodes.enabled=true"]  # what a virtual scheduler needs
-    assert from_host_enabled(_values(*sets), "storageClasses") is expected
+    assert from_host_enabled(_config(*sets), "storage_classes") is expected
 
 
 @pytest.mark.parametrize("kind", ["priorityClasses", "storageClasses"])
@@ -613,7 +631,7 @@ def test_system_priority_classes_stay_the_virtual_clusters_own(virtual_api):
 
 def test_a_kind_turned_off_only_cleans_up_its_copies(virtual_api):
     ctx = _ctx(virtual=virtual_api)
-    kinds = {s.kind: s for s in syncers(ctx)}
+    kinds = {s.kind: s for s in _from_host_syncers(ctx)}
     assert set(kinds) == {
         "FromHostStorageClass",
         "FromHostIngressClass",

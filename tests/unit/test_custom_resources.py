@@ -15,11 +15,12 @@ import pytest
 from tests.unit.kubeapi import FakeApiServer, namespace_object
 from vnest import naming
 from vnest.config.load import load_config, to_values
+from vnest.config.models import VClusterConfig
 from vnest.errors import UsageError, VnestError
 from vnest.kube.client import Resource, register, resource_of
-from vnest.syncer import customresources as cr
-from vnest.syncer.engine import SyncContext, hashed_label_key
-from vnest.syncer.fromhost import LABEL_FROM_HOST
+from vnest.syncer.engine import SyncContext
+from vnest.syncer.mappings import LABEL_FROM_HOST, hashed_label_key
+from vnest.syncer.resources import customresources as cr
 
 pytestmark = pytest.mark.unit
 
@@ -65,8 +66,8 @@ def host_crd(scope: str = "Namespaced", status: bool = True) -> dict:
     }
 
 
-def _values(*sets: str) -> dict:
-    return to_values(load_config([], list(sets)))
+def _values(*sets: str) -> VClusterConfig:
+    return load_config([], list(sets))
 
 
 def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer | None = None) -> SyncContext:
@@ -116,7 +117,7 @@ def test_config_accepts_plural_group_and_an_optional_version():
         ("widgets", "example.com", None, "widgets.example.com"),
         ("gadgets", "other.io", "v2", "gadgets.other.io"),
     ]
-    assert values["sync"]["toHost"]["customResources"]["widgets.example.com"] == {
+    assert to_values(values)["sync"]["toHost"]["customResources"]["widgets.example.com"] == {
         "enabled": True,
         "scope": "Namespaced",
         "patches": [],
@@ -395,7 +396,7 @@ def test_deleting_the_virtual_object_deletes_the_host_copy_with_a_uid_preconditi
 
 
 async def _host_deleted_then_reconcile(syncer: cr.CustomResourceSyncer, hobj: dict) -> None:
-    syncer._on_host(hobj, None)  # the host informer's DELETED event (its queue needs a running loop)
+    syncer.on_host(hobj, None)  # the host informer's DELETED event (its queue needs a running loop)
     await syncer.reconcile("team/w")
 
 

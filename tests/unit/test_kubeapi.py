@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.kubeapi import FakeApiServer, namespace_object
 from vnest.kube.client import ApiError, KubeClient, Obj, Resource, resource_of
-from vnest.syncer.informer import Informer
+from vnest.syncer.engine import Informer
 
 PODS = "/api/v1/namespaces/default/pods"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

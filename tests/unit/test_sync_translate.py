@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeClient
+from tests.unit.kubeapi import FakeApiServer
 from vnest import naming
 from vnest.config import defaults
 from vnest.config.models import VClusterConfig
@@ -32,7 +32,9 @@ VC, HOST_NS = "vc", "vc-host"
 
 def _ctx(values: dict | None = None) -> SyncContext:
     config = VClusterConfig.model_validate(values or defaults())
-    return SyncContext(VC, HOST_NS, FakeClient(), FakeClient(), config)  # translations only
+    return SyncContext(
+        VC, HOST_NS, FakeApiServer().client(), FakeApiServer().client(), config
+    )  # translations only
 
 
 class _NoNodes:
