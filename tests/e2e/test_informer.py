@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from vnest.kube.client import KubeClient, Obj, resource_of
-from vnest.syncer.engine import Informer
+from vnest.syncer.engine import Handlers, Informer
 
 HOST = "vnest-host"
 
@@ -53,7 +53,7 @@ def test_a_burst_of_1000_events_lands_in_the_cache(host_env):
                 assert obj is not None  # an event has an object before or after
                 seen.append(obj["metadata"]["name"])
 
-            inf.add_handler(record)
+            inf.add_handlers(Handlers.diff(record))
             task = asyncio.create_task(inf.run())
             await asyncio.wait_for(inf.synced.wait(), 30)
             sem = asyncio.Semaphore(32)
@@ -129,7 +129,7 @@ def test_an_expired_watch_lists_again_and_reports_what_changed(etcd_cluster):
                 if new is None and old is not None:
                     deleted.append(old["metadata"]["name"])
 
-            inf.add_handler(record_deletion)
+            inf.add_handlers(Handlers.diff(record_deletion))
             await asyncio.wait_for(inf._list(), 30)
             # Changes the informer does not see, then etcd compacts its history away.
             await virtual.delete("ConfigMap", "before", "default")

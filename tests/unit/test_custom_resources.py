@@ -396,7 +396,9 @@ def test_deleting_the_virtual_object_deletes_the_host_copy_with_a_uid_preconditi
 
 
 async def _host_deleted_then_reconcile(syncer: cr.CustomResourceSyncer, hobj: dict) -> None:
-    syncer.on_host(hobj, None)  # the host informer's DELETED event (its queue needs a running loop)
+    syncer.host_handlers().on_delete(
+        hobj
+    )  # the host informer's DELETED event (its queue needs a running loop)
     await syncer.reconcile("team/w")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.kubeapi import FakeApiServer, namespace_object
 from vnest.kube.client import ApiError, KubeClient, Obj, Resource, resource_of
-from vnest.syncer.engine import Informer
+from vnest.syncer.engine import Handlers, Informer
 
 PODS = "/api/v1/namespaces/default/pods"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -541,7 +541,7 @@ def test_an_informer_lists_then_follows_the_watch(virtual_api: FakeApiServer) ->
         await kube.create(_pod("a"))
         informer = Informer(kube, resource_of("Pod"), "Pod", namespace="default")
         seen: list[tuple[str, str]] = []
-        informer.add_handler(lambda old, new: seen.append(_change(old, new)))
+        informer.add_handlers(Handlers.diff(lambda old, new: seen.append(_change(old, new))))
         task = asyncio.create_task(informer.run())
         await asyncio.wait_for(informer.synced.wait(), 5)
         assert seen == [("ADDED", "a")]
@@ -566,7 +566,7 @@ def test_an_expired_watch_makes_the_informer_list_again(virtual_api: FakeApiServ
             await kube.create(_pod(name))
         informer = Informer(kube, resource_of("Pod"), "Pod", namespace="default")
         seen: list[tuple[str, str]] = []
-        informer.add_handler(lambda old, new: seen.append(_change(old, new)))
+        informer.add_handlers(Handlers.diff(lambda old, new: seen.append(_change(old, new))))
         task = asyncio.create_task(informer.run())
         await asyncio.wait_for(informer.synced.wait(), 5)
         await _until(lambda: len(virtual_api.watchers) == 1)

@@ -23,7 +23,7 @@ from vnest.config.models import VClusterConfig
 from vnest.dns import DnsIndex, DnsServer, coredns
 from vnest.kube.client import ApiError, HostConnection, KubeClient, Obj
 from vnest.syncer import registry
-from vnest.syncer.engine import Controller, SyncContext
+from vnest.syncer.engine import Controller, Handlers, SyncContext
 from vnest.syncer.kubelet import KubeletProxy
 from vnest.syncer.mappings import LABEL_DNS_SERVICE, uid_matches
 from vnest.syncer.metrics import MetricsServer, syncer_text
@@ -82,9 +82,9 @@ class Syncer:
         if dns_address is not None and dns.mode == "embedded":
             # The embedded DNS answers from the same caches the syncers use.
             index = DnsIndex(config.networking.advanced.cluster_domain)
-            self.ctx.informer("virtual", "Service").add_handler(index.on_service)
-            self.ctx.informer("virtual", "EndpointSlice").add_handler(index.on_endpointslice)
-            self.ctx.informer("virtual", "Pod").add_handler(index.on_pod)
+            self.ctx.informer("virtual", "Service").add_handlers(Handlers.diff(index.on_service))
+            self.ctx.informer("virtual", "EndpointSlice").add_handlers(Handlers.diff(index.on_endpointslice))
+            self.ctx.informer("virtual", "Pod").add_handlers(Handlers.diff(index.on_pod))
             fallback = dns_fallback if config.networking.advanced.fallback_host_cluster else None
             self.dns = DnsServer(index, listen=dns_address, port=dns_port, fallback=fallback)
         self.nodes = FakeNodes(self.ctx)

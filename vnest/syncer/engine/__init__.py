@@ -12,13 +12,14 @@
 from vnest.syncer.engine.context import SyncContext, now
 from vnest.syncer.engine.controller import ClusterSyncer, Controller, Syncer
 from vnest.syncer.engine.diff import is_subset, same
-from vnest.syncer.engine.informer import Informer
+from vnest.syncer.engine.informer import Handlers, Informer
 from vnest.syncer.engine.patcher import Patcher
 from vnest.syncer.engine.queue import WorkQueue
 
 __all__ = [
     "ClusterSyncer",
     "Controller",
+    "Handlers",
     "Informer",
     "Patcher",
     "SyncContext",

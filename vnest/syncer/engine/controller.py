@@ -29,7 +29,7 @@ from vnest import log
 from vnest.kube.client import ApiError, Obj, Resource, resource_of
 from vnest.syncer import mappings
 from vnest.syncer.engine.context import SyncContext
-from vnest.syncer.engine.informer import Informer
+from vnest.syncer.engine.informer import Handlers, Informer
 from vnest.syncer.engine.patcher import Patcher
 from vnest.syncer.engine.queue import WorkQueue
 from vnest.syncer.mappings import NamespacedMapping, key_of
@@ -59,11 +59,9 @@ class Controller(abc.ABC):
     @abc.abstractmethod
     async def reconcile(self, key: str) -> None: ...
 
-    def enqueue(self, old: Obj | None, new: Obj | None) -> None:
-        """An informer handler that queues the changed object's own key."""
-        obj = new if new is not None else old
-        if obj is not None:
-            self.queue.add(key_of(obj))
+    def enqueue(self, obj: Obj) -> None:
+        """Queues an object's own key (an informer handler for every change: `Handlers.each`)."""
+        self.queue.add(key_of(obj))
 
     async def run(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)))
@@ -121,12 +119,15 @@ class Syncer(Controller):
 
     def setup(self) -> None:
         """Wires informer events to the queue; override to watch more (and call super)."""
-        self.virtual.add_handler(self.enqueue)
-        self.host.add_handler(self.on_host)
+        self.virtual.add_handlers(Handlers.each(self.enqueue))
+        self.host.add_handlers(self.host_handlers())
 
-    def on_host(self, old: Obj | None, new: Obj | None) -> None:
-        obj = new if new is not None else old
-        if obj is not None and (vkey := mappings.virtual_key_of(obj)):
+    def host_handlers(self) -> Handlers:
+        return Handlers.each(self.enqueue_virtual)
+
+    def enqueue_virtual(self, hobj: Obj) -> None:
+        """Queues the key of the virtual object a copy names."""
+        if vkey := mappings.virtual_key_of(hobj):
             self.queue.add(vkey)
 
     def resync(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vnest import log
@@ -24,17 +25,44 @@ from vnest.syncer.mappings import key_of
 
 _log = log.get("informer")
 
-Handler = Callable[[Obj | None, Obj | None], None]  # (old, new): add has no old, delete no new
 PAGE = 500
 WATCH_SECONDS = 300
 BACKOFF_MAX = 30.0
 
 
+def _ignore(obj: Obj) -> None:
+    pass
+
+
+def _ignore_update(old: Obj, new: Obj) -> None:
+    pass
+
+
 def event_object(old: Obj | None, new: Obj | None) -> Obj:
-    """What a handler's event is about: the new object, or the deleted one."""
+    """What a `Handlers.diff` handler's change is about: the new object, or the deleted one."""
     obj = new if new is not None else old
-    assert obj is not None  # an informer never calls a handler with neither
+    assert obj is not None  # Handlers.diff never passes neither
     return obj
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What an informer tells of a change, as client-go's ResourceEventHandlerFuncs: an add, an update
+    (old and new) or a delete (the object as last seen) each have a handler of their own."""
+
+    on_add: Callable[[Obj], None] = _ignore
+    on_update: Callable[[Obj, Obj], None] = _ignore_update
+    on_delete: Callable[[Obj], None] = _ignore
+
+    @classmethod
+    def each(cls, handler: Callable[[Obj], None]) -> Handlers:
+        """One handler for every change, of the object as it now is (as it was, when deleted)."""
+        return cls(handler, lambda old, new: handler(new), handler)
+
+    @classmethod
+    def diff(cls, handler: Callable[[Obj | None, Obj | None], None]) -> Handlers:
+        """One handler of (before, after), None for absent: for indexes kept by what changed."""
+        return cls(lambda new: handler(None, new), handler, lambda old: handler(old, None))
 
 
 class Gone(Exception):
@@ -60,21 +88,26 @@ class Informer:
         self.field_selector = field_selector
         self.name = name or f"{kind}@{client.server}"
         self.store: dict[str, Obj] = {}
-        self.handlers: list[Handler] = []
+        self.handlers: list[Handlers] = []
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.relists = 0  # how often a 410 forced a new list (tests and metrics read it)
 
-    def add_handler(self, handler: Handler) -> None:
-        self.handlers.append(handler)
+    def add_handlers(self, handlers: Handlers) -> None:
+        self.handlers.append(handlers)
 
     def get(self, key: str) -> Obj | None:
         return self.store.get(key)
 
     def _emit(self, old: Obj | None, new: Obj | None) -> None:
-        for handler in self.handlers:
+        for handlers in self.handlers:
             try:
-                handler(old, new)
+                if old is None and new is not None:
+                    handlers.on_add(new)
+                elif old is not None and new is not None:
+                    handlers.on_update(old, new)
+                elif old is not None:
+                    handlers.on_delete(old)
             except Exception:  # one broken handler must not stop the informer
                 _log.error("informer handler failed", informer=self.name, exc_info=True)
 

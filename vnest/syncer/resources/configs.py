@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import Informer, SyncContext, Syncer, is_subset
+from vnest.syncer.engine import Handlers, Informer, SyncContext, Syncer, is_subset
 from vnest.syncer.mappings import is_pod_token, key_of
 from vnest.syncer.resources.ingresses import tls_secrets
 from vnest.syncer.resources.pods import references
@@ -30,9 +30,9 @@ class ReferenceIndex:
 
     def update(self, old: Obj | None, new: Obj | None) -> set[str]:
         """Records a referrer's change; returns the object keys whose referenced-ness may have changed."""
-        obj = new if new is not None else old
-        assert obj is not None
-        pod_key = key_of(obj)
+        referrer = new if new is not None else old
+        assert referrer is not None  # Handlers.diff never passes neither
+        pod_key = key_of(referrer)
         before = self.by_pod.pop(pod_key, set())
         after: set[str] = set()
         if new is not None:
@@ -69,7 +69,7 @@ class ConfigSyncer(Syncer):
                 for key in index.update(old, new):
                     self.queue.add(key)
 
-            informer.add_handler(on_change)
+            informer.add_handlers(Handlers.diff(on_change))
 
     def wanted(self, key: str, vobj: Obj | None = None) -> bool:
         return self.sync_all or any(index.referenced(key) for _, index in self.indexes)
@@ -122,10 +122,10 @@ class SecretSyncer(ConfigSyncer):
         out["type"] = "Opaque" if kind == "kubernetes.io/service-account-token" else kind
         return out
 
-    def on_host(self, old: Obj | None, new: Obj | None) -> None:
+    def enqueue_virtual(self, hobj: Obj) -> None:
         # Pod token Secrets are the pod syncer's, not copies of virtual Secrets.
-        if not is_pod_token(new if new is not None else old):
-            super().on_host(old, new)
+        if not is_pod_token(hobj):
+            super().enqueue_virtual(hobj)
 
     async def handled_elsewhere(self, key: str) -> bool:
         return is_pod_token(self.host.get(self.mapping.host_key(key)))

@@ -49,7 +49,7 @@ from vnest.config.models import VClusterConfig
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, Obj, Resource, register, resource_of
 from vnest.syncer import mappings
-from vnest.syncer.engine import SyncContext, Syncer, is_subset, now
+from vnest.syncer.engine import Handlers, SyncContext, Syncer, is_subset, now
 from vnest.syncer.mappings import LABEL_FROM_HOST, is_own_key
 
 _log = log.get("syncer.customresources")
@@ -192,13 +192,17 @@ class CustomResourceSyncer(Syncer):
         # take their virtual objects along (a copy missing at start is simply created again).
         self.host_deleted: dict[str, str] = {}
 
-    def on_host(self, old: Obj | None, new: Obj | None) -> None:
-        if new is None and old is not None and self.mapping.owns(old):
-            vkey = mappings.virtual_key_of(old)
-            uid = mappings.annotations_of(old).get(mappings.ANNOTATION_UID)
+    def host_handlers(self) -> Handlers:
+        each = super().host_handlers()
+        return Handlers(each.on_add, each.on_update, self._on_host_deleted)
+
+    def _on_host_deleted(self, hobj: Obj) -> None:
+        if self.mapping.owns(hobj):
+            vkey = mappings.virtual_key_of(hobj)
+            uid = mappings.annotations_of(hobj).get(mappings.ANNOTATION_UID)
             if vkey and uid:
                 self.host_deleted[vkey] = uid
-        super().on_host(old, new)
+        self.enqueue_virtual(hobj)
 
     def translate(self, vobj: Obj) -> Obj:
         metadata = self.ctx.host_metadata(vobj)

@@ -44,7 +44,7 @@ from typing import Any
 from vnest.kube.client import Obj
 from vnest.syncer import mappings
 from vnest.syncer.addresses import AllowList
-from vnest.syncer.engine import Informer, SyncContext, Syncer, is_subset
+from vnest.syncer.engine import Handlers, Informer, SyncContext, Syncer, is_subset
 from vnest.syncer.engine.informer import event_object
 from vnest.syncer.mappings import (
     ENDPOINTS_CONTROLLER,
@@ -179,28 +179,28 @@ class EndpointSliceSyncer(Syncer):
 
     def setup(self) -> None:
         super().setup()
-        self.virtual.add_handler(self._on_virtual_slice)
-        self.services.add_handler(self._on_virtual_service)
-        self.host_services.add_handler(self._on_host_service)
+        self.virtual.add_handlers(Handlers.diff(self._on_virtual_slice))
+        self.services.add_handlers(Handlers.each(self._on_virtual_service))
+        self.host_services.add_handlers(Handlers.each(self._on_host_service))
         if self.host_pods is not None:
-            self.host_pods.add_handler(self._on_host_pod)
+            self.host_pods.add_handlers(Handlers.diff(self._on_host_pod))
         # Real node sync (nodes.HostNodes) registers its informer of the selected host nodes.
         self.selected_nodes = self.ctx.informers.get(("host-selected", "Node"))
         if self.selected_nodes is not None:
-            self.selected_nodes.add_handler(self._on_selected_node)
+            self.selected_nodes.add_handlers(Handlers.each(self._on_selected_node))
 
     def make_mapping(self) -> NamespacedMapping:
         return SliceMapping(self.ctx.name, self.ctx.host_namespace)
 
-    def on_host(self, old: Obj | None, new: Obj | None) -> None:
-        if self.mapping.owns(new if new is not None else old):
-            super().on_host(old, new)
+    def enqueue_virtual(self, hobj: Obj) -> None:
+        if self.mapping.owns(hobj):
+            super().enqueue_virtual(hobj)
 
-    def _on_virtual_service(self, old: Obj | None, new: Obj | None) -> None:
-        self._wake(("Service", key_of(event_object(old, new))))
+    def _on_virtual_service(self, vsvc: Obj) -> None:
+        self._wake(("Service", key_of(vsvc)))
 
-    def _on_selected_node(self, old: Obj | None, new: Obj | None) -> None:
-        self._wake(("Node", key_of(event_object(old, new))))
+    def _on_selected_node(self, hnode: Obj) -> None:
+        self._wake(("Node", key_of(hnode)))
 
     def _on_virtual_slice(self, old: Obj | None, new: Obj | None) -> None:
         key = key_of(event_object(old, new))
@@ -218,8 +218,8 @@ class EndpointSliceSyncer(Syncer):
         for key in self.slices_of.get(dep, ()):
             self.queue.add(key)
 
-    def _on_host_service(self, old: Obj | None, new: Obj | None) -> None:
-        if vkey := mappings.virtual_key_of(event_object(old, new)):
+    def _on_host_service(self, hsvc: Obj) -> None:
+        if vkey := mappings.virtual_key_of(hsvc):
             self._wake(("Service", vkey))
 
     def _on_host_pod(self, old: Obj | None, new: Obj | None) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from vnest import log
 from vnest.kube.client import Obj, resource_of
 from vnest.syncer import mappings
-from vnest.syncer.engine import Controller, Informer, SyncContext
-from vnest.syncer.mappings import key_of, split_key
+from vnest.syncer.engine import Controller, Handlers, Informer, SyncContext
+from vnest.syncer.mappings import split_key
 
 _log = log.get("syncer.events")
 
@@ -35,11 +35,8 @@ class EventSyncer(Controller):
         ctx.informers[("host-all", "Event")] = self.events
 
     def setup(self) -> None:
-        self.events.add_handler(self._on_event)
-
-    def _on_event(self, old: Obj | None, new: Obj | None) -> None:
-        if new is not None:
-            self.queue.add(key_of(new))
+        # An event deleted on the host (expired) stays in the virtual cluster until its own TTL.
+        self.events.add_handlers(Handlers(on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new)))
 
     def resync(self) -> None:
         for key in list(self.events.store):

@@ -31,7 +31,7 @@ from vnest import log
 from vnest.config import models
 from vnest.config.models import VClusterConfig
 from vnest.kube.client import ApiError, Obj
-from vnest.syncer.engine import Controller, Informer, Patcher, SyncContext, same
+from vnest.syncer.engine import Controller, Handlers, Informer, Patcher, SyncContext, same
 from vnest.syncer.mappings import LABEL_FROM_HOST, LABEL_MANAGED_BY, is_own_key, labels_of
 from vnest.syncer.resources import storageclasses
 
@@ -121,8 +121,8 @@ class FromHostClasses(Controller):
     def setup(self) -> None:
         if self.host is None or self.virtual is None:
             return
-        self.host.add_handler(self.enqueue)
-        self.virtual.add_handler(self.enqueue)
+        self.host.add_handlers(Handlers.each(self.enqueue))
+        self.virtual.add_handlers(Handlers.each(self.enqueue))
 
     def resync(self) -> None:
         if self.host is None or self.virtual is None:

@@ -21,7 +21,7 @@ import copy
 
 from vnest import log
 from vnest.kube.client import ApiError, Obj, resource_of
-from vnest.syncer.engine import Controller, Informer, SyncContext, is_subset, now
+from vnest.syncer.engine import Controller, Handlers, Informer, SyncContext, is_subset, now
 from vnest.syncer.mappings import LABEL_FAKE_NODE, LABEL_HOST_NODE
 
 _log = log.get("syncer.nodes")
@@ -177,8 +177,8 @@ class HostNodes(Controller):
         self.virtual_nodes = ctx.informer("virtual", "Node")
 
     def setup(self) -> None:
-        self.host_nodes.add_handler(self.enqueue)
-        self.virtual_nodes.add_handler(self.enqueue)
+        self.host_nodes.add_handlers(Handlers.each(self.enqueue))
+        self.virtual_nodes.add_handlers(Handlers.each(self.enqueue))
 
     def resync(self) -> None:
         for key in list(self.host_nodes.store) + list(self.virtual_nodes.store):

@@ -36,7 +36,7 @@ import copy
 from vnest import log
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer import mappings
-from vnest.syncer.engine import SyncContext, same
+from vnest.syncer.engine import Handlers, SyncContext, same
 from vnest.syncer.engine.clusterscoped import ClusterCopySyncer
 from vnest.syncer.mappings import LABEL_FAKE_VOLUME, key_of, labels_of
 from vnest.syncer.resources.storageclasses import host_storage_class
@@ -65,7 +65,7 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
 
     def setup(self) -> None:
         super().setup()
-        self.host_claims.add_handler(self._on_host_claim)
+        self.host_claims.add_handlers(Handlers.diff(self._on_host_claim))
 
     def _on_host_claim(self, old: Obj | None, new: Obj | None) -> None:
         for obj, present in ((old, False), (new, True)):

@@ -52,7 +52,7 @@ from vnest import log
 from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import Obj
 from vnest.syncer import mappings
-from vnest.syncer.engine import Patcher, SyncContext, Syncer
+from vnest.syncer.engine import Handlers, Patcher, SyncContext, Syncer
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
     ANNOTATION_KIND,
@@ -200,20 +200,15 @@ class PodSyncer(Syncer):
     def setup(self) -> None:
         super().setup()
         if self.host_service_accounts is not None:
-            self.host_service_accounts.add_handler(self._on_host_service_account)
+            self.host_service_accounts.add_handlers(Handlers(on_add=self._on_host_service_account))
+        self.namespaces.add_handlers(Handlers(on_update=self._on_namespace_update))
 
-        def on_namespace(old: Obj | None, new: Obj | None) -> None:
-            # Its labels ride on every pod of it: relabel them all.
-            if (
-                new is not None
-                and old is not None
-                and old["metadata"].get("labels") != new["metadata"].get("labels")
-            ):
-                ns = new["metadata"]["name"]
-                for key in [k for k in self.virtual.store if k.startswith(ns + "/")]:
-                    self.queue.add(key)
-
-        self.namespaces.add_handler(on_namespace)
+    def _on_namespace_update(self, old: Obj, new: Obj) -> None:
+        # Its labels ride on every pod of it: relabel them all.
+        if old["metadata"].get("labels") != new["metadata"].get("labels"):
+            ns = new["metadata"]["name"]
+            for key in [k for k in self.virtual.store if k.startswith(ns + "/")]:
+                self.queue.add(key)
 
     # ---- translation -------------------------------------------------------------
 
@@ -414,10 +409,10 @@ class PodSyncer(Syncer):
         for constraint in spec.get("topologySpreadConstraints") or []:
             constraint["labelSelector"] = self._confine_selector(constraint.get("labelSelector") or {}, [ns])
 
-    def _on_host_service_account(self, old: Obj | None, new: Obj | None) -> None:
+    def _on_host_service_account(self, hsa: Obj) -> None:
         """A pod created before its ServiceAccount's host copy is refused by the host (the account must
         exist): it is retried as soon as the copy appears rather than after its backoff."""
-        if old is not None or new is None or not (vkey := mappings.virtual_key_of(new)):
+        if not (vkey := mappings.virtual_key_of(hsa)):
             return
         ns, name = split_key(vkey)
         for pod in list(self.virtual.store.values()):

@@ -52,7 +52,7 @@ from vnest import log, naming
 from vnest.config.models import VClusterConfig
 from vnest.kube.client import ApiError, KubeClient, Obj, resource_of
 from vnest.syncer import mappings
-from vnest.syncer.engine import Controller, Informer, SyncContext, is_subset
+from vnest.syncer.engine import Controller, Handlers, Informer, SyncContext, is_subset
 from vnest.syncer.engine.clusterscoped import cluster_role_owner
 from vnest.syncer.engine.informer import event_object
 from vnest.syncer.mappings import (
@@ -349,11 +349,11 @@ class FromHostServices(_Replicator):
                 for target in self.targets_of[source]:
                     self.queue.add(target)
 
-            self.source_services[source].add_handler(on_source)
-            self.source_slices[source].add_handler(on_source)
-        self.virtual_services.add_handler(self._on_virtual_service)
+            self.source_services[source].add_handlers(Handlers.diff(on_source))
+            self.source_slices[source].add_handlers(Handlers.diff(on_source))
+        self.virtual_services.add_handlers(Handlers.diff(self._on_virtual_service))
         if self.target_slices is not None:
-            self.target_slices.add_handler(self._on_target_slice)
+            self.target_slices.add_handlers(Handlers.diff(self._on_target_slice))
 
     def _on_virtual_service(self, old: Obj | None, new: Obj | None) -> None:
         obj = new or old
@@ -469,18 +469,15 @@ class ToHostServices(_Replicator):
     def setup(self) -> None:
         if self.target_services is None:
             return
-        self.virtual_services.add_handler(self._on_virtual_service)
-        self.copies.add_handler(self._on_copy)
-        self.copy_slices.add_handler(self._on_copy_slice)
-        self.target_services.add_handler(self._on_target_service)
+        self.virtual_services.add_handlers(Handlers.diff(self._on_virtual_service))
+        self.copies.add_handlers(Handlers.diff(self._on_copy))
+        self.copy_slices.add_handlers(Handlers.diff(self._on_copy_slice))
+        self.target_services.add_handlers(Handlers.each(self.enqueue))
         if self.target_slices is not None:
-            self.target_slices.add_handler(self._on_target_slice)
+            self.target_slices.add_handlers(Handlers.diff(self._on_target_slice))
 
     def _on_virtual_service(self, old: Obj | None, new: Obj | None) -> None:
         self._on_source(key_of(event_object(old, new)))
-
-    def _on_target_service(self, old: Obj | None, new: Obj | None) -> None:
-        self.enqueue(old, new)
 
     def _on_source(self, source: str | None) -> None:
         for target in self.targets_of.get(source or "", []):
