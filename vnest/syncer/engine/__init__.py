@@ -10,7 +10,7 @@
 """
 
 from vnest.syncer.engine.context import SyncContext, now
-from vnest.syncer.engine.controller import ClusterSyncer, Controller, Syncer
+from vnest.syncer.engine.controller import ClusterSyncer, Controller, FromHostSyncer, Syncer, ToHostSyncer
 from vnest.syncer.engine.diff import is_subset, same
 from vnest.syncer.engine.informer import Handlers, Informer
 from vnest.syncer.engine.patcher import Patcher
@@ -19,11 +19,13 @@ from vnest.syncer.engine.queue import WorkQueue
 __all__ = [
     "ClusterSyncer",
     "Controller",
+    "FromHostSyncer",
     "Handlers",
     "Informer",
     "Patcher",
     "SyncContext",
     "Syncer",
+    "ToHostSyncer",
     "WorkQueue",
     "is_subset",
     "now",

@@ -4,19 +4,21 @@
 workers take keys off a work queue and reconcile them from the caches, and a
 failure comes back after a per-key backoff.
 
-`Syncer` is the interface of a kind whose copy follows a virtual object (vCluster's
-SyncToHost / Sync / SyncToVirtual). Its `reconcile` is the engine's, for every kind:
-1. look up the virtual object and its copy; a copy this cluster does not own counts
-   as absent (the Patcher reports it when the name is wanted);
-2. the virtual object gone (or not wanted): `to_virtual(copy)` — by default the copy
-   is deleted — then `forget(key)` for whatever else the object had on the host;
-3. the virtual object being deleted: `deleting(vobj, copy)` may take over;
-4. no copy: `to_host(vobj)` — by default the translated copy is created;
-5. a copy of an earlier object of that name (uid mismatch): `replaced(vobj, copy)` —
-   by default deleted, and made again when its DELETED event comes back;
-6. both: `sync(vobj, copy)` — bring the copy in line, copy status back.
-Every change on either side enqueues the *virtual* key: host copies name theirs in
-`vnest.io/object-*` annotations (vnest.syncer.mappings).
+`Syncer` is the interface of every synced kind (vCluster's SyncToHost / Sync /
+SyncToVirtual), and its `reconcile` is the engine's, for every kind:
+1. look up the virtual object and its host counterpart; a copy this cluster does not
+   own counts as absent (the Patcher reports it when the name is wanted);
+2. the virtual object being deleted: `deleting(vobj, hobj)` may take over;
+3. no virtual object (or one not wanted): `to_virtual(hobj)`, then `forget(key)` for
+   whatever else the object had;
+4. no host object: `to_host(vobj)`;
+5. a pair that does not belong together (a to-host copy of an earlier object of the
+   same name: uid mismatch): `replaced(vobj, hobj)`, by default as an orphan;
+6. both: `sync(vobj, hobj)`.
+`ToHostSyncer` gives the defaults of a copy that follows its virtual object (create,
+delete; every change on either side enqueues the virtual key, which host copies name in
+`vnest.io/object-*` annotations); `FromHostSyncer` those of a host object copied into
+the virtual cluster.
 """
 
 from __future__ import annotations
@@ -89,7 +91,83 @@ class Controller(abc.ABC):
 
 
 class Syncer(Controller):
-    """One kind whose host copy follows the virtual object (see the module docstring)."""
+    """The interface of every synced kind, and the one reconcile that calls it (module docstring).
+
+    Keys, `pair` and the hooks speak of the virtual object and its host counterpart, whichever of
+    them is the copy: a to-host kind's copies live on the host, a from-host kind's in the
+    virtual cluster (as in vCluster, where both implement SyncToHost / Sync / SyncToVirtual)."""
+
+    ctx: SyncContext
+    virtual: Informer
+    host: Informer
+
+    # ---- the engine's reconcile ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def pair(self, key: str) -> tuple[Obj | None, Obj | None]:
+        """The virtual object and the host object of a key, from the caches; a copy this cluster does
+        not own counts as absent."""
+
+    def same_object(self, vobj: Obj, hobj: Obj) -> bool:
+        """Whether the pair belongs together (a to-host copy of an earlier virtual object does not)."""
+        return True
+
+    async def reconcile(self, key: str) -> None:
+        if await self.handled_elsewhere(key):
+            return
+        vobj, hobj = self.pair(key)
+        if vobj is not None and vobj["metadata"].get("deletionTimestamp") and await self.deleting(vobj, hobj):
+            return
+        if vobj is None or not self.wanted(key, vobj):
+            if hobj is not None:
+                await self.to_virtual(hobj)
+            await self.forget(key)
+        elif hobj is None:
+            await self.to_host(vobj)
+        elif not self.same_object(vobj, hobj):
+            await self.replaced(vobj, hobj)
+        else:
+            await self.sync(vobj, hobj)
+
+    # ---- what a kind implements ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def to_host(self, vobj: Obj) -> None:
+        """A virtual object without a host counterpart (to-host: create the copy; from-host: the
+        host object it copied is gone, so is it)."""
+
+    @abc.abstractmethod
+    async def sync(self, vobj: Obj, hobj: Obj) -> None:
+        """Both exist: bring the copy in line (a no-op when it is), copy back what the other side learned."""
+
+    @abc.abstractmethod
+    async def to_virtual(self, hobj: Obj) -> None:
+        """A host object without a virtual counterpart (to-host: a copy whose virtual object is gone,
+        deleted; from-host: a host object to copy in)."""
+
+    async def replaced(self, vobj: Obj, hobj: Obj) -> None:
+        """A copy of an earlier object of this name: an orphan, handled as one."""
+        await self.to_virtual(hobj)
+
+    async def deleting(self, vobj: Obj, hobj: Obj | None) -> bool:
+        """A virtual object being deleted (finalizers pending); True when the kind took care of it."""
+        return False
+
+    async def forget(self, key: str) -> None:
+        """The virtual object is gone: whatever else it had (a pod's token Secret) goes too."""
+
+    def wanted(self, key: str, vobj: Obj) -> bool:
+        """Whether this virtual object is to have a copy at all (ConfigMaps only while pods use them)."""
+        return True
+
+    async def handled_elsewhere(self, key: str) -> bool:
+        """Keys this kind leaves alone entirely (the `kubernetes` Service, pods' token Secrets)."""
+        return False
+
+
+class ToHostSyncer(Syncer):
+    """A kind whose host copy follows the virtual object: every change on either side enqueues the
+    virtual key, which host copies name in their annotations."""
 
     def __init__(self, ctx: SyncContext, kind: str = "") -> None:
         super().__init__()
@@ -98,8 +176,8 @@ class Syncer(Controller):
         self.ctx = ctx
         self.resource: Resource = resource_of(self.kind)
         self.mapping: NamespacedMapping = self.make_mapping()
-        self.virtual: Informer = ctx.informer("virtual", self.kind)
-        self.host: Informer = self.host_informer()
+        self.virtual = ctx.informer("virtual", self.kind)
+        self.host = self.host_informer()
         self.patcher = Patcher(
             ctx,
             self.kind,
@@ -138,70 +216,33 @@ class Syncer(Controller):
             if (vkey := mappings.virtual_key_of(hobj)) is not None:
                 self.queue.add(vkey)
 
-    # ---- the engine's reconcile ----------------------------------------------------------
+    # ---- the pair, and the defaults of a copy that follows its virtual object ----------------
 
-    def pair(self, vkey: str) -> tuple[Obj | None, Obj | None]:
-        """The virtual object and its copy, from the caches; a copy not ours counts as absent."""
-        hobj = self.host.get(self.mapping.host_key(vkey))
-        return self.virtual.get(vkey), hobj if self.mapping.owns(hobj) else None
+    def pair(self, key: str) -> tuple[Obj | None, Obj | None]:
+        hobj = self.host.get(self.mapping.host_key(key))
+        return self.virtual.get(key), hobj if self.mapping.owns(hobj) else None
 
-    async def reconcile(self, key: str) -> None:
-        if await self.handled_elsewhere(key):
-            return
-        vobj, hobj = self.pair(key)
-        if vobj is not None and vobj["metadata"].get("deletionTimestamp") and await self.deleting(vobj, hobj):
-            return
-        if vobj is None or not self.wanted(key, vobj):
-            if hobj is not None:
-                await self.to_virtual(hobj)
-            await self.forget(key)
-        elif hobj is None:
-            await self.to_host(vobj)
-        elif not mappings.uid_matches(vobj, hobj):
-            await self.replaced(vobj, hobj)
-        else:
-            await self.sync(vobj, hobj)
-
-    # ---- what a kind implements ------------------------------------------------------------
+    def same_object(self, vobj: Obj, hobj: Obj) -> bool:
+        return mappings.uid_matches(vobj, hobj)
 
     @abc.abstractmethod
     def translate(self, vobj: Obj) -> Obj:
         """The host copy a virtual object should have."""
 
-    @abc.abstractmethod
-    async def sync(self, vobj: Obj, hobj: Obj) -> None:
-        """Brings an existing copy in line with its virtual object (a no-op when it is) and copies
-        what the host learned (status) back."""
-
     async def to_host(self, vobj: Obj) -> None:
-        """A virtual object without a copy: by default, the copy is created."""
+        """By default, the copy is created."""
         await self.patcher.create(vobj, self.translate(vobj))
 
     async def to_virtual(self, hobj: Obj) -> None:
-        """A copy whose virtual object is gone (or no longer wanted): by default, deleted."""
+        """By default, the copy is deleted."""
         await self.patcher.delete(hobj)
 
     async def replaced(self, vobj: Obj, hobj: Obj) -> None:
-        """A copy of an earlier object of this name: deleted, made again when its DELETED event comes."""
+        """By default, deleted: made again when its DELETED event comes back."""
         await self.patcher.delete(hobj)
 
-    async def deleting(self, vobj: Obj, hobj: Obj | None) -> bool:
-        """A virtual object being deleted (finalizers pending); True when the kind took care of it."""
-        return False
 
-    async def forget(self, key: str) -> None:
-        """The virtual object is gone: whatever else it had (a pod's token Secret) goes too."""
-
-    def wanted(self, key: str, vobj: Obj) -> bool:
-        """Whether this virtual object is to have a copy at all (ConfigMaps only while pods use them)."""
-        return True
-
-    async def handled_elsewhere(self, key: str) -> bool:
-        """Keys this kind leaves alone entirely (the `kubernetes` Service, pods' token Secrets)."""
-        return False
-
-
-class ClusterSyncer(Syncer):
+class ClusterSyncer(ToHostSyncer):
     """A cluster-scoped kind (StorageClasses, PriorityClasses, PersistentVolumes): copies named and
     owned per mappings.ClusterMapping, and owned (ownerReferences) by the cluster's ClusterRole,
     so the host's garbage collector removes them when the virtual cluster goes."""
@@ -211,3 +252,69 @@ class ClusterSyncer(Syncer):
 
     def host_informer(self) -> Informer:
         return self.ctx.cluster_copies(self.kind)
+
+
+class FromHostSyncer(Syncer):
+    """A cluster-scoped host kind copied into the virtual cluster under the same names: the copies
+    carry managed-by and from-host labels, and only those are ever changed or deleted; a virtual
+    object of a wanted name without them is the tenant's, reported and left alone."""
+
+    resource_kind: ClassVar[str]  # the kind copied (`kind` names the syncer, for logs and metrics)
+
+    def __init__(self, ctx: SyncContext, host: Informer) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.host = host
+        self.virtual = ctx.informer("virtual", self.resource_kind)
+        # Writes go to the virtual cluster, and only to the copies vnest made there.
+        self.patcher = Patcher(ctx, self.resource_kind, ctx.virtual, self.ours, log_writes=True)
+        self.resource = self.patcher.resource
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {mappings.LABEL_MANAGED_BY: self.ctx.name, mappings.LABEL_FROM_HOST: "true"}
+
+    def ours(self, vobj: Obj | None) -> bool:
+        labels = mappings.labels_of(vobj)
+        return bool(vobj) and all(labels.get(k) == v for k, v in self.labels.items())
+
+    def setup(self) -> None:
+        self.host.add_handlers(Handlers.each(self.enqueue))
+        self.virtual.add_handlers(Handlers.each(self.enqueue))
+
+    def resync(self) -> None:
+        for name in list(self.host.store):
+            self.queue.add(name)
+        for name, obj in list(self.virtual.store.items()):
+            if self.ours(obj):
+                self.queue.add(name)
+
+    def pair(self, key: str) -> tuple[Obj | None, Obj | None]:
+        vobj = self.virtual.get(key)
+        return vobj if self.ours(vobj) else None, self.host.get(key)
+
+    @abc.abstractmethod
+    def translate(self, hobj: Obj) -> Obj:
+        """The virtual copy a host object should have."""
+
+    async def to_virtual(self, hobj: Obj) -> None:
+        name = hobj["metadata"]["name"]
+        if (theirs := self.virtual.get(name)) is not None:
+            await self.ctx.warn_once(
+                theirs,
+                "SyncError",
+                f"host {self.resource_kind} {name} is not copied into the virtual cluster: a "
+                f"{self.resource_kind} of that name exists there and was not made by vnest; vnest leaves it alone",
+            )
+            return
+        # Not through the Patcher's create: a refusal here is the host admin's to read in the log,
+        # there is no tenant object to tell it on.
+        await self.ctx.virtual.create(self.translate(hobj))
+        _log.info(f"host {self.resource_kind} copied in", name=name)
+
+    async def to_host(self, vobj: Obj) -> None:
+        """The host object it copied is gone: so goes the copy."""
+        await self.patcher.delete(vobj)
+
+    async def deleting(self, vobj: Obj, hobj: Obj | None) -> bool:
+        return True  # made again, if still wanted, when its DELETED event comes back

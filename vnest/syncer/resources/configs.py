@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import Handlers, Informer, SyncContext, Syncer, is_subset
+from vnest.syncer.engine import Handlers, Informer, SyncContext, ToHostSyncer, is_subset
 from vnest.syncer.mappings import is_pod_token, key_of
 from vnest.syncer.resources.ingresses import tls_secrets
 from vnest.syncer.resources.pods import references
@@ -51,7 +51,7 @@ class ReferenceIndex:
         return bool(self.by_object.get(key))
 
 
-class ConfigSyncer(Syncer):
+class ConfigSyncer(ToHostSyncer):
     """Shared by ConfigMaps and Secrets: their syncing differs only in data fields and types."""
 
     def __init__(self, ctx: SyncContext, sync_all: bool) -> None:

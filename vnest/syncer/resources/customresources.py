@@ -49,7 +49,7 @@ from vnest.config.models import VClusterConfig
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, Obj, Resource, register, resource_of
 from vnest.syncer import mappings
-from vnest.syncer.engine import Handlers, SyncContext, Syncer, is_subset, now
+from vnest.syncer.engine import Handlers, SyncContext, ToHostSyncer, is_subset, now
 from vnest.syncer.mappings import LABEL_FROM_HOST, is_own_key
 
 _log = log.get("syncer.customresources")
@@ -173,7 +173,7 @@ def owner_reference(secret: Obj | None) -> Obj | None:
     }
 
 
-class CustomResourceSyncer(Syncer):
+class CustomResourceSyncer(ToHostSyncer):
     """One configured custom resource kind, virtual to host."""
 
     def __init__(

@@ -44,7 +44,7 @@ from typing import Any
 from vnest.kube.client import Obj
 from vnest.syncer import mappings
 from vnest.syncer.addresses import AllowList
-from vnest.syncer.engine import Handlers, Informer, SyncContext, Syncer, is_subset
+from vnest.syncer.engine import Handlers, Informer, SyncContext, ToHostSyncer, is_subset
 from vnest.syncer.engine.informer import event_object
 from vnest.syncer.mappings import (
     ENDPOINTS_CONTROLLER,
@@ -156,7 +156,7 @@ class SliceMapping(NamespacedMapping):
         return super().owns(hobj) and labels_of(hobj).get(LABEL_SLICE_MANAGER) == ENDPOINTS_CONTROLLER
 
 
-class EndpointSliceSyncer(Syncer):
+class EndpointSliceSyncer(ToHostSyncer):
     kind = "EndpointSlice"
 
     def __init__(self, ctx: SyncContext) -> None:

@@ -30,14 +30,12 @@ from typing import Any, ClassVar
 from vnest import log
 from vnest.config import models
 from vnest.config.models import VClusterConfig
-from vnest.kube.client import ApiError, Obj
-from vnest.syncer.engine import Controller, Handlers, Informer, Patcher, SyncContext, same
-from vnest.syncer.mappings import LABEL_FROM_HOST, LABEL_MANAGED_BY, is_own_key, labels_of
+from vnest.kube.client import ApiError, Obj, resource_of
+from vnest.syncer.engine import FromHostSyncer, Informer, SyncContext, same
+from vnest.syncer.mappings import LABEL_MANAGED_BY, copied_annotations, is_own_key
 from vnest.syncer.resources import storageclasses
 
 _log = log.get("syncer.fromhost")
-
-_DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
 def class_config(
@@ -82,56 +80,33 @@ def selector_string(selector: dict[str, Any] | None) -> str:
     return ",".join(parts)
 
 
-class FromHostClasses(Controller):
+class FromHostClasses(FromHostSyncer):
     """One class kind, host to virtual; keys are plain names."""
 
     workers = 2
-    resource_kind: ClassVar[str]
     config_key: ClassVar[str]
     fields: ClassVar[tuple[str, ...]]  # top-level fields copied
     immutable: ClassVar[tuple[str, ...]]  # of those, what the API server refuses to change
 
     def __init__(self, ctx: SyncContext) -> None:
-        super().__init__()
-        self.ctx = ctx
         self.enabled = from_host_enabled(ctx.config, self.config_key)
-        # Writes go to the virtual cluster, and only to the copies vnest made there.
-        self.patcher = Patcher(ctx, self.resource_kind, ctx.virtual, self.ours, log_writes=True)
-        self.resource = self.patcher.resource
-        self.host: Informer | None = None
-        self.virtual: Informer | None = None
-        if self.enabled:  # else no informer: the chart grants no read access to the host's objects
-            selector = class_config(ctx.config, self.config_key).selector.model_dump(by_alias=True)
-            self.host = ctx.selected_informer(
-                "host", self.resource_kind, None, label_selector=selector_string(selector)
-            )
-            self.virtual = ctx.informer("virtual", self.resource_kind)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return {LABEL_MANAGED_BY: self.ctx.name, LABEL_FROM_HOST: "true"}
-
-    def ours(self, vobj: Obj | None) -> bool:
-        labels = labels_of(vobj)
-        return bool(vobj) and all(labels.get(k) == v for k, v in self.labels.items())
-
-    def skipped(self, name: str) -> bool:
-        return False
+        # Turned off, its informer never runs (the chart grants no read access to the host's objects):
+        # it only removes the copies an earlier config made.
+        selector = class_config(ctx.config, self.config_key).selector.model_dump(by_alias=True)
+        super().__init__(
+            ctx,
+            ctx.selected_informer("host", self.resource_kind, None, label_selector=selector_string(selector))
+            if self.enabled
+            else Informer(ctx.host, resource_of(self.resource_kind), self.resource_kind, name="unused"),
+        )
 
     def setup(self) -> None:
-        if self.host is None or self.virtual is None:
-            return
-        self.host.add_handlers(Handlers.each(self.enqueue))
-        self.virtual.add_handlers(Handlers.each(self.enqueue))
+        if self.enabled:
+            super().setup()
 
     def resync(self) -> None:
-        if self.host is None or self.virtual is None:
-            return
-        for name in list(self.host.store):
-            self.queue.add(name)
-        for name, obj in list(self.virtual.store.items()):
-            if self.ours(obj):
-                self.queue.add(name)
+        if self.enabled:
+            super().resync()
 
     async def run(self) -> None:
         if not self.enabled:
@@ -145,64 +120,37 @@ class FromHostClasses(Controller):
         """Turned off: deletes the copies an earlier config made (nothing else carries our labels)."""
         selector = ",".join(f"{k}={v}" for k, v in self.labels.items())
         for vobj in await self.ctx.virtual.list(self.resource_kind, label_selector=selector):
-            await self._delete(vobj)
+            await self.patcher.delete(vobj)
 
-    def desired(self, hobj: Obj) -> Obj:
+    def translate(self, hobj: Obj) -> Obj:
         meta = hobj["metadata"]
         labels = {k: v for k, v in (meta.get("labels") or {}).items() if not is_own_key(k)}
-        annotations = {
-            k: v
-            for k, v in (meta.get("annotations") or {}).items()
-            if not is_own_key(k) and k not in _DROPPED_ANNOTATIONS
-        }
         return {
             "apiVersion": self.resource.group_version,
             "kind": self.resource_kind,
             "metadata": {
                 "name": meta["name"],
                 "labels": {**labels, **self.labels},
-                "annotations": annotations,
+                "annotations": copied_annotations(meta),
             },
             **{k: copy.deepcopy(hobj[k]) for k in self.fields if k in hobj},
         }
 
-    async def reconcile(self, name: str) -> None:
-        assert self.host is not None and self.virtual is not None
-        if self.skipped(name):
+    async def sync(self, vobj: Obj, hobj: Obj) -> None:
+        want = self.translate(hobj)
+        if any(not same(want.get(k), vobj.get(k)) for k in self.immutable):
+            await self.patcher.delete(
+                vobj
+            )  # made again, with the host's fields, when its DELETED event comes
             return
-        hobj = self.host.get(name)
-        vobj = self.virtual.get(name)
-        ours = vobj if self.ours(vobj) else None
-        if hobj is None:
-            if ours is not None:
-                await self._delete(ours)
-            return
-        if vobj is not None and ours is None:
-            await self.ctx.warn_once(
-                vobj,
-                "SyncError",
-                f"host {self.resource_kind} {name} is not copied into the virtual cluster: a {self.resource_kind} "
-                "of that name exists there and was not made by vnest; vnest leaves it alone",
-            )
-            return
-        want = self.desired(hobj)
-        if ours is None:
-            await self.ctx.virtual.create(want)
-            _log.info(f"host {self.resource_kind} copied in", name=name)
-            return
-        if ours["metadata"].get("deletionTimestamp"):
-            return  # made again when its DELETED event comes back
-        if any(not same(want.get(k), ours.get(k)) for k in self.immutable):
-            await self._delete(ours)  # made again, with the host's fields, when its DELETED event comes back
-            return
-        meta = ours["metadata"]
+        meta = vobj["metadata"]
         if (
             want["metadata"]["labels"] == (meta.get("labels") or {})
             and want["metadata"]["annotations"] == (meta.get("annotations") or {})
-            and all(same(want.get(k), ours.get(k)) for k in self.fields)
+            and all(same(want.get(k), vobj.get(k)) for k in self.fields)
         ):
             return
-        updated = copy.deepcopy(ours)
+        updated = copy.deepcopy(vobj)
         updated["metadata"]["labels"] = want["metadata"]["labels"]
         updated["metadata"]["annotations"] = want["metadata"]["annotations"]
         for k in self.fields:
@@ -210,10 +158,7 @@ class FromHostClasses(Controller):
                 updated[k] = want[k]
             else:
                 updated.pop(k, None)
-        await self.patcher.update(ours, updated)
-
-    async def _delete(self, vobj: Obj) -> None:
-        await self.patcher.delete(vobj)
+        await self.patcher.update(vobj, updated)
 
 
 class StorageClassesFromHost(FromHostClasses):
@@ -247,5 +192,5 @@ class PriorityClassesFromHost(FromHostClasses):
     fields = ("value", "globalDefault", "description", "preemptionPolicy")
     immutable = ("value", "preemptionPolicy")
 
-    def skipped(self, name: str) -> bool:
-        return name.startswith("system-")  # built into every cluster, the virtual one included
+    async def handled_elsewhere(self, key: str) -> bool:
+        return key.startswith("system-")  # built into every cluster, the virtual one included

@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import Syncer, is_subset
+from vnest.syncer.engine import ToHostSyncer, is_subset
 
 
 def tls_secrets(ingress: Obj) -> set[str]:
     return {t["secretName"] for t in ingress.get("spec", {}).get("tls") or [] if t.get("secretName")}
 
 
-class IngressSyncer(Syncer):
+class IngressSyncer(ToHostSyncer):
     kind = "Ingress"
 
     def translate(self, ving: Obj) -> Obj:

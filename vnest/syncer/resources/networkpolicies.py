@@ -15,7 +15,7 @@ import copy
 from collections.abc import Callable
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import Syncer, is_subset
+from vnest.syncer.engine import ToHostSyncer, is_subset
 from vnest.syncer.mappings import LABEL_MANAGED_BY, LABEL_NAMESPACE, namespace_label_key, translate_label_key
 
 
@@ -27,7 +27,7 @@ def _translated(selector: Obj | None, key_of: Callable[[str], str] = translate_l
     }
 
 
-class NetworkPolicySyncer(Syncer):
+class NetworkPolicySyncer(ToHostSyncer):
     kind = "NetworkPolicy"
 
     def _pods(

@@ -52,7 +52,7 @@ from vnest import log
 from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import Obj
 from vnest.syncer import mappings
-from vnest.syncer.engine import Handlers, Patcher, SyncContext, Syncer
+from vnest.syncer.engine import Handlers, Patcher, SyncContext, ToHostSyncer
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
     ANNOTATION_KIND,
@@ -173,7 +173,7 @@ class Nodes(Protocol):
     async def ensure(self, name: str) -> None: ...
 
 
-class PodSyncer(Syncer):
+class PodSyncer(ToHostSyncer):
     kind = "Pod"
     workers = 8
 

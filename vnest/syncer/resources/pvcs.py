@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 
 from vnest.kube.client import Obj, claim_reference
-from vnest.syncer.engine import Informer, SyncContext, Syncer
+from vnest.syncer.engine import Informer, SyncContext, ToHostSyncer
 from vnest.syncer.mappings import (
     ANNOTATION_NAME,
     FAKE_VOLUME_DRIVER,
@@ -32,7 +32,7 @@ from vnest.syncer.mappings import (
 from vnest.syncer.resources.storageclasses import host_storage_class, storage_classes_to_host
 
 
-class PersistentVolumeClaimSyncer(Syncer):
+class PersistentVolumeClaimSyncer(ToHostSyncer):
     kind = "PersistentVolumeClaim"
 
     def __init__(self, ctx: SyncContext) -> None:

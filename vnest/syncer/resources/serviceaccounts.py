@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 
 from vnest.kube.client import Obj
-from vnest.syncer.engine import SyncContext, Syncer
+from vnest.syncer.engine import SyncContext, ToHostSyncer
 
 
 def pod_service_account(pod: Obj) -> str:
@@ -49,7 +49,7 @@ def translate_service_account(ctx: SyncContext, vsa: Obj) -> Obj:
     }
 
 
-class ServiceAccountSyncer(Syncer):
+class ServiceAccountSyncer(ToHostSyncer):
     kind = "ServiceAccount"
 
     def translate(self, vobj: Obj) -> Obj:

@@ -27,7 +27,7 @@ import copy
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer.addresses import AllowList
-from vnest.syncer.engine import SyncContext, Syncer, is_subset
+from vnest.syncer.engine import SyncContext, ToHostSyncer, is_subset
 from vnest.syncer.mappings import LABEL_DNS_SERVICE, labels_of
 from vnest.syncer.resources.replicated import from_host_targets
 
@@ -55,7 +55,7 @@ def headless(svc: Obj) -> bool:
     return bool(svc["spec"].get("clusterIP") == "None")
 
 
-class ServiceSyncer(Syncer):
+class ServiceSyncer(ToHostSyncer):
     kind = "Service"
 
     def __init__(self, ctx: SyncContext) -> None:
