@@ -86,7 +86,7 @@ KINDS: tuple[Kind, ...] = (
         "to-host",
         # Slices of selector-less Services, which exist on the host only as their Services' copies.
         lambda c: c.sync.to_host.endpoints.enabled and c.sync.to_host.services.enabled,
-        lambda d: EndpointSliceSyncer(d.ctx),
+        lambda d: EndpointSliceSyncer(d.ctx, d.host_nodes.host if d.host_nodes is not None else None),
         ("EndpointSlice", "Endpoints"),  # Endpoints: copies older vnest versions made
     ),
     Kind(

@@ -159,7 +159,7 @@ class SliceMapping(NamespacedMapping):
 class EndpointSliceSyncer(ToHostSyncer):
     kind = "EndpointSlice"
 
-    def __init__(self, ctx: SyncContext) -> None:
+    def __init__(self, ctx: SyncContext, selected_nodes: Informer | None) -> None:
         super().__init__(ctx)
         self.replicated = from_host_targets(ctx)  # decided by the config, never by a tenant's labels
         self.services = ctx.informer("virtual", "Service")
@@ -168,7 +168,7 @@ class EndpointSliceSyncer(ToHostSyncer):
         self.host_pods: Informer | None = None
         if ctx.config.sync.to_host.pods.enabled:
             self.host_pods = ctx.informer("host", "Pod")
-        self.selected_nodes: Informer | None = None  # real node sync's host nodes, found in setup
+        self.selected_nodes = selected_nodes  # real node sync's host nodes, if on
         self.pods_on: Counter[str] = Counter()  # host node -> how many of our host pods run there
         self.pod_ips: Counter[str] = Counter()  # IP -> how many of our host pods have it
         self.allowed = AllowList(ctx.config.policies.allowed_endpoint_cidrs)
@@ -184,8 +184,6 @@ class EndpointSliceSyncer(ToHostSyncer):
         self.host_services.add_handlers(Handlers.each(self._on_host_service))
         if self.host_pods is not None:
             self.host_pods.add_handlers(Handlers.diff(self._on_host_pod))
-        # Real node sync (nodes.HostNodes) registers its informer of the selected host nodes.
-        self.selected_nodes = self.ctx.informers.get(("host-selected", "Node"))
         if self.selected_nodes is not None:
             self.selected_nodes.add_handlers(Handlers.each(self._on_selected_node))
 

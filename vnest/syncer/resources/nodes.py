@@ -20,9 +20,9 @@ import asyncio
 import copy
 
 from vnest import log
-from vnest.kube.client import ApiError, Obj, resource_of
-from vnest.syncer.engine import Controller, Handlers, Informer, SyncContext, is_subset, now
-from vnest.syncer.mappings import LABEL_FAKE_NODE, LABEL_HOST_NODE
+from vnest.kube.client import ApiError, Obj
+from vnest.syncer.engine import Handlers, SyncContext, Syncer, is_subset, now
+from vnest.syncer.mappings import LABEL_FAKE_NODE, LABEL_HOST_NODE, labels_of
 
 _log = log.get("syncer.nodes")
 
@@ -147,7 +147,7 @@ class FakeNodes:
 SYNCED_LABEL = LABEL_HOST_NODE
 
 
-class HostNodes(Controller):
+class HostNodes(Syncer):
     """Real node sync (`sync.fromHost.nodes.enabled`): the selected host nodes, mirrored into the virtual cluster.
 
     Names, labels, taints, capacity and conditions are the host node's; the
@@ -166,23 +166,23 @@ class HostNodes(Controller):
         config = ctx.config.sync.from_host.nodes
         self.labels: dict[str, str] = {} if config.selector.all else dict(config.selector.labels)
         self.clear_images = config.clear_image_status
-        self.host_nodes = Informer(
-            ctx.host,
-            resource_of("Node"),
-            "Node",
-            label_selector=",".join(f"{k}={v}" for k, v in sorted(self.labels.items())),
-            name="host Node (selected)",
+        self.host = ctx.selected_informer(
+            "host", "Node", None, label_selector=",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         )
-        ctx.informers[("host-selected", "Node")] = self.host_nodes
-        self.virtual_nodes = ctx.informer("virtual", "Node")
+        self.virtual = ctx.informer("virtual", "Node")
 
     def setup(self) -> None:
-        self.host_nodes.add_handlers(Handlers.each(self.enqueue))
-        self.virtual_nodes.add_handlers(Handlers.each(self.enqueue))
+        self.host.add_handlers(Handlers.each(self.enqueue))
+        self.virtual.add_handlers(Handlers.each(self.enqueue))
 
     def resync(self) -> None:
-        for key in list(self.host_nodes.store) + list(self.virtual_nodes.store):
+        for key in list(self.host.store) + list(self.virtual.store):
             self.queue.add(key)
+
+    def pair(self, key: str) -> tuple[Obj | None, Obj | None]:
+        # Any virtual Node of a selected host node's name is made that node's copy (a fake node the
+        # pods were bound to before real node sync was turned on included).
+        return self.virtual.get(key), self.host.get(key)
 
     async def ensure(self, name: str) -> None:
         """Pods bind only to selected nodes, which exist once synced; nothing to make up."""
@@ -210,17 +210,19 @@ class HostNodes(Controller):
             status.pop("images", None)
         return node, status
 
-    async def reconcile(self, name: str) -> None:
-        hnode = self.host_nodes.get(name)
-        vnode = self.virtual_nodes.get(name)
-        if hnode is None:
-            if vnode is not None and vnode["metadata"].get("labels", {}).get(SYNCED_LABEL) == "true":
-                await self.ctx.virtual.delete("Node", name)
-            return
+    async def to_host(self, vnode: Obj) -> None:
+        """No selected host node of its name: a copy goes, any other virtual Node stays."""
+        if labels_of(vnode).get(SYNCED_LABEL) == "true":
+            await self.ctx.virtual.delete("Node", vnode["metadata"]["name"])
+
+    async def to_virtual(self, hnode: Obj) -> None:
         node, status = self._virtual(hnode)
-        if vnode is None:
-            vnode = await self.ctx.virtual.create(node)
-        elif not (
+        await self._status(await self.ctx.virtual.create(node), status)
+
+    async def sync(self, vnode: Obj, hnode: Obj) -> None:
+        name = hnode["metadata"]["name"]
+        node, status = self._virtual(hnode)
+        if not (
             is_subset(node["metadata"]["labels"], vnode["metadata"].get("labels"))
             and node["spec"]["taints"] == (vnode["spec"].get("taints") or [])
             and node["spec"]["unschedulable"] == bool(vnode["spec"].get("unschedulable"))
@@ -232,6 +234,10 @@ class HostNodes(Controller):
             }
             updated["spec"] = {**vnode.get("spec", {}), **node["spec"]}
             vnode = await self.ctx.virtual.request("PUT", f"/api/v1/nodes/{name}", body=updated)
+        await self._status(vnode, status)
+
+    async def _status(self, vnode: Obj, status: Obj) -> None:
+        name = vnode["metadata"]["name"]
         if _status_differs(vnode.get("status") or {}, status):
             await self.ctx.virtual.request(
                 "PUT", f"/api/v1/nodes/{name}/status", body={**vnode, "status": status}
