@@ -13,7 +13,7 @@ from __future__ import annotations
 from vnest import log
 from vnest.kube.client import Obj, resource_of
 from vnest.syncer import mappings
-from vnest.syncer.engine import Controller, Handlers, Informer, SyncContext
+from vnest.syncer.engine import Controller, Handlers, SyncContext
 from vnest.syncer.mappings import split_key
 
 _log = log.get("syncer.events")
@@ -22,6 +22,9 @@ _COPIED = ("reason", "message", "type", "count", "firstTimestamp", "lastTimestam
 
 
 class EventSyncer(Controller):
+    """Not a Syncer: events are not copies paired by name but a one-way stream, each host event about
+    a synced object told again, in virtual names, on the virtual object."""
+
     kind = "Event"
     workers = 2
 
@@ -29,10 +32,7 @@ class EventSyncer(Controller):
         super().__init__()
         self.ctx = ctx
         # Host events carry no labels of ours: this informer sees the whole namespace.
-        self.events = Informer(
-            ctx.host, resource_of("Event"), "Event", namespace=ctx.host_namespace, name="host Event (all)"
-        )
-        ctx.informers[("host-all", "Event")] = self.events
+        self.events = ctx.selected_informer("host", "Event", ctx.host_namespace)
 
     def setup(self) -> None:
         # An event deleted on the host (expired) stays in the virtual cluster until its own TTL.

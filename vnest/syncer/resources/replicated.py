@@ -145,7 +145,10 @@ def _owner(obj: Obj) -> Obj:
 
 
 class _Replicator(Controller):
-    """What both directions share: ownership, deletes, and mirroring EndpointSlices onto a target Service."""
+    """What both directions share: ownership, deletes, and mirroring EndpointSlices onto a target Service.
+
+    Not a Syncer: a replica is keyed by the configured mapping, not paired by name with one object,
+    and follows two objects of its source (the Service and its EndpointSlices)."""
 
     workers = 2
     direction = ""
