@@ -311,6 +311,13 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
 
+    async def replace(self, obj: Obj, subresource: str = "") -> Obj:
+        """PUT the whole object (or a subresource of it: `status`) at the resourceVersion it carries:
+        a conflict when it changed meanwhile, and the work queue retries from fresh caches."""
+        meta = obj["metadata"]
+        path = resource_of(obj["kind"]).path(meta.get("namespace"), meta["name"], subresource)
+        return await self.request("PUT", path, body=obj)
+
     async def patch(self, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj:
         return await self.request(
             "PATCH",

@@ -50,7 +50,7 @@ from vnest.errors import VnestError
 from vnest.kube.client import ApiError, Obj, Resource, register, resource_of
 from vnest.syncer import mappings
 from vnest.syncer.engine import Handlers, SyncContext, ToHostSyncer, is_subset, now
-from vnest.syncer.mappings import LABEL_FROM_HOST, is_own_key
+from vnest.syncer.mappings import LABEL_FROM_HOST, LABEL_MANAGED_BY, is_own_key
 
 _log = log.get("syncer.customresources")
 
@@ -135,7 +135,7 @@ def virtual_crd(host_crd: Obj, key: Key, vcluster: str, existing: Obj | None = N
     spec.pop("conversion", None)  # a host webhook the virtual API server cannot reach; None converts
     spec["preserveUnknownFields"] = False
     labels = _metadata_map(meta.get("labels"))
-    labels.update({naming.LABEL_MANAGED_BY: vcluster, LABEL_FROM_HOST: "true"})
+    labels.update({LABEL_MANAGED_BY: vcluster, LABEL_FROM_HOST: "true"})
     return {
         "apiVersion": CRD_API_VERSION,
         "kind": CRD_KIND,
@@ -269,12 +269,9 @@ class CustomResourceSyncer(ToHostSyncer):
         body = {k: v for k, v in vobj.items() if k != "status"}
         if status is not None:
             body["status"] = status
-        meta = vobj["metadata"]
         # Without a status subresource, status is part of the object: the whole of it is written.
         subresource = "status" if self.status_subresource else ""
-        await self.ctx.virtual.request(
-            "PUT", self.resource.path(meta["namespace"], meta["name"], subresource), body=body
-        )
+        await self.ctx.virtual.replace(body, subresource)
 
 
 # ---- start-up: the CRDs, from the host into the virtual cluster --------------------------

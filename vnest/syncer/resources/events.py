@@ -11,7 +11,7 @@ never copied, so no tenant learns about another's.
 from __future__ import annotations
 
 from vnest import log
-from vnest.kube.client import Obj, resource_of
+from vnest.kube.client import Obj
 from vnest.syncer import mappings
 from vnest.syncer.engine import Controller, Handlers, SyncContext
 from vnest.syncer.mappings import split_key
@@ -96,6 +96,4 @@ class EventSyncer(Controller):
             event.get("lastTimestamp"),
         ):
             event["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            await self.ctx.virtual.request(
-                "PUT", resource_of("Event").path(target["namespace"], name), body=event
-            )
+            await self.ctx.virtual.replace(event)

@@ -63,9 +63,4 @@ class IngressSyncer(ToHostSyncer):
     async def _status_back(self, ving: Obj, hing: Obj) -> None:
         host_lb = (hing.get("status") or {}).get("loadBalancer") or {}
         if host_lb != ((ving.get("status") or {}).get("loadBalancer") or {}):
-            meta = ving["metadata"]
-            await self.ctx.virtual.request(
-                "PUT",
-                self.resource.path(meta["namespace"], meta["name"], "status"),
-                body={**ving, "status": {"loadBalancer": host_lb}},
-            )
+            await self.ctx.virtual.replace({**ving, "status": {"loadBalancer": host_lb}}, "status")

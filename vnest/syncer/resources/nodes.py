@@ -110,12 +110,10 @@ class FakeNodes:
             kept = [t for t in taints if t.get("key") not in LIFECYCLE_TAINTS]
             if kept != taints:
                 # Admission's not-ready taint; a tenant's own taints on its fake node stay.
-                node = await self.ctx.virtual.request(
-                    "PUT", f"/api/v1/nodes/{name}", body={**node, "spec": {**node["spec"], "taints": kept}}
-                )
+                node = await self.ctx.virtual.replace({**node, "spec": {**node["spec"], "taints": kept}})
             updated = copy.deepcopy(node)
             updated["status"] = self._status()
-            await self.ctx.virtual.request("PUT", f"/api/v1/nodes/{name}/status", body=updated)
+            await self.ctx.virtual.replace(updated, "status")
             self.known.add(name)
             _log.info("fake node ready", node=name)
 
@@ -220,7 +218,6 @@ class HostNodes(Syncer):
         await self._status(await self.ctx.virtual.create(node), status)
 
     async def sync(self, vnode: Obj, hnode: Obj) -> None:
-        name = hnode["metadata"]["name"]
         node, status = self._virtual(hnode)
         if not (
             is_subset(node["metadata"]["labels"], vnode["metadata"].get("labels"))
@@ -233,15 +230,12 @@ class HostNodes(Syncer):
                 **node["metadata"]["labels"],
             }
             updated["spec"] = {**vnode.get("spec", {}), **node["spec"]}
-            vnode = await self.ctx.virtual.request("PUT", f"/api/v1/nodes/{name}", body=updated)
+            vnode = await self.ctx.virtual.replace(updated)
         await self._status(vnode, status)
 
     async def _status(self, vnode: Obj, status: Obj) -> None:
-        name = vnode["metadata"]["name"]
         if _status_differs(vnode.get("status") or {}, status):
-            await self.ctx.virtual.request(
-                "PUT", f"/api/v1/nodes/{name}/status", body={**vnode, "status": status}
-            )
+            await self.ctx.virtual.replace({**vnode, "status": status}, "status")
 
 
 def _status_differs(have: Obj, want: Obj) -> bool:

@@ -164,16 +164,15 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
         }
 
     async def status_back(self, vpv: Obj, hpv: Obj) -> None:
-        path = self.resource.path(None, vpv["metadata"]["name"])
         claim = self.virtual_claim(hpv)
         have = vpv["spec"].get("claimRef") or {}
         if claim is not None and any(claim[k] != have.get(k) for k in CLAIM_FIELDS):
             updated = copy.deepcopy(vpv)
             updated["spec"]["claimRef"] = claim
-            vpv = await self.ctx.virtual.request("PUT", path, body=updated)
+            vpv = await self.ctx.virtual.replace(updated)
         status = hpv.get("status") or {}
         if status and status != vpv.get("status"):
-            await self.ctx.virtual.request("PUT", path + "/status", body={**vpv, "status": status})
+            await self.ctx.virtual.replace({**vpv, "status": status}, "status")
 
     async def _release(self, vpv: Obj) -> None:
         """Drops the pv-protection finalizer of a deleted virtual PV whose host copy is gone."""
@@ -183,9 +182,7 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
         updated = copy.deepcopy(vpv)
         updated["metadata"]["finalizers"] = [f for f in finalizers if f != PROTECTION_FINALIZER]
         try:
-            await self.ctx.virtual.request(
-                "PUT", self.resource.path(None, vpv["metadata"]["name"]), body=updated
-            )
+            await self.ctx.virtual.replace(updated)
         except ApiError as e:
             if not e.not_found:
                 raise

@@ -538,11 +538,7 @@ class PodSyncer(ToHostSyncer):
         status = hpod.get("status") or {}
         if not status or vpod.get("status") == status:
             return
-        updated = dict(vpod)
-        updated["status"] = status
-        await self.ctx.virtual.request(
-            "PUT", self.resource.path(meta["namespace"], meta["name"], "status"), body=updated
-        )
+        await self.ctx.virtual.replace({**vpod, "status": status}, "status")
 
     # ---- the service-account token ---------------------------------------------
 

@@ -116,11 +116,7 @@ class PersistentVolumeClaimSyncer(ToHostSyncer):
                 return  # the update brings us back for the status
         status = hpvc.get("status") or {}
         if status and status != vpvc.get("status"):
-            meta = vpvc["metadata"]
-            updated = {**vpvc, "status": status}
-            await self.ctx.virtual.request(
-                "PUT", self.resource.path(meta["namespace"], meta["name"], "status"), body=updated
-            )
+            await self.ctx.virtual.replace({**vpvc, "status": status}, "status")
 
     async def _ensure_virtual_volume(self, vpvc: Obj, hpvc: Obj, name: str) -> None:
         if await self.ctx.virtual.get_or_none("PersistentVolume", name) is not None:
@@ -149,9 +145,7 @@ class PersistentVolumeClaimSyncer(ToHostSyncer):
             },
         }
         created = await self.ctx.virtual.create(volume)
-        await self.ctx.virtual.request(
-            "PUT", f"/api/v1/persistentvolumes/{name}/status", body={**created, "status": {"phase": "Bound"}}
-        )
+        await self.ctx.virtual.replace({**created, "status": {"phase": "Bound"}}, "status")
 
     async def _delete_virtual_volume(self, vpvc: Obj | None, hpvc: Obj | None) -> None:
         name = (vpvc or {}).get("spec", {}).get("volumeName") or (hpvc or {}).get("spec", {}).get(

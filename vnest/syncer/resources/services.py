@@ -239,6 +239,4 @@ class ServiceSyncer(ToHostSyncer):
         if host_lb != ((vsvc.get("status") or {}).get("loadBalancer") or {}):
             updated = copy.deepcopy(vsvc)
             updated["status"] = {**(vsvc.get("status") or {}), "loadBalancer": host_lb}
-            await self.ctx.virtual.request(
-                "PUT", self.resource.path(meta["namespace"], meta["name"], "status"), body=updated
-            )
+            await self.ctx.virtual.replace(updated, "status")
