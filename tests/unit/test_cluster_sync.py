@@ -18,6 +18,7 @@ from vnest.config.load import load_config
 from vnest.config.models import VClusterConfig
 from vnest.errors import UsageError
 from vnest.kube.client import resource_of
+from vnest.kube.objects import OwnerReference
 from vnest.syncer import registry
 from vnest.syncer.engine import SyncContext, same
 from vnest.syncer.mappings import LABEL_FAKE_VOLUME as FAKE_VOLUME_LABEL
@@ -37,7 +38,12 @@ from vnest.syncer.resources.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.resources.storageclasses import StorageClassSyncer, host_storage_class
 
 NAME, NS = "vc", "team-host"
-OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "r", "uid": "r-uid"}
+OWNER: OwnerReference = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "name": "r",
+    "uid": "r-uid",
+}
 
 
 def _config(*sets: str) -> VClusterConfig:

@@ -18,6 +18,7 @@ from vnest.config.load import load_config, to_values
 from vnest.config.models import VClusterConfig
 from vnest.errors import UsageError, VnestError
 from vnest.kube.client import Resource, register, resource_of
+from vnest.kube.objects import OwnerReference
 from vnest.syncer.engine import SyncContext
 from vnest.syncer.mappings import LABEL_FROM_HOST, hashed_label_key
 from vnest.syncer.resources import customresources as cr
@@ -278,7 +279,7 @@ def test_register_refuses_a_kind_known_elsewhere():
 
 def _syncer(ctx: SyncContext, status: bool = True) -> cr.CustomResourceSyncer:
     register("Widget", Resource("example.com/v1", "widgets"))
-    owner = {"apiVersion": "v1", "kind": "Secret", "name": "vc-config-vc", "uid": "cfg-uid"}
+    owner: OwnerReference = {"apiVersion": "v1", "kind": "Secret", "name": "vc-config-vc", "uid": "cfg-uid"}
     return cr.CustomResourceSyncer(ctx, "Widget", "example.com/v1", status, owner)
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from vnest import log
-from vnest.kube.client import ApiError, KubeClient, Obj, claim_reference
+from vnest.kube.client import ApiError, KubeClient, Obj
+from vnest.kube.objects import claim_reference
 
 _log = log.get("storage")
 

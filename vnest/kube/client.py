@@ -80,18 +80,6 @@ RESOURCES: dict[str, Resource] = {
 }
 
 
-def claim_reference(claim: Obj) -> Obj:
-    """A PersistentVolume's ``claimRef`` to a PersistentVolumeClaim (an ObjectReference)."""
-    meta = claim["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "namespace": meta["namespace"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-    }
-
-
 def register(kind: str, resource: Resource) -> None:
     """Teaches every client and syncer where a kind learned at runtime lives (a custom resource's CRD).
 

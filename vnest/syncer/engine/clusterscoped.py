@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
+from vnest.kube.objects import OwnerReference, owner_reference
 from vnest.syncer.engine.context import SyncContext
 from vnest.syncer.engine.controller import ClusterSyncer
 from vnest.syncer.engine.diff import is_subset, same
@@ -31,7 +32,7 @@ _log = log.get("syncer.cluster")
 
 async def cluster_role_owner(
     ctx: SyncContext, name: str = "", owned: str = "cluster-scoped host copies"
-) -> Obj | None:
+) -> OwnerReference | None:
     """An owner reference to a ClusterRole of this cluster (default: naming.cluster_role), or None
     when it cannot be read; `owned` names what goes without an owner then, for the log."""
     name = name or naming.cluster_role(ctx.name, ctx.host_namespace)
@@ -40,12 +41,7 @@ async def cluster_role_owner(
     except ApiError as e:
         _log.info(f"{owned} get no owner: the ClusterRole is not readable", error=str(e))
         return None
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "name": name,
-        "uid": role["metadata"]["uid"],
-    }
+    return owner_reference(role)
 
 
 class ClusterCopySyncer(ClusterSyncer):
@@ -57,7 +53,7 @@ class ClusterCopySyncer(ClusterSyncer):
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx)
-        self.owner: Obj | None = None
+        self.owner: OwnerReference | None = None
 
     async def run(self) -> None:
         self.owner = await cluster_role_owner(self.ctx)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from vnest import log
 from vnest.config.models import VClusterConfig
 from vnest.kube.client import ApiError, KubeClient, Obj, resource_of
+from vnest.kube.objects import Event
 from vnest.syncer import mappings
 from vnest.syncer.engine.informer import Informer
 from vnest.syncer.mappings import ClusterMapping, NamespacedMapping
@@ -119,7 +120,7 @@ class SyncContext:
     async def event(self, vobj: Obj, reason: str, message: str, type_: str = "Warning") -> None:
         """An event on the virtual object: how a tenant learns why something did not sync."""
         meta = vobj["metadata"]
-        event = {
+        event: Event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace") or "default"},
@@ -139,7 +140,7 @@ class SyncContext:
             "count": 1,
         }
         try:
-            await self.virtual.create(event)
+            await self.virtual.create(dict(event))
         except ApiError as e:
             _log.debug("cannot record event", error=str(e))
 

@@ -48,6 +48,7 @@ from vnest import log, naming
 from vnest.config.models import VClusterConfig
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, Obj, Resource, register, resource_of
+from vnest.kube.objects import OwnerReference, owner_reference
 from vnest.syncer import mappings
 from vnest.syncer.engine import Handlers, SyncContext, ToHostSyncer, is_subset, now
 from vnest.syncer.mappings import LABEL_FROM_HOST, LABEL_MANAGED_BY, is_own_key
@@ -161,18 +162,6 @@ def payload(obj: Obj) -> Obj:
     }
 
 
-def owner_reference(secret: Obj | None) -> Obj | None:
-    """The host copies' owner: the cluster's config Secret, which goes when the cluster is deleted."""
-    if secret is None:
-        return None
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "name": secret["metadata"]["name"],
-        "uid": secret["metadata"]["uid"],
-    }
-
-
 class CustomResourceSyncer(ToHostSyncer):
     """One configured custom resource kind, virtual to host."""
 
@@ -182,7 +171,7 @@ class CustomResourceSyncer(ToHostSyncer):
         kind: str,
         api_version: str,
         status_subresource: bool,
-        owner: Obj | None = None,
+        owner: OwnerReference | None = None,
     ) -> None:
         super().__init__(ctx, kind)  # each configured kind is a syncer of its own
         self.api_version = api_version
@@ -317,7 +306,7 @@ async def _ensure_virtual_crd(ctx: SyncContext, host_crd: Obj, key: Key) -> Obj:
         await asyncio.sleep(0.2)
 
 
-async def _setup(ctx: SyncContext, key: Key, owner: Obj | None) -> CustomResourceSyncer:
+async def _setup(ctx: SyncContext, key: Key, owner: OwnerReference | None) -> CustomResourceSyncer:
     where = f"{CONFIG_KEY}.{key.key}"
     try:
         host_crd = await ctx.host.get(CRD_KIND, key.crd_name)
@@ -392,7 +381,8 @@ async def syncers(ctx: SyncContext) -> list[CustomResourceSyncer]:
     secret = await ctx.host.get_or_none("Secret", naming.config_secret(ctx.name), ctx.host_namespace)
     if (problem := naming.foreign_control_plane_object(secret, ctx.name, "config")) is not None:
         raise CustomResourceError(problem)  # it would own the host copies
-    owner = owner_reference(secret)
+    # The host copies' owner: the cluster's config Secret, which goes when the cluster is deleted.
+    owner = owner_reference(secret) if secret is not None else None
     out = []
     for key in keys:
         try:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 
-from vnest.kube.client import Obj, claim_reference
+from vnest.kube.client import Obj
+from vnest.kube.objects import claim_reference
 from vnest.syncer.engine import Informer, SyncContext, ToHostSyncer
 from vnest.syncer.mappings import (
     ANNOTATION_NAME,

@@ -51,6 +51,7 @@ import time
 from vnest import log, naming
 from vnest.config.models import VClusterConfig
 from vnest.kube.client import ApiError, KubeClient, Obj, resource_of
+from vnest.kube.objects import OwnerReference, owner_reference
 from vnest.syncer import mappings
 from vnest.syncer.engine import Controller, Handlers, Informer, SyncContext, is_subset
 from vnest.syncer.engine.clusterscoped import cluster_role_owner
@@ -133,15 +134,6 @@ def _slice_endpoint(endpoint: Obj, keep_refs: bool) -> Obj:
     if keep_refs:  # host pods and nodes mean something on the host only
         fields += ("nodeName", "targetRef")
     return {k: copy.deepcopy(endpoint[k]) for k in fields if k in endpoint}
-
-
-def _owner(obj: Obj) -> Obj:
-    return {
-        "apiVersion": obj.get("apiVersion", "v1"),
-        "kind": obj.get("kind", "Service"),
-        "name": obj["metadata"]["name"],
-        "uid": obj["metadata"]["uid"],
-    }
 
 
 class _Replicator(Controller):
@@ -274,7 +266,7 @@ class _Replicator(Controller):
                         LABEL_SLICE_MANAGER: REPLICATED_CONTROLLER,
                     },
                     "annotations": {ANNOTATION_SOURCE: origin},
-                    "ownerReferences": [_owner(service)],
+                    "ownerReferences": [owner_reference(service)],
                 },
                 "addressType": source.get("addressType", "IPv4"),
                 "endpoints": [_slice_endpoint(e, keep_refs) for e in source.get("endpoints") or []],
@@ -455,7 +447,7 @@ class ToHostServices(_Replicator):
         self.targets_of: dict[str, list[str]] = {}
         for target, source in self.mappings.items():
             self.targets_of.setdefault(source, []).append(target)
-        self.owner: Obj | None = None
+        self.owner: OwnerReference | None = None
         self.recheck_at: dict[str, float] = {}  # targets held by someone else, looked at again then
         self.target_services: Informer | None = None
         if not self.mappings:
@@ -511,7 +503,7 @@ class ToHostServices(_Replicator):
                 _log.warning("cannot look for replicated host Services to clean up", error=str(e))
         await super().run()
 
-    async def _cluster_role(self) -> Obj | None:
+    async def _cluster_role(self) -> OwnerReference | None:
         """toHost's ClusterRole, owner of every host replica (see the module's docstring)."""
         if not self.mappings:
             return None
