@@ -25,7 +25,7 @@ from vnest.kube.client import ApiError, Obj
 from vnest.kube.objects import OwnerReference, owner_reference
 from vnest.syncer.engine.context import SyncContext
 from vnest.syncer.engine.controller import ClusterSyncer
-from vnest.syncer.engine.diff import is_subset, same
+from vnest.syncer.engine.diff import is_subset, same, with_fields
 
 _log = log.get("syncer.cluster")
 
@@ -107,13 +107,8 @@ class ClusterCopySyncer(ClusterSyncer):
             same(desired.get(k), hobj.get(k)) for k in self.fields
         ):
             return
-        updated = copy.deepcopy(hobj)
+        updated = with_fields(hobj, desired, self.fields)
         updated["metadata"] = self.updated_metadata(desired, hobj)
-        for k in self.fields:
-            if k in desired:
-                updated[k] = desired[k]
-            else:
-                updated.pop(k, None)
         await self.patcher.update(hobj, updated)
 
     async def status_back(self, vobj: Obj, hobj: Obj) -> None:

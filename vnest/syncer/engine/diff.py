@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 
@@ -21,3 +22,14 @@ def is_subset(want: Any, have: Any) -> bool:
 def same(a: Any, b: Any) -> bool:
     """Equal, counting absent, null, false, 0 and empty alike (the API server omits empty fields)."""
     return bool((a or None) == (b or None))
+
+
+def with_fields(obj: dict[str, Any], want: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `obj` whose top-level `fields` are `want`'s (absent there: absent here too)."""
+    out = copy.deepcopy(obj)
+    for k in fields:
+        if k in want:
+            out[k] = want[k]
+        else:
+            out.pop(k, None)
+    return out

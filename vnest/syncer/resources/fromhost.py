@@ -32,6 +32,7 @@ from vnest.config import models
 from vnest.config.models import VClusterConfig
 from vnest.kube.client import ApiError, Obj, resource_of
 from vnest.syncer.engine import FromHostSyncer, Informer, SyncContext, same
+from vnest.syncer.engine.diff import with_fields
 from vnest.syncer.mappings import LABEL_MANAGED_BY, copied_annotations, is_own_key
 from vnest.syncer.resources import storageclasses
 
@@ -150,14 +151,9 @@ class FromHostClasses(FromHostSyncer):
             and all(same(want.get(k), vobj.get(k)) for k in self.fields)
         ):
             return
-        updated = copy.deepcopy(vobj)
+        updated = with_fields(vobj, want, self.fields)
         updated["metadata"]["labels"] = want["metadata"]["labels"]
         updated["metadata"]["annotations"] = want["metadata"]["annotations"]
-        for k in self.fields:
-            if k in want:
-                updated[k] = want[k]
-            else:
-                updated.pop(k, None)
         await self.patcher.update(vobj, updated)
 
 
