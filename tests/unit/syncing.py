@@ -354,8 +354,8 @@ class Row:
     `host_has` / `virtual_has`: objects that must exist, each holding the given fields (nested
     dicts by subset, lists element by element, ABSENT for a field that must be missing);
     `host_lacks` / `virtual_lacks`: objects that must not exist; `untouched`: host objects
-    exactly as seeded (same resourceVersion); `events`: exactly these Warning events, one each,
-    as (reason, substring of the message); `host_writes` / `virtual_writes`: exactly these
+    exactly as seeded; `events`: exactly these Warning events, one each, as (reason, substring of
+    the message) or (reason, substring, name of the virtual object it is about); `host_writes` / `virtual_writes`: exactly these
     writes, in order (see `short`), when given; `settles`: a second resync changes nothing.
     """
 
@@ -370,7 +370,7 @@ class Row:
     virtual_has: Mapping[Key, Obj] = field(default_factory=dict)
     virtual_lacks: Sequence[Key] = ()
     untouched: Sequence[Key] = ()
-    events: Sequence[tuple[str, str]] = ()
+    events: Sequence[tuple[str, str] | tuple[str, str, str]] = ()
     host_writes: Sequence[str] | None = None
     virtual_writes: Sequence[str] | None = None
     nodes: Sequence[str] | None = None
@@ -445,11 +445,11 @@ def check(row: Row, result: Result) -> None:
             have.get(k) != v for k, v in want.items() if k not in ("metadata", "apiVersion")
         ):
             problems.append(f"host {kind} {name}: changed: {have}")
-    events = [(e["reason"], e["message"]) for e in result.events]
-    for reason, text in row.events:
-        found = [m for r, m in events if r == reason and text in m]
+    events = [(e["reason"], e["message"], e["involvedObject"]["name"]) for e in result.events]
+    for reason, text, *about in row.events:
+        found = [m for r, m, name in events if r == reason and text in m and name in (about or [name])]
         if len(found) != 1:
-            problems.append(f"want one {reason} event with {text!r}, have {events}")
+            problems.append(f"want one {reason} event on {about or 'it'} with {text!r}, have {events}")
     if len(events) != len(row.events):
         problems.append(f"want {len(row.events)} Warning events, have {events}")
     if row.host_writes is not None and result.host_writes != list(row.host_writes):

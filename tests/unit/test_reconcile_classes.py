@@ -153,7 +153,7 @@ PRIORITY_ROWS = [
             host=[foreign("PriorityClass", cn("taken"), labels={"owner": "host-admin"}, value=7)],
             sets=[PRIORITY],
             untouched=[("PriorityClass", cn("taken"))],
-            events=[("SyncError", f"host PriorityClass {cn('taken')} {NOT_OURS}")],
+            events=[("SyncError", f"host PriorityClass {cn('taken')} {NOT_OURS}", "taken")],
         ),
         id="not-ours-left-alone-and-reported",
     ),
@@ -365,7 +365,7 @@ def copied(hobj: dict, **fields: Any) -> dict:
 HOST_SC = obj(
     "StorageClass", "standard", labels={"tier": "std"}, provisioner="example.com/std", reclaimPolicy="Delete"
 )
-HOST_PC = obj("PriorityClass", "batch", value=100, description="the host's")
+HOST_PC = obj("PriorityClass", "batch", labels={"tier": "batch"}, value=100, description="the host's")
 HOST_IC = obj("IngressClass", "nginx", spec={"controller": "k8s.io/ingress-nginx"})
 SANDBOX = obj("RuntimeClass", "gvisor", labels={"sandbox": "gvisor"}, handler="runsc")
 PLAIN_RC = obj("RuntimeClass", "kata", handler="kata")
@@ -403,7 +403,7 @@ FROM_HOST_ROWS = [
                     metadata={
                         "name": "batch",
                         "uid": "copy-batch",
-                        "labels": {**FROM_HOST["labels"], "extra": "1"},
+                        "labels": {**FROM_HOST["labels"], "tier": "changed", "extra": "1"},
                     },
                 )
             ],
@@ -411,7 +411,7 @@ FROM_HOST_ROWS = [
             virtual_has={
                 ("PriorityClass", "batch"): {
                     "description": "the host's",
-                    "metadata": {"labels": {"extra": ABSENT}},
+                    "metadata": {"labels": {"tier": "batch", "extra": ABSENT}},
                 }
             },
             virtual_writes=["PUT priorityclasses/batch"],
@@ -451,7 +451,7 @@ FROM_HOST_ROWS = [
                     "metadata": {"labels": ABSENT},
                 }
             },
-            events=[("SyncError", "host IngressClass nginx is not copied into the virtual cluster")],
+            events=[("SyncError", "host IngressClass nginx is not copied into the virtual cluster", "nginx")],
             virtual_writes=[],
         ),
         id="a-tenants-own-object-of-the-name-left-alone-and-reported",

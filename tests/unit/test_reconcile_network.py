@@ -636,7 +636,7 @@ SLICE_ROWS = [
                 ),
             ],
             untouched=[("EndpointSlice", HSLICE)],
-            events=[("SyncError", f"host EndpointSlice {NS}/{HSLICE} {NOT_OURS}")],
+            events=[("SyncError", f"host EndpointSlice {NS}/{HSLICE} {NOT_OURS}", "db-1")],
         ),
         id="not-ours-left-alone-and-reported",
     ),

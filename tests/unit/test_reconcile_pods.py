@@ -320,7 +320,7 @@ ROWS = [
             virtual=[WEB],
             host=[foreign("Pod", hn("web"), spec={"containers": [{"name": "c", "image": "busybox"}]})],
             untouched=[("Pod", hn("web"))],
-            events=[("SyncError", f"host Pod {NS}/{hn('web')} {NOT_OURS}")],
+            events=[("SyncError", f"host Pod {NS}/{hn('web')} {NOT_OURS}", "web")],
             host_writes=["POST pods"],
         ),
         id="not-ours-left-alone-and-reported-once",
