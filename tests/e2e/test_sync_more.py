@@ -198,41 +198,6 @@ def test_a_tenants_endpoints_object_is_mirrored_then_synced(defaults_cluster):
     wait_until(lambda: vc.host("endpointslice", hname) is None, WAIT, "the host slice to go with its Service")
 
 
-def test_a_host_slice_vnest_does_not_own_is_left_alone(defaults_cluster):
-    vc = defaults_cluster
-    vc.apply(_selector_less_service("ext", 443))
-    wait_until(lambda: vc.host("service", vc.host_name("ext")), WAIT, "the host Service")
-    hname = vc.host_name("taken")
-    foreign = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": hname, "namespace": vc.namespace, "labels": {"owner": "someone-else"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.0.0.99"]}],
-    }
-    path = vc.env.root / "sm-foreign-slice.json"
-    path.write_text(json.dumps(foreign))
-    vc.env.kubectl("--context", HOST, "create", "-f", str(path))
-    try:
-        vc.apply(_slice("taken", "ext", [{"addresses": ["192.0.2.40"]}], 443))
-
-        def sync_error() -> list[dict]:
-            events = vc.json("get", "events", "--field-selector", "involvedObject.name=taken")["items"]
-            return [e for e in events if e["reason"] == "SyncError"]
-
-        event = wait_until(sync_error, WAIT, "a SyncError event on the virtual slice")[0]
-        assert hname in event["message"]
-        hslice = vc.host("endpointslice", hname)
-        assert hslice["metadata"]["labels"] == {"owner": "someone-else"}
-        assert _addresses(hslice) == ["10.0.0.99"]
-        vc.kubectl("delete", "endpointslice", "taken")
-        vc.kubectl("delete", "service", "ext")
-        wait_until(lambda: vc.host("service", vc.host_name("ext")) is None, WAIT, "the host Service to go")
-        assert vc.host("endpointslice", hname)["metadata"]["uid"] == hslice["metadata"]["uid"]
-    finally:
-        vc.env.kubectl("--context", HOST, "delete", "endpointslice", hname, "-n", vc.namespace, check=False)
-
-
 def test_service_accounts_do_not_sync_by_default(defaults_cluster):
     vc = defaults_cluster
     vc.kubectl("create", "serviceaccount", "runner")

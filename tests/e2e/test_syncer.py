@@ -237,7 +237,7 @@ def _get_host(env, kind: str, name: str, namespace: str) -> dict | None:
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
-def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_cluster):
+def test_tenants_cannot_forge_ownership_or_touch_each_others_pods(make_cluster):
     a = make_cluster("tenant-a", "tenant-a-host")
     b = make_cluster("tenant-b", "tenant-b-host")
     for vc in (a, b):
@@ -255,41 +255,12 @@ def test_tenants_cannot_forge_ownership_or_take_unmanaged_objects(env, make_clus
     )
     assert {p["metadata"]["name"] for p in b.host_pods()} == {"same-x-team-x-tenant-b"}
 
-    # A host object vnest does not manage, holding the name a virtual pod would get: left alone.
-    squatter = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "taken-x-team-x-tenant-a",
-            "namespace": "tenant-a-host",
-            "labels": {"owner": "admin"},
-        },
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-    }
-    manifest = env.root / "squatter.json"
-    manifest.write_text(json.dumps(squatter))
-    env.kubectl("--context", HOST, "apply", "-f", str(manifest))
-    a.kubectl("run", "taken", "-n", "team", "--image=nginx")
-    events = wait_until(
-        lambda: [
-            e
-            for e in a.json("get", "events", "-n", "team", "--field-selector", "reason=SyncError")["items"]
-            if e["involvedObject"]["name"] == "taken"
-        ],
-        30,
-        "a SyncError event on the virtual pod",
-    )
-    assert "not managed by this virtual cluster" in events[0]["message"]
-    host = _get_host(env, "pod", "taken-x-team-x-tenant-a", "tenant-a-host")
-    assert host is not None
-    assert host["metadata"]["labels"] == {"owner": "admin"}
-    assert host["spec"]["containers"][0]["image"] == "busybox"
-
     # Deleting tenant A's pods never touches tenant B's.
     a.kubectl("delete", "pod", "--all", "-n", "team", "--wait=false")
     wait_until(lambda: not a.host_pods(), 30, "tenant A's host pods to go")
     assert {p["metadata"]["name"] for p in b.host_pods()} == {"same-x-team-x-tenant-b"}
-    assert _get_host(env, "pod", "taken-x-team-x-tenant-a", "tenant-a-host") is not None
+    # A host object vnest does not manage, at the name a copy would get, is left alone and reported:
+    # tests/unit/test_reconcile_pods.py (rows not-ours-*).
 
 
 def test_long_names_translate_and_map_back(make_cluster):

@@ -30,10 +30,13 @@ Established as soon as it is written):
   `GET /version`;
 - Status answers for every error, List objects with metadata.resourceVersion;
 - `requests` records every request; `fail_next()` makes the next matching one fail;
-  `compact()` ends open watches with 410 Expired and refuses watches from older versions.
+  `compact()` ends open watches with 410 Expired and refuses watches from older versions;
+- opt-in, `allocate_cluster_ips()`: a Service created without a clusterIP gets the next free
+  one of a /24, and one naming an IP another Service holds is refused (422), as the host's
+  allocator refuses a taken IP.
 
-What it does not: validation, defaulting, admission, immutable fields, allocation (Service
-clusterIPs, ...), garbage collection (ownerReferences), managedFields and field ownership (so
+What it does not: validation, defaulting, admission, immutable fields, allocation (but the
+opt-in Service clusterIPs above), garbage collection (ownerReferences), managedFields and field ownership (so
 apply never removes fields), JSON patch, deletecollection, discovery, authorization.
 """
 
@@ -466,6 +469,7 @@ class FakeApiServer:
         self._rv = 0
         self._compacted = 0
         self._tokens = itertools.count(1)
+        self._ip_prefix: str | None = None  # allocate_cluster_ips()
         for ns in namespaces:
             self.seed(namespace_object(ns))
 
@@ -480,6 +484,11 @@ class FakeApiServer:
         """Serves a kind beyond the built-in ones and the CRDs stored here (no CRD needed)."""
         builtin = builtin_group(resource.group_version.rpartition("/")[0])
         self._served[kind] = kind_of(kind, resource, status, builtin)
+
+    def allocate_cluster_ips(self, prefix: str = "10.96.100.") -> None:
+        """From now on Services created without a clusterIP get a free `<prefix>N`, and a clusterIP
+        another Service holds is refused, as the API server's allocator does."""
+        self._ip_prefix = prefix
 
     @property
     def resource_version(self) -> str:
@@ -852,6 +861,8 @@ class FakeApiServer:
                     f'{kind.resource} "{meta["name"]}" is forbidden: unable to create new content in namespace '
                     f"{route.namespace} because it is being terminated",
                 )
+        if kind.name == "Service" and self._ip_prefix is not None:
+            self._allocate(obj)
         for system in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(system, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
@@ -862,6 +873,29 @@ class FakeApiServer:
         if kind.name == "CustomResourceDefinition":
             establish(obj)
         return self._commit(key, None, obj)
+
+    def _allocate(self, service: Obj) -> None:
+        """The clusterIP allocator's part of a Service's create (`allocate_cluster_ips()`)."""
+        spec = service.setdefault("spec", {})
+        if spec.get("type") == "ExternalName" or spec.get("clusterIP") == "None":
+            return
+        held = {
+            (obj.get("spec") or {}).get("clusterIP")
+            for (group, plural, _, _), obj in self._objects.items()
+            if (group, plural) == ("", "services")
+        }
+        ip = spec.get("clusterIP")
+        if ip and ip in held:
+            raise Refused(
+                422,
+                f'Service "{service["metadata"]["name"]}" is invalid: spec.clusterIPs: Invalid value: '
+                f'[]string{{"{ip}"}}: failed to allocate IP {ip}: provided IP is already allocated',
+            )
+        if not ip:
+            prefix = self._ip_prefix or ""
+            ip = next(f"{prefix}{n}" for n in range(1, 255) if f"{prefix}{n}" not in held)
+            spec["clusterIP"] = ip
+            spec["clusterIPs"] = [ip]
 
     def _preconditions(
         self, route: Route, current: Obj, uid: str | None, rv: str | None, deleting: bool = False

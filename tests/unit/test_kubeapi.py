@@ -459,6 +459,32 @@ def test_a_kind_served_by_the_test(virtual_api: FakeApiServer) -> None:
     _run(_with_client(virtual_api, scenario))
 
 
+def test_cluster_ips_are_allocated_when_asked_to(host_api: FakeApiServer) -> None:
+    services = resource_of("Service").path("default")
+
+    def service(name: str, **spec: Any) -> Obj:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+    async def scenario(kube: KubeClient) -> None:
+        made = await kube.request("POST", services, body=service("plain"))
+        assert "clusterIP" not in made["spec"]  # off by default: nothing allocated
+        host_api.allocate_cluster_ips("10.0.0.")
+        made = await kube.request("POST", services, body=service("a"))
+        assert made["spec"]["clusterIP"] == "10.0.0.1" and made["spec"]["clusterIPs"] == ["10.0.0.1"]
+        assert (await kube.request("POST", services, body=service("b")))["spec"]["clusterIP"] == "10.0.0.2"
+        taken = await _refused(kube.request("POST", services, body=service("c", clusterIP="10.0.0.1")))
+        assert taken.status == 422 and "provided IP is already allocated" in str(taken)
+        assert (await kube.request("POST", services, body=service("d", clusterIP="None")))["spec"][
+            "clusterIP"
+        ] == "None"
+        ext = await kube.request(
+            "POST", services, body=service("e", type="ExternalName", externalName="x.example")
+        )
+        assert "clusterIP" not in ext["spec"]
+
+    _run(_with_client(host_api, scenario))
+
+
 def test_seeded_objects_keep_their_uid_and_status(virtual_api: FakeApiServer) -> None:
     seeded = virtual_api.seed(
         {

@@ -1,0 +1,334 @@
+"""Services, table by table: (virtual, host) -> host copies, virtual Services, events, writes (tests/unit/syncing.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.syncing import (
+    ABSENT,
+    NS,
+    Fail,
+    Result,
+    Row,
+    check,
+    foreign,
+    hn,
+    host_copy,
+    obj,
+    restart,
+    run_row,
+)
+from vnest import naming
+from vnest.syncer.mappings import ANNOTATION_UID, LABEL_DNS_SERVICE, LABEL_MANAGED_BY, LABEL_NAMESPACE
+
+pytestmark = pytest.mark.unit
+
+IP = "10.96.0.10"
+PORTS = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80}]
+NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
+CVE = "CVE-2020-8554"
+
+
+def svc(name: str = "web", ns: str = "default", *, ip: str = IP, uid: str = "", **spec: Any) -> dict:
+    base: dict[str, Any] = {"type": "ClusterIP", "ports": PORTS, "clusterIP": ip, "clusterIPs": [ip]}
+    if "selector" not in spec:
+        base["selector"] = {"app": name}
+    return obj("Service", name, ns, uid=uid, spec={**base, **spec})
+
+
+def hsvc(vsvc: dict, *, ip: str = "", of_uid: str = "", status: dict | None = None, **spec: Any) -> dict:
+    """The host copy of `vsvc` as the syncer makes it (ClusterIP `ip` when the host gave another)."""
+    vspec, ns = vsvc["spec"], vsvc["metadata"]["namespace"]
+    ip = ip or vspec["clusterIP"]
+    hspec: dict[str, Any] = {
+        "type": vspec["type"],
+        "ports": vspec["ports"],
+        "clusterIP": ip,
+        "clusterIPs": [ip],
+    }
+    if vspec.get("selector"):
+        hspec["selector"] = {**vspec["selector"], LABEL_MANAGED_BY: "vc", LABEL_NAMESPACE: ns}
+    extra: dict[str, Any] = {"status": status} if status else {}
+    return host_copy(vsvc, of_uid=of_uid, spec={**hspec, **spec}, **extra)
+
+
+WEB = svc()
+HOST_DB = obj(
+    "Service", "db", NS, uid="host-db-uid", spec={"clusterIP": IP, "clusterIPs": [IP], "ports": PORTS}
+)
+
+
+def _virtual_follows_the_host(result: Result) -> None:
+    vsvc = result.virtual("Service", "default/web")
+    hobj = result.host("Service", hn("web"))
+    assert vsvc is not None and hobj is not None
+    assert vsvc["spec"]["clusterIP"] == hobj["spec"]["clusterIP"] != IP
+    assert vsvc["metadata"]["uid"] != "web-uid"  # made again: a ClusterIP cannot change in place
+    assert hobj["metadata"]["annotations"][ANNOTATION_UID] == vsvc["metadata"]["uid"]
+
+
+ROWS = [
+    pytest.param(
+        Row(
+            virtual=[svc("web", "shop")],
+            host_has={
+                ("Service", "web-x-shop-x-vc"): {
+                    "metadata": {"labels": {LABEL_MANAGED_BY: "vc", LABEL_NAMESPACE: "shop"}},
+                    "spec": {
+                        "clusterIP": IP,
+                        "clusterIPs": [IP],
+                        "selector": {"app": "web", LABEL_MANAGED_BY: "vc", LABEL_NAMESPACE: "shop"},
+                        "ports": PORTS,
+                    },
+                }
+            },
+            host_writes=["POST services"],
+        ),
+        id="create-the-copy-with-the-same-clusterip-and-a-confined-selector",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(ip="None", clusterIPs=["None"])],
+            host_has={("Service", hn("web")): {"spec": {"clusterIP": "None"}}},
+            host_writes=["POST services"],
+        ),
+        id="headless-stays-headless",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(selector={"app": "web", "tier": "2"})],
+            host=[hsvc(WEB)],
+            host_has={
+                ("Service", hn("web")): {
+                    "spec": {
+                        "selector": {
+                            "app": "web",
+                            "tier": "2",
+                            LABEL_MANAGED_BY: "vc",
+                            LABEL_NAMESPACE: "default",
+                        }
+                    }
+                }
+            },
+            host_writes=[f"PUT services/{hn('web')}"],
+        ),
+        id="selector-change-put",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(ports=[{"name": "http", "port": 8080, "protocol": "TCP", "targetPort": 80}])],
+            host=[hsvc(WEB)],
+            host_has={("Service", hn("web")): {"spec": {"ports": [{"port": 8080}]}}},
+            host_writes=[f"PUT services/{hn('web')}"],
+        ),
+        id="port-change-put",
+    ),
+    pytest.param(
+        Row(virtual=[WEB], host=[hsvc(WEB)], host_writes=[], virtual_writes=[]),
+        id="in-line-no-write",
+    ),
+    pytest.param(
+        Row(
+            host=[hsvc(WEB)],
+            host_lacks=[("Service", hn("web"))],
+            host_writes=[f"DELETE services/{hn('web')}"],
+        ),
+        id="virtual-gone-copy-deleted",
+    ),
+    pytest.param(
+        Row(
+            virtual=[{**WEB, "metadata": {**WEB["metadata"], "deletionTimestamp": "2024-01-01T00:00:00Z"}}],
+            host=[hsvc(WEB)],
+            untouched=[("Service", hn("web"))],
+            host_writes=[],
+        ),
+        id="virtual-deleting-copy-goes-with-it-not-before",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            host=[hsvc(WEB, of_uid="old-uid")],
+            host_has={
+                ("Service", hn("web")): {
+                    "metadata": {"uid": f"host-{hn('web')}", "annotations": {ANNOTATION_UID: "web-uid"}}
+                }
+            },
+            host_writes=[f"PATCH services/{hn('web')}"],
+        ),
+        id="uid-mismatch-same-ip-annotations-follow-no-recreate",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            host=[hsvc(svc(ip="10.96.0.99"), of_uid="old-uid")],
+            host_has={
+                ("Service", hn("web")): {
+                    "spec": {"clusterIP": IP},
+                    "metadata": {"annotations": {ANNOTATION_UID: "web-uid"}},
+                }
+            },
+            host_writes=[f"DELETE services/{hn('web')}", "POST services"],
+        ),
+        id="uid-mismatch-other-ip-copy-replaced",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            host=[hsvc(WEB, ip="10.96.100.7")],
+            also=_virtual_follows_the_host,
+            # replaced() would only re-annotate the copy (same IP), but the old virtual Service's
+            # DELETED event is reconciled before the new one's ADDED: the copy is deleted and made again.
+            host_writes=[f"DELETE services/{hn('web')}", "POST services"],
+            virtual_writes=["DELETE services/web", "POST services"],
+        ),
+        id="host-copy-has-another-clusterip-virtual-made-again-with-it",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            host=[HOST_DB],
+            untouched=[("Service", "db")],
+            also=_virtual_follows_the_host,
+            # The 422 of the taken IP is handled (the host chooses), yet the tenant is told of a refusal.
+            events=[("SyncError", "provided IP is already allocated")],
+            # As above: the copy made with the host's IP is deleted and made again once the virtual follows.
+            host_writes=["POST services", "POST services", f"DELETE services/{hn('web')}", "POST services"],
+        ),
+        id="clusterip-taken-on-the-host-virtual-follows-the-hosts",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            host=[foreign("Service", hn("web"), spec={"clusterIP": "10.96.0.50", "ports": PORTS})],
+            untouched=[("Service", hn("web"))],
+            events=[("SyncError", f"host Service {NS}/{hn('web')} {NOT_OURS}")],
+            virtual_writes=[],
+        ),
+        id="not-ours-left-alone-and-reported",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            fail=[Fail("POST", "services", 403, f'services "{hn("web")}" is forbidden: exceeded quota')],
+            host_has={("Service", hn("web")): {"spec": {"clusterIP": IP}}},
+            events=[
+                ("SyncError", 'the host refused the Service: services "web" is forbidden: exceeded quota')
+            ],
+            host_writes=["POST services", "POST services"],
+        ),
+        id="host-refusal-one-event-then-retried",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc("kubernetes", ip="10.96.0.1", selector=None)],
+            host_lacks=[("Service", hn("kubernetes"))],
+            host_writes=[],
+            virtual_writes=[],
+        ),
+        id="kubernetes-service-stays-virtual",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc("kubernetes", ip="10.96.0.1", selector=None)],
+            host_service_ip="10.96.5.5",
+            virtual_has={("Service", "default/kubernetes"): {"spec": {"clusterIP": "10.96.5.5"}}},
+            host_lacks=[("Service", hn("kubernetes"))],
+            host_writes=[],
+            virtual_writes=["DELETE services/kubernetes", "POST services"],
+        ),
+        id="kubernetes-service-carries-the-host-services-ip",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc("db", "shop", selector=None)],
+            sets=["networking.replicateServices.fromHost=[{from: db, to: shop/db}]"],
+            host_lacks=[("Service", hn("db", "shop"))],
+            host_writes=[],
+        ),
+        id="replicated-from-host-target-left-alone",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(externalIPs=["203.0.113.10"], externalTrafficPolicy="Cluster")],
+            host_has={
+                ("Service", hn("web")): {"spec": {"externalIPs": ABSENT, "externalTrafficPolicy": ABSENT}}
+            },
+            events=[("ExternalIPsDropped", f"spec.externalIPs 203.0.113.10 not copied to the host: {''}")],
+        ),
+        id="external-ips-dropped-with-an-event",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(externalIPs=["203.0.113.10", "198.51.100.1"])],
+            sets=["policies.allowedExternalIPs=[203.0.113.0/24]"],
+            host_has={("Service", hn("web")): {"spec": {"externalIPs": ["203.0.113.10"]}}},
+            events=[("ExternalIPsDropped", "spec.externalIPs 198.51.100.1 not copied to the host")],
+        ),
+        id="external-ips-within-the-allowed-cidrs-cross",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(externalIPs=["203.0.113.10"])],
+            host=[hsvc(WEB)],
+            untouched=[("Service", hn("web"))],
+            events=[("ExternalIPsDropped", CVE)],
+            host_writes=[],
+        ),
+        id="external-ips-added-later-dropped-copy-unchanged",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(type="NodePort")],
+            host=[hsvc(svc(type="NodePort"), ports=[{**PORTS[0], "nodePort": 30080}])],
+            virtual_has={("Service", "default/web"): {"spec": {"ports": [{"port": 80, "nodePort": 30080}]}}},
+            host_writes=[],
+            virtual_writes=["PATCH services/web"],
+        ),
+        id="node-port-the-host-assigned-comes-back",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(type="LoadBalancer")],
+            host=[
+                hsvc(svc(type="LoadBalancer"), status={"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}})
+            ],
+            virtual_has={
+                ("Service", "default/web"): {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}
+            },
+            virtual_writes=["PUT services/web/status"],
+        ),
+        id="load-balancer-status-comes-back",
+    ),
+    pytest.param(
+        Row(
+            virtual=[
+                obj(
+                    "Service",
+                    "kube-dns",
+                    "kube-system",
+                    labels={LABEL_DNS_SERVICE: "true"},
+                    spec={"type": "ClusterIP", "clusterIP": IP, "ports": PORTS},
+                )
+            ],
+            host_has={
+                ("Service", hn("kube-dns", "kube-system")): {
+                    "spec": {"selector": naming.control_plane_pod_selector("vc")}
+                }
+            },
+        ),
+        id="kube-dns-copy-selects-the-control-plane-pod",
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_services(row: Row) -> None:
+    check(row, run_row("Service", row))
+
+
+def test_a_restarted_service_syncer_writes_nothing() -> None:
+    first = run_row("Service", Row(virtual=[WEB, svc("db", ip="10.96.0.11", type="NodePort")]))
+    again = restart("Service", first)
+    assert again.host_writes == [] and again.virtual_writes == []
