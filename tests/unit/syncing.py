@@ -274,6 +274,22 @@ async def until_quiet(controllers: Sequence[Controller], servers: Sequence[FakeA
             )
 
 
+def context(
+    *sets: str,
+    virtual: FakeApiServer | None = None,
+    host: FakeApiServer | None = None,
+    host_service_ip: str = "",
+) -> SyncContext:
+    """The one place a SyncContext of virtual cluster NAME in host namespace NS is made: clients of
+    the given API servers (fresh ones otherwise), the config of `sets` (`key=value`)."""
+    virtual = virtual or FakeApiServer("virtual")
+    host = host or FakeApiServer("host")
+    if host.get("Namespace", NS) is None:
+        host.seed(namespace_object(NS))
+    config = load_config([], list(sets))
+    return SyncContext(NAME, NS, virtual.client(), host.client(), config, host_service_ip=host_service_ip)
+
+
 async def converge(
     kinds: str | Sequence[str],
     *,
@@ -297,10 +313,8 @@ async def converge(
     _seed(host_api, [role, *host], [NS])
     for f in fail:
         host_api.fail_next(f.method, f.plural, name=f.name, status=f.status, message=f.message)
-    config = load_config([], list(sets))
     nodes = RecordingNodes()
-    virtual_client, host_client = virtual_api.client(), host_api.client()
-    ctx = SyncContext(NAME, NS, virtual_client, host_client, config, host_service_ip=host_service_ip)
+    ctx = context(*sets, virtual=virtual_api, host=host_api, host_service_ip=host_service_ip)
     deps = registry.Deps(ctx, pod_security, nodes, None, {})
     by_name = {k.name: k for k in registry.KINDS}
     controllers = [by_name[n].make(deps) for n in names]
@@ -327,8 +341,8 @@ async def converge(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await virtual_client.close()
-        await host_client.close()
+        await ctx.virtual.close()
+        await ctx.host.close()
         virtual_api.close()
         host_api.close()
     return Result(

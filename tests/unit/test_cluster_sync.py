@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.kubeapi import FakeApiServer, namespace_object
+from tests.unit.kubeapi import FakeApiServer
+from tests.unit.syncing import context
 from vnest import naming
 from vnest.config.load import load_config
 from vnest.config.models import VClusterConfig
@@ -51,12 +52,7 @@ def _config(*sets: str) -> VClusterConfig:
 
 
 def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer | None = None) -> SyncContext:
-    """The one place contexts are made: clients of the given API servers, else of fresh ones."""
-    virtual = virtual or FakeApiServer("virtual")
-    host = host or FakeApiServer("host")
-    if host.get("Namespace", NS) is None:
-        host.seed(namespace_object(NS))
-    return SyncContext(NAME, NS, virtual.client(), host.client(), _config(*sets))
+    return context(*sets, virtual=virtual, host=host)
 
 
 class _NoNodes:

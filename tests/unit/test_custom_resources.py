@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.unit.kubeapi import FakeApiServer, namespace_object
+from tests.unit.syncing import context
 from vnest import naming
 from vnest.config.load import load_config, to_values
 from vnest.config.models import VClusterConfig
@@ -72,12 +73,7 @@ def _values(*sets: str) -> VClusterConfig:
 
 
 def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer | None = None) -> SyncContext:
-    """The one place contexts are made: clients of the given API servers, else of fresh ones."""
-    virtual = virtual or FakeApiServer("virtual")
-    host = host or FakeApiServer("host")
-    if host.get("Namespace", NS) is None:
-        host.seed(namespace_object(NS))
-    return SyncContext(NAME, NS, virtual.client(), host.client(), _values(*sets))
+    return context(*sets, virtual=virtual, host=host)
 
 
 def _run(coro):
