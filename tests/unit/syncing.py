@@ -10,6 +10,8 @@ Warning events told to the tenant, the writes each side got, what the node sourc
 asked for.
 
 `Row` is one table row: seeds plus expectations, checked by `check(row, result)`.
+`engine_rows(kind, virtual, ...)` makes the rows every to-host kind shares (the engine's rules),
+so that each kind's table writes by hand only what is its own.
 Only public entry points of the syncer are used; `until_quiet` alone reads the work
 queue's in-flight keys, which no public API tells.
 """
@@ -19,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.unit.kubeapi import FakeApiServer, Request, namespace_object
 from vnest import naming
@@ -37,6 +41,9 @@ ROLE = naming.cluster_role(NAME, NS)  # owner of cluster-scoped copies (seeded o
 QUIET = 0.025  # seconds without a request, a queued key, a key in flight or a retry due: converged
 RETRY_HORIZON = 0.2  # a retry due later than this (a key failing for good, backing off) is not waited for
 TIMEOUT = 10.0
+# The SyncError of a host object at a copy's name that this cluster does not own:
+NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
+OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": ROLE, "uid": "role-uid"}
 
 
 class _Absent:
@@ -82,37 +89,72 @@ def obj(
     return {"apiVersion": resource.group_version, "kind": kind, "metadata": meta, **copy.deepcopy(fields)}
 
 
+def with_meta(o: Obj, **meta: Any) -> Obj:
+    """`o` with these metadata fields set (labels, annotations, uid, deletionTimestamp, ...)."""
+    return {**o, "metadata": {**o["metadata"], **meta}}
+
+
+def pod(
+    name: str = "web",
+    namespace: str = "default",
+    *,
+    image: str = "nginx",
+    labels: Mapping[str, str] | None = None,
+    **spec: Any,
+) -> Obj:
+    """A Pod of one container `c` running `image`; `spec`: more of its spec (or other containers)."""
+    return obj(
+        "Pod", name, namespace, labels=labels, spec={"containers": [{"name": "c", "image": image}], **spec}
+    )
+
+
 def host_copy(
     vobj: Obj,
     *,
     kind: str = "",
     name: str = "",
-    of_uid: str = "",
-    uid: str = "",
     labels: Mapping[str, str] | None = None,
-    annotations: Mapping[str, str] | None = None,
     **fields: Any,
 ) -> Obj:
-    """A host object as this cluster's copy of `vobj` is named, labelled and annotated (ours);
-    `kind` and `name`: another object the syncer makes for `vobj` (a pod's token Secret);
-    `of_uid`: the copy of an earlier virtual object of that name; `labels` added to ours."""
-    meta = vobj["metadata"]
-    source = {**vobj, "metadata": {**meta, "uid": of_uid or meta["uid"]}}
+    """A host object as this cluster's copy of `vobj` is named, labelled and annotated (ours), of uid
+    `host-<name>`, holding `fields` (but those given as None); `kind` and `name`: another object the
+    syncer makes for `vobj` (a pod's token Secret); `labels` added to ours. A copy of a
+    cluster-scoped object is owned by the cluster's ClusterRole, as the syncer makes it. (The copy of
+    an earlier virtual object of the name: `host_copy(with_meta(vobj, uid="old-uid"))`.)"""
     if resource_of(vobj["kind"]).namespaced:
-        hmeta = mappings.NamespacedMapping(NAME, NS).host_metadata(source)
+        hmeta = mappings.NamespacedMapping(NAME, NS).host_metadata(vobj)
     else:
-        hmeta = mappings.ClusterMapping(NAME, NS).host_metadata(source)
+        hmeta = mappings.ClusterMapping(NAME, NS).host_metadata(vobj)
+        hmeta["ownerReferences"] = [dict(OWNER)]
     hmeta["labels"].update(labels or {})
-    hmeta["annotations"].update(annotations or {})
     hmeta["name"] = name or hmeta["name"]
-    hmeta["uid"] = uid or f"host-{hmeta['name']}"
+    hmeta["uid"] = f"host-{hmeta['name']}"
     kind = kind or vobj["kind"]
     return {
         "apiVersion": resource_of(kind).group_version,
         "kind": kind,
         "metadata": hmeta,
-        **copy.deepcopy(fields),
+        **copy.deepcopy({k: v for k, v in fields.items() if v is not None}),
     }
+
+
+def token_secret(vpod: Obj) -> Obj:
+    """The pod syncer's Secret of `vpod`'s service account token (a PodToken, named after the pod)."""
+    meta = vpod["metadata"]
+    name = hn(f"vnest-token-{meta['name']}", meta["namespace"])
+    out = host_copy(vpod, kind="Secret", name=name, type="Opaque", data={"token": b64("old")})
+    out["metadata"]["annotations"][mappings.ANNOTATION_KIND] = "PodToken"
+    return out
+
+
+def content(o: Obj) -> Obj:
+    """What an object holds but its identity, metadata and status: what a copy carries over."""
+    return {k: v for k, v in o.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+
+
+def plain_copy(vobj: Obj) -> Obj:
+    """The in-line host copy of `vobj` for a kind whose fields cross as they are (ConfigMaps, classes, ...)."""
+    return host_copy(vobj, **content(vobj))
 
 
 def foreign(kind: str, name: str, labels: Mapping[str, str] | None = None, **fields: Any) -> Obj:
@@ -392,6 +434,16 @@ class Row:
     also: Callable[[Result], None] | None = None  # a check beyond the above
 
 
+def table(kinds: str | Sequence[str], *rows: Sequence[Any]) -> Callable[[Row], None]:
+    """A test of the given rows (pytest.param of a Row each) over `kinds`: `test_pods = table("Pod", ROWS)`."""
+
+    @pytest.mark.parametrize("row", [r for some in rows for r in some])
+    def test(row: Row) -> None:
+        check(row, run_row(kinds, row))
+
+    return test
+
+
 def run_row(kinds: str | Sequence[str], row: Row) -> Result:
     return asyncio.run(
         converge(
@@ -431,22 +483,18 @@ def mismatch(want: Any, have: Any, path: str = "") -> str | None:
 
 def check(row: Row, result: Result) -> None:
     problems: list[str] = []
-    for (kind, name), want in row.host_has.items():
-        have = result.host(kind, name)
-        if have is None:
-            problems.append(f"host {kind} {name}: missing")
-        elif (problem := mismatch(want, have)) is not None:
-            problems.append(f"host {kind} {name}{problem}")
-    problems += [f"host {k} {n}: present" for k, n in row.host_lacks if result.host(k, n) is not None]
-    for (kind, key), want in row.virtual_has.items():
-        have = result.virtual(kind, key)
-        if have is None:
-            problems.append(f"virtual {kind} {key}: missing")
-        elif (problem := mismatch(want, have)) is not None:
-            problems.append(f"virtual {kind} {key}{problem}")
-    problems += [
-        f"virtual {k} {n}: present" for k, n in row.virtual_lacks if result.virtual(k, n) is not None
-    ]
+    sides = (
+        ("host", row.host_has, row.host_lacks, result.host),
+        ("virtual", row.virtual_has, row.virtual_lacks, result.virtual),
+    )
+    for side, has, lacks, get in sides:
+        for (kind, name), want in has.items():
+            have = get(kind, name)
+            if have is None:
+                problems.append(f"{side} {kind} {name}: missing")
+            elif (problem := mismatch(want, have)) is not None:
+                problems.append(f"{side} {kind} {name}{problem}")
+        problems += [f"{side} {k} {n}: present" for k, n in lacks if get(k, n) is not None]
     seeded = {(o["kind"], o["metadata"]["name"]): o for o in row.host}
     for kind, name in row.untouched:
         have = result.host(kind, name)
@@ -484,3 +532,166 @@ def restart(kinds: str | Sequence[str], result: Result, sets: Sequence[str] = ()
     """A fresh syncer over the state `result` converged to: what a restart would do."""
     virtual, host = result.snapshot()
     return asyncio.run(converge(kinds, sets=sets, virtual=virtual, host=host))
+
+
+def restarted_writes_nothing(kinds: str | Sequence[str], row: Row) -> None:
+    """`row` holds once converged, and a fresh syncer over that state (a restart) writes nothing."""
+    first = run_row(kinds, row)
+    check(row, first)
+    again = restart(kinds, first, sets=row.sets)
+    assert again.host_writes == [] and again.virtual_writes == []
+
+
+# ---- the engine's rules, the same for every to-host kind -------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """The virtual object changed where its kind follows it in place: row `id`, the object as
+    changed (`virtual`), what the copy then holds (`host_has`)."""
+
+    id: str
+    virtual: Obj
+    host_has: Obj
+
+
+def merged(base: Obj, over: Obj) -> Obj:
+    """`base` with `over` laid over it, nested objects merged."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def engine_rows(
+    kind: str,
+    virtual: Obj,
+    *,
+    refusal: tuple[int, str],
+    not_ours: Mapping[str, Any],
+    copy_of: Callable[[Obj], Obj] = plain_copy,
+    earlier: Obj | None = None,
+    relabel: Mapping[str, str] | None = None,
+    changes: Sequence[Change] = (),
+    update: str = "PUT",
+    squatters: Mapping[str, Mapping[str, str]] | None = None,
+    never_deleted: Mapping[str, Mapping[str, str]] | None = None,
+    sets: Sequence[str] = (),
+    uses: Sequence[Obj] = (),
+    beside: Sequence[Obj] = (),
+    host_beside: Sequence[Obj] = (),
+    omit: Collection[str] = (),
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+    xfail: Mapping[str, str] | None = None,
+) -> list[pytest.ParameterSet]:
+    """The rows of the rules the engine applies to every to-host kind, for `virtual` (of `kind`)
+    and its copy `copy_of(virtual)`, by row id:
+
+    - `label-change-put` (`-patched`), with `relabel`, and each of `changes`: the copy updated in
+      place by one `update` (PUT, or PATCH);
+    - `in-line-no-write`: no write on either side;
+    - `virtual-gone-copy-deleted`: one DELETE;
+    - `uid-mismatch-replaced`: the copy of `earlier` (by default `virtual` of uid `old-uid`)
+      deleted and made again, holding what `copy_of(virtual)` holds;
+    - `not-ours-left-alone-and-reported`, and each of `squatters` (id: its labels, else those of
+      `not_ours`): a host object of the copy's name this cluster does not own
+      (`foreign(kind, name, **not_ours)`) left as it is, one SyncError on `virtual`, no write to
+      the virtual cluster;
+    - each of `never_deleted` (id: labels): such an object, and nothing else on either side: left
+      as it is, no write at all;
+    - `host-refusal-one-event-in-virtual-names-then-retried`: the first POST refused with
+      `refusal` (status, message; `{}` the name), told once in the virtual names, then made.
+
+    `uses`: virtual objects that make `virtual` wanted (a pod using a ConfigMap), gone with it;
+    `beside` / `host_beside`: objects each side holds beside it (a slice's Services);
+    `omit`: cases the kind does its own way; `extra`: Row fields a case adds, by id; `xfail`: cases
+    the kind does not pass yet, by id: the reason (a strict xfail).
+    """
+    resource = resource_of(kind)
+    plural, vname = resource.plural, virtual["metadata"]["name"]
+    copied = copy_of(virtual)
+    hname = copied["metadata"]["name"]
+    key = (kind, hname)
+    where = f"{NS}/{hname}" if resource.namespaced else hname
+    wanted = merged(
+        content(copied), {"metadata": {"annotations": {mappings.ANNOTATION_UID: virtual["metadata"]["uid"]}}}
+    )
+    seeded = [*beside, *uses, virtual]
+    status, message = refusal
+    if relabel is not None:
+        relabelled = with_meta(virtual, labels={**(virtual["metadata"].get("labels") or {}), **relabel})
+        labels = copy_of(relabelled)["metadata"]["labels"]
+        label_id = "label-change-put" if update == "PUT" else "label-change-patched"
+        changes = [Change(label_id, relabelled, {"metadata": {"labels": labels}}), *changes]
+
+    def squatted(labels: Mapping[str, str] | None, *, alone: bool = False) -> Row:
+        """A host object of the copy's name, not ours (with `labels`); `alone`: nothing else on either side."""
+        squatter = foreign(kind, hname, **{**not_ours, "labels": labels or not_ours.get("labels")})
+        return Row(
+            virtual=[] if alone else seeded,
+            host=[squatter] if alone else [*host_beside, squatter],
+            sets=sets,
+            untouched=[key],
+            events=[] if alone else [("SyncError", f"host {kind} {where} {NOT_OURS}", vname)],
+            host_writes=[] if alone else None,
+            virtual_writes=[],
+        )
+
+    rows = {
+        **{
+            c.id: Row(
+                virtual=[*beside, *uses, c.virtual],
+                host=[*host_beside, copied],
+                sets=sets,
+                host_has={key: merged(c.host_has, {"metadata": {"uid": copied["metadata"]["uid"]}})},
+                host_writes=[f"{update} {plural}/{hname}"],
+            )
+            for c in changes
+        },
+        "in-line-no-write": Row(
+            virtual=seeded,
+            host=[*host_beside, copied],
+            sets=sets,
+            untouched=[key],
+            host_writes=[],
+            virtual_writes=[],
+        ),
+        "virtual-gone-copy-deleted": Row(
+            virtual=beside,
+            host=[*host_beside, copied],
+            sets=sets,
+            host_lacks=[key],
+            host_writes=[f"DELETE {plural}/{hname}"],
+        ),
+        "uid-mismatch-replaced": Row(
+            virtual=seeded,
+            host=[*host_beside, copy_of(earlier or with_meta(virtual, uid="old-uid"))],
+            sets=sets,
+            host_has={key: wanted},
+            host_writes=[f"DELETE {plural}/{hname}", f"POST {plural}"],
+        ),
+        "not-ours-left-alone-and-reported": squatted(None),
+        **{id_: squatted(labels) for id_, labels in (squatters or {}).items()},
+        **{id_: squatted(labels, alone=True) for id_, labels in (never_deleted or {}).items()},
+        "host-refusal-one-event-in-virtual-names-then-retried": Row(
+            virtual=seeded,
+            host=host_beside,
+            sets=sets,
+            fail=[Fail("POST", plural, status, message.format(hname))],
+            host_has={key: wanted},
+            events=[("SyncError", f"the host refused the {kind}: {message.format(vname)}", vname)],
+            host_writes=[f"POST {plural}", f"POST {plural}"],
+        ),
+    }
+    extra, xfail = extra or {}, xfail or {}
+    unknown = (set(omit) | set(extra) | set(xfail)) - set(rows)
+    assert not unknown, f"no such shared rows: {sorted(unknown)}"
+    return [
+        pytest.param(
+            replace(row, **extra.get(id_, {})),
+            id=id_,
+            marks=[pytest.mark.xfail(strict=True, reason=xfail[id_])] if id_ in xfail else [],
+        )
+        for id_, row in rows.items()
+        if id_ not in omit
+    ]

@@ -10,21 +10,21 @@ import pytest
 from tests.unit.syncing import (
     ABSENT,
     NS,
-    ROLE,
-    Fail,
+    OWNER,
+    Change,
     Row,
     check,
     cn,
-    foreign,
-    host_copy,
+    engine_rows,
     obj,
-    restart,
+    plain_copy,
+    restarted_writes_nothing,
     run_row,
+    table,
 )
 from vnest.syncer.mappings import (
     ANNOTATION_KIND,
     ANNOTATION_NAME,
-    ANNOTATION_UID,
     LABEL_FROM_HOST,
     LABEL_MANAGED_BY,
     LABEL_VCLUSTER_NAMESPACE,
@@ -32,8 +32,6 @@ from vnest.syncer.mappings import (
 
 pytestmark = pytest.mark.unit
 
-NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
-OWNER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": ROLE, "uid": "role-uid"}
 OURS = {LABEL_MANAGED_BY: "vc", LABEL_VCLUSTER_NAMESPACE: NS}
 
 # ---- PriorityClasses to the host -------------------------------------------------------------
@@ -45,15 +43,26 @@ def pc(name: str = "high", value: int = 900_000, **fields: Any) -> dict:
     return obj("PriorityClass", name, value=value, **fields)
 
 
-def hcopy(vobj: dict, **fields: Any) -> dict:
-    """Our host copy of a cluster-scoped virtual object, owned by the ClusterRole."""
-    out = host_copy(vobj, **fields)
-    out["metadata"]["ownerReferences"] = [OWNER]
-    return out
-
-
-HIGH = pc(description="tenant high")
+ANOTHER_TENANTS = {**OURS, LABEL_VCLUSTER_NAMESPACE: "other-host"}  # a copy of a cluster of the same name
+HIGH = pc(description="tenant high", labels={"tier": "gold"})
 HHIGH = cn("high")
+
+PRIORITY_SHARED = engine_rows(
+    "PriorityClass",
+    HIGH,
+    sets=[PRIORITY],
+    changes=[
+        Change("description-change-put", {**HIGH, "description": "changed"}, {"description": "changed"}),
+    ],
+    relabel={"tier": "silver"},
+    not_ours={"labels": {"owner": "host-admin"}, "value": 7},
+    squatters={
+        "ownership-needs-both-labels-managed-by-alone-is-not-ours": {LABEL_MANAGED_BY: "vc"},
+        "same-cluster-name-in-another-host-namespace-is-not-ours": ANOTHER_TENANTS,
+    },
+    never_deleted={"another-tenants-copy-never-deleted": ANOTHER_TENANTS},
+    refusal=(403, 'priorityclasses.scheduling.k8s.io "{}" is forbidden: quota'),
+)
 
 PRIORITY_ROWS = [
     pytest.param(
@@ -88,141 +97,18 @@ PRIORITY_ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[pc(description="changed")],
-            host=[hcopy(HIGH, value=900_000, description="tenant high")],
-            sets=[PRIORITY],
-            host_has={
-                ("PriorityClass", HHIGH): {"description": "changed", "metadata": {"uid": f"host-{HHIGH}"}}
-            },
-            host_writes=[f"PUT priorityclasses/{HHIGH}"],
-        ),
-        id="description-change-put",
-    ),
-    pytest.param(
-        Row(
-            virtual=[pc(description="tenant high", labels={"tier": "silver"})],
-            host=[hcopy(pc(labels={"tier": "gold"}), value=900_000, description="tenant high")],
-            sets=[PRIORITY],
-            host_has={("PriorityClass", HHIGH): {"metadata": {"labels": {"tier": "silver", **OURS}}}},
-            host_writes=[f"PUT priorityclasses/{HHIGH}"],
-        ),
-        id="label-change-put",
-    ),
-    pytest.param(
-        Row(
             virtual=[HIGH],
-            host=[hcopy(HIGH, value=900_000, description="tenant high")],
-            sets=[PRIORITY],
-            untouched=[("PriorityClass", HHIGH)],
-            host_writes=[],
-        ),
-        id="in-line-no-write",
-    ),
-    pytest.param(
-        Row(
-            virtual=[HIGH],
-            host=[hcopy(HIGH, value=5, description="tenant high")],
+            host=[plain_copy({**HIGH, "value": 5})],
             sets=[PRIORITY],
             host_has={("PriorityClass", HHIGH): {"value": 900_000}},
             host_writes=[f"DELETE priorityclasses/{HHIGH}", "POST priorityclasses"],
         ),
         id="immutable-value-drifted-on-the-host-recreated",
     ),
-    pytest.param(
-        Row(
-            host=[hcopy(HIGH, value=900_000)],
-            sets=[PRIORITY],
-            host_lacks=[("PriorityClass", HHIGH)],
-            host_writes=[f"DELETE priorityclasses/{HHIGH}"],
-        ),
-        id="virtual-gone-copy-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[HIGH],
-            host=[hcopy(HIGH, of_uid="old-uid", value=900_000, description="tenant high")],
-            sets=[PRIORITY],
-            host_has={("PriorityClass", HHIGH): {"metadata": {"annotations": {ANNOTATION_UID: "high-uid"}}}},
-            host_writes=[f"DELETE priorityclasses/{HHIGH}", "POST priorityclasses"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[pc("taken", 5)],
-            host=[foreign("PriorityClass", cn("taken"), labels={"owner": "host-admin"}, value=7)],
-            sets=[PRIORITY],
-            untouched=[("PriorityClass", cn("taken"))],
-            events=[("SyncError", f"host PriorityClass {cn('taken')} {NOT_OURS}", "taken")],
-        ),
-        id="not-ours-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(
-            virtual=[HIGH],
-            host=[foreign("PriorityClass", HHIGH, labels={LABEL_MANAGED_BY: "vc"}, value=1)],
-            sets=[PRIORITY],
-            untouched=[("PriorityClass", HHIGH)],
-            events=[("SyncError", NOT_OURS)],
-        ),
-        id="ownership-needs-both-labels-managed-by-alone-is-not-ours",
-    ),
-    pytest.param(
-        Row(
-            virtual=[HIGH],
-            host=[
-                foreign(
-                    "PriorityClass", HHIGH, labels={**OURS, LABEL_VCLUSTER_NAMESPACE: "other-host"}, value=1
-                )
-            ],
-            sets=[PRIORITY],
-            untouched=[("PriorityClass", HHIGH)],
-            events=[("SyncError", NOT_OURS)],
-        ),
-        id="same-cluster-name-in-another-host-namespace-is-not-ours",
-    ),
-    pytest.param(
-        Row(
-            host=[
-                foreign(
-                    "PriorityClass", HHIGH, labels={**OURS, LABEL_VCLUSTER_NAMESPACE: "other-host"}, value=1
-                )
-            ],
-            sets=[PRIORITY],
-            untouched=[("PriorityClass", HHIGH)],
-            host_writes=[],
-        ),
-        id="another-tenants-copy-never-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[HIGH],
-            sets=[PRIORITY],
-            fail=[
-                Fail(
-                    "POST",
-                    "priorityclasses",
-                    403,
-                    f'priorityclasses.scheduling.k8s.io "{HHIGH}" is forbidden: quota',
-                )
-            ],
-            host_has={("PriorityClass", HHIGH): {}},
-            events=[
-                (
-                    "SyncError",
-                    'the host refused the PriorityClass: priorityclasses.scheduling.k8s.io "high" is forbidden',
-                )
-            ],
-            host_writes=["POST priorityclasses", "POST priorityclasses"],
-        ),
-        id="host-refusal-one-event-in-virtual-names-then-retried",
-    ),
 ]
 
 
-@pytest.mark.parametrize("row", PRIORITY_ROWS)
-def test_priority_classes(row: Row) -> None:
-    check(row, run_row("PriorityClass", row))
+test_priority_classes = table("PriorityClass", PRIORITY_SHARED, PRIORITY_ROWS)
 
 
 # ---- StorageClasses to the host --------------------------------------------------------------
@@ -237,6 +123,17 @@ def sc(name: str = "fast", provisioner: str = "example.com/fast", **fields: Any)
 
 FAST = sc()
 HFAST = cn("fast")
+
+STORAGE_SHARED = engine_rows(
+    "StorageClass",
+    FAST,
+    sets=[STORAGE],
+    changes=[
+        Change("mutable-field-change-put", sc(allowVolumeExpansion=True), {"allowVolumeExpansion": True})
+    ],
+    not_ours={"provisioner": "theirs"},
+    refusal=(422, 'StorageClass.storage.k8s.io "{}" is invalid: provisioner'),
+)
 
 STORAGE_ROWS = [
     pytest.param(
@@ -267,87 +164,23 @@ STORAGE_ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[sc(allowVolumeExpansion=True)],
-            host=[hcopy(FAST, provisioner="example.com/fast", reclaimPolicy="Delete")],
-            sets=[STORAGE],
-            host_has={("StorageClass", HFAST): {"allowVolumeExpansion": True}},
-            host_writes=[f"PUT storageclasses/{HFAST}"],
-        ),
-        id="mutable-field-change-put",
-    ),
-    pytest.param(
-        Row(
             virtual=[FAST],
-            host=[hcopy(FAST, provisioner="example.com/other", reclaimPolicy="Delete")],
+            host=[plain_copy({**FAST, "provisioner": "example.com/other"})],
             sets=[STORAGE],
             host_has={("StorageClass", HFAST): {"provisioner": "example.com/fast"}},
             host_writes=[f"DELETE storageclasses/{HFAST}", "POST storageclasses"],
         ),
         id="immutable-provisioner-drifted-recreated",
     ),
-    pytest.param(
-        Row(
-            host=[hcopy(FAST, provisioner="example.com/fast")],
-            sets=[STORAGE],
-            host_lacks=[("StorageClass", HFAST)],
-        ),
-        id="virtual-gone-copy-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[FAST],
-            host=[hcopy(FAST, of_uid="old-uid", provisioner="example.com/fast", reclaimPolicy="Delete")],
-            sets=[STORAGE],
-            host_has={("StorageClass", HFAST): {"metadata": {"annotations": {ANNOTATION_UID: "fast-uid"}}}},
-            host_writes=[f"DELETE storageclasses/{HFAST}", "POST storageclasses"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[FAST],
-            host=[foreign("StorageClass", HFAST, provisioner="theirs")],
-            sets=[STORAGE],
-            untouched=[("StorageClass", HFAST)],
-            events=[("SyncError", f"host StorageClass {HFAST} {NOT_OURS}")],
-        ),
-        id="not-ours-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(
-            virtual=[FAST],
-            sets=[STORAGE],
-            fail=[
-                Fail(
-                    "POST",
-                    "storageclasses",
-                    422,
-                    f'StorageClass.storage.k8s.io "{HFAST}" is invalid: provisioner',
-                )
-            ],
-            host_has={("StorageClass", HFAST): {}},
-            events=[
-                (
-                    "SyncError",
-                    'the host refused the StorageClass: StorageClass.storage.k8s.io "fast" is invalid',
-                )
-            ],
-        ),
-        id="host-refusal-one-event-in-virtual-names-then-retried",
-    ),
 ]
 
 
-@pytest.mark.parametrize("row", STORAGE_ROWS)
-def test_storage_classes(row: Row) -> None:
-    check(row, run_row("StorageClass", row))
+test_storage_classes = table("StorageClass", STORAGE_SHARED, STORAGE_ROWS)
 
 
 def test_restarted_class_syncers_write_nothing() -> None:
-    kinds = ("PriorityClass", "StorageClass")
-    first = run_row(kinds, Row(virtual=[HIGH, sc(annotations=DEFAULT_CLASS)], sets=[PRIORITY, STORAGE]))
-    again = restart(kinds, first, sets=[PRIORITY, STORAGE])
-    assert again.host_writes == [] and again.virtual_writes == []
+    row = Row(virtual=[HIGH, sc(annotations=DEFAULT_CLASS)], sets=[PRIORITY, STORAGE])
+    restarted_writes_nothing(("PriorityClass", "StorageClass"), row)
 
 
 # ---- the host's classes, copied in -----------------------------------------------------------

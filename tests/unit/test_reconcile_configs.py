@@ -7,23 +7,21 @@ from typing import Any
 import pytest
 
 from tests.unit.syncing import (
-    NS,
-    Fail,
+    Change,
     Row,
     b64,
-    check,
-    foreign,
+    engine_rows,
     hn,
-    host_copy,
     obj,
-    restart,
-    run_row,
+    plain_copy,
+    pod,
+    restarted_writes_nothing,
+    table,
+    token_secret,
 )
 from vnest.syncer.mappings import ANNOTATION_KIND, ANNOTATION_UID, LABEL_MANAGED_BY, LABEL_NAMESPACE
 
 pytestmark = pytest.mark.unit
-
-NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
 
 
 def cm(name: str = "settings", ns: str = "default", **fields: Any) -> dict:
@@ -32,10 +30,6 @@ def cm(name: str = "settings", ns: str = "default", **fields: Any) -> dict:
 
 def secret(name: str = "creds", ns: str = "default", **fields: Any) -> dict:
     return obj("Secret", name, ns, **{"type": "Opaque", "data": {"password": b64("s3cret")}, **fields})
-
-
-def pod(name: str = "web", ns: str = "default", **spec: Any) -> dict:
-    return obj("Pod", name, ns, spec={"containers": [{"name": "c", "image": "nginx"}], **spec})
 
 
 def uses(*volumes: dict, **spec: Any) -> dict:
@@ -55,6 +49,31 @@ HSECRET = hn("creds")
 def env_pod(**source: Any) -> dict:
     return pod(containers=[{"name": "c", "image": "nginx", **source}])
 
+
+def only_while_used(vobj: dict, field: str) -> list:
+    """The rows of a kind copied only while used: not while unused (beside a pod that uses nothing),
+    unless `sync.toHost.<field>.all`."""
+    key = (vobj["kind"], hn(vobj["metadata"]["name"]))
+    return [
+        pytest.param(Row(virtual=[vobj, pod()], host_lacks=[key], host_writes=[]), id="unused-not-copied"),
+        pytest.param(
+            Row(virtual=[vobj], sets=[f"sync.toHost.{field}.all=true"], host_has={key: {}}),
+            id="all-true-copies-unused",
+        ),
+    ]
+
+
+CONFIGMAP_SHARED = engine_rows(
+    "ConfigMap",
+    CM,
+    uses=[USES_CM],
+    earlier=cm(uid="old-uid", data={"mode": "old"}),
+    relabel={"v": "2"},
+    changes=[Change("data-change-put-in-place", cm(data={"mode": "slow"}), {"data": {"mode": "slow"}})],
+    not_ours={"data": {"theirs": "1"}},
+    never_deleted={"another-clusters-left-alone": {LABEL_MANAGED_BY: "other"}},
+    refusal=(422, 'ConfigMap "{}" is invalid: data: Too long'),
+)
 
 CONFIGMAP_ROWS = [
     pytest.param(
@@ -104,21 +123,13 @@ CONFIGMAP_ROWS = [
         id="root-ca-of-a-projected-volume-copied-beside-the-hosts",
     ),
     pytest.param(
-        Row(virtual=[CM, pod()], host_lacks=[("ConfigMap", HCM)], host_writes=[]),
-        id="unused-not-copied",
-    ),
-    pytest.param(
         Row(virtual=[USES_CM], host_writes=[]),
         id="used-but-missing-nothing",
     ),
     pytest.param(
-        Row(virtual=[CM], sets=["sync.toHost.configMaps.all=true"], host_has={("ConfigMap", HCM): {}}),
-        id="all-true-copies-unused",
-    ),
-    pytest.param(
         Row(
             virtual=[CM, pod()],
-            host=[host_copy(CM, data={"mode": "fast"})],
+            host=[plain_copy(CM)],
             host_lacks=[("ConfigMap", HCM)],
             host_writes=[f"DELETE configmaps/{HCM}"],
         ),
@@ -126,86 +137,26 @@ CONFIGMAP_ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[USES_CM, cm(data={"mode": "slow"})],
-            host=[host_copy(CM, data={"mode": "fast"})],
-            host_has={("ConfigMap", HCM): {"data": {"mode": "slow"}, "metadata": {"uid": f"host-{HCM}"}}},
-            host_writes=[f"PUT configmaps/{HCM}"],
-        ),
-        id="data-change-put-in-place",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_CM, cm(labels={"v": "2"})],
-            host=[host_copy(CM, data={"mode": "fast"})],
-            host_has={("ConfigMap", HCM): {"metadata": {"labels": {"v": "2"}}}},
-            host_writes=[f"PUT configmaps/{HCM}"],
-        ),
-        id="label-change-put",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_CM, CM],
-            host=[host_copy(CM, data={"mode": "fast"})],
-            untouched=[("ConfigMap", HCM)],
-            host_writes=[],
-        ),
-        id="in-line-no-write",
-    ),
-    pytest.param(
-        Row(
             virtual=[USES_CM, cm(data={"mode": "slow"}, immutable=True)],
-            host=[host_copy(CM, data={"mode": "fast"}, immutable=True)],
+            host=[plain_copy(cm(immutable=True))],
             host_has={("ConfigMap", HCM): {"data": {"mode": "slow"}, "immutable": True}},
             host_writes=[f"DELETE configmaps/{HCM}", "POST configmaps"],
         ),
         id="immutable-changed-recreated",
     ),
-    pytest.param(
-        Row(host=[host_copy(CM, data={"mode": "fast"})], host_lacks=[("ConfigMap", HCM)]),
-        id="virtual-gone-copy-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_CM, CM],
-            host=[host_copy(CM, of_uid="old-uid", data={"mode": "old"})],
-            host_has={
-                ("ConfigMap", HCM): {
-                    "data": {"mode": "fast"},
-                    "metadata": {"annotations": {ANNOTATION_UID: "settings-uid"}},
-                }
-            },
-            host_writes=[f"DELETE configmaps/{HCM}", "POST configmaps"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_CM, CM],
-            host=[foreign("ConfigMap", HCM, data={"theirs": "1"})],
-            untouched=[("ConfigMap", HCM)],
-            events=[("SyncError", f"host ConfigMap {NS}/{HCM} {NOT_OURS}")],
-        ),
-        id="not-ours-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(
-            host=[foreign("ConfigMap", HCM, labels={LABEL_MANAGED_BY: "other"})],
-            untouched=[("ConfigMap", HCM)],
-            host_writes=[],
-        ),
-        id="another-clusters-left-alone",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_CM, CM],
-            fail=[Fail("POST", "configmaps", 422, f'ConfigMap "{HCM}" is invalid: data: Too long')],
-            host_has={("ConfigMap", HCM): {}},
-            events=[("SyncError", 'the host refused the ConfigMap: ConfigMap "settings" is invalid')],
-            host_writes=["POST configmaps", "POST configmaps"],
-        ),
-        id="host-refusal-one-event-then-retried",
-    ),
 ]
+
+SECRET_SHARED = engine_rows(
+    "Secret",
+    SECRET,
+    uses=[USES_SECRET],
+    earlier=secret(uid="old-uid", data={"password": b64("old")}),
+    changes=[
+        Change("data-change-put", secret(data={"password": b64("new")}), {"data": {"password": b64("new")}})
+    ],
+    not_ours={"data": {"k": b64("v")}},
+    refusal=(422, 'Secret "{}" is invalid: data[tls.crt]: Required value'),
+)
 
 SECRET_ROWS = [
     pytest.param(
@@ -244,14 +195,6 @@ SECRET_ROWS = [
         id="csi-node-publish-secret-copied",
     ),
     pytest.param(
-        Row(virtual=[SECRET], host_lacks=[("Secret", HSECRET)], host_writes=[]),
-        id="unused-not-copied",
-    ),
-    pytest.param(
-        Row(virtual=[SECRET], sets=["sync.toHost.secrets.all=true"], host_has={("Secret", HSECRET): {}}),
-        id="all-true-copies-unused",
-    ),
-    pytest.param(
         Row(
             virtual=[
                 obj("Ingress", "site", spec={"tls": [{"secretName": "creds"}], "rules": []}),
@@ -271,17 +214,8 @@ SECRET_ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[USES_SECRET, secret(data={"password": b64("new")})],
-            host=[host_copy(SECRET, type="Opaque", data={"password": b64("s3cret")})],
-            host_has={("Secret", HSECRET): {"data": {"password": b64("new")}}},
-            host_writes=[f"PUT secrets/{HSECRET}"],
-        ),
-        id="data-change-put",
-    ),
-    pytest.param(
-        Row(
             virtual=[USES_SECRET, secret(data={"password": b64("new")}, immutable=True)],
-            host=[host_copy(SECRET, type="Opaque", data={"password": b64("s3cret")}, immutable=True)],
+            host=[plain_copy(secret(immutable=True))],
             host_has={("Secret", HSECRET): {"data": {"password": b64("new")}}},
             host_writes=[f"DELETE secrets/{HSECRET}", "POST secrets"],
         ),
@@ -289,61 +223,11 @@ SECRET_ROWS = [
     ),
     pytest.param(
         Row(
-            host=[host_copy(SECRET, type="Opaque", data={"password": b64("s3cret")})],
-            host_lacks=[("Secret", HSECRET)],
-            host_writes=[f"DELETE secrets/{HSECRET}"],
-        ),
-        id="virtual-gone-copy-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_SECRET, SECRET],
-            host=[host_copy(SECRET, of_uid="old-uid", type="Opaque", data={"password": b64("old")})],
-            host_has={
-                ("Secret", HSECRET): {
-                    "data": {"password": b64("s3cret")},
-                    "metadata": {"annotations": {ANNOTATION_UID: "creds-uid"}},
-                }
-            },
-            host_writes=[f"DELETE secrets/{HSECRET}", "POST secrets"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_SECRET, SECRET],
-            host=[foreign("Secret", HSECRET, data={"k": b64("v")})],
-            untouched=[("Secret", HSECRET)],
-            events=[("SyncError", f"host Secret {NS}/{HSECRET} {NOT_OURS}")],
-        ),
-        id="not-ours-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(
-            virtual=[USES_SECRET, secret(type="kubernetes.io/tls")],
-            fail=[
-                Fail("POST", "secrets", 422, f'Secret "{HSECRET}" is invalid: data[tls.crt]: Required value')
-            ],
-            host_has={("Secret", HSECRET): {}},
-            events=[("SyncError", 'the host refused the Secret: Secret "creds" is invalid: data[tls.crt]')],
-        ),
-        id="host-refusal-one-event-in-virtual-names-then-retried",
-    ),
-    pytest.param(
-        Row(
             virtual=[
                 uses({"name": "sec", "secret": {"secretName": "vnest-token-web"}}),
                 secret("vnest-token-web"),
             ],
-            host=[
-                host_copy(
-                    obj("Pod", "web"),
-                    kind="Secret",
-                    name=hn("vnest-token-web"),
-                    annotations={ANNOTATION_KIND: "PodToken"},
-                    data={"token": b64("t")},
-                )
-            ],
+            host=[token_secret(pod())],
             untouched=[("Secret", hn("vnest-token-web"))],
             host_writes=[],
         ),
@@ -351,15 +235,7 @@ SECRET_ROWS = [
     ),
     pytest.param(
         Row(
-            host=[
-                host_copy(
-                    obj("Pod", "web"),
-                    kind="Secret",
-                    name=hn("vnest-token-web"),
-                    annotations={ANNOTATION_KIND: "PodToken"},
-                    data={"token": b64("t")},
-                )
-            ],
+            host=[token_secret(pod())],
             untouched=[("Secret", hn("vnest-token-web"))],
             host_writes=[],
         ),
@@ -368,18 +244,15 @@ SECRET_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", CONFIGMAP_ROWS)
-def test_configmaps(row: Row) -> None:
-    check(row, run_row("ConfigMap", row))
+test_configmaps = table("ConfigMap", CONFIGMAP_SHARED, only_while_used(CM, "configMaps"), CONFIGMAP_ROWS)
 
 
-@pytest.mark.parametrize("row", SECRET_ROWS)
-def test_secrets(row: Row) -> None:
-    check(row, run_row("Secret", row))
+test_secrets = table("Secret", SECRET_SHARED, only_while_used(SECRET, "secrets"), SECRET_ROWS)
 
 
 def test_a_restarted_config_syncer_writes_nothing() -> None:
-    first = run_row(("ConfigMap", "Secret"), Row(virtual=[uses(CM_VOLUME, SECRET_VOLUME), CM, SECRET]))
-    assert first.host("ConfigMap", HCM) is not None and first.host("Secret", HSECRET) is not None
-    again = restart(("ConfigMap", "Secret"), first)
-    assert again.host_writes == [] and again.virtual_writes == []
+    row = Row(
+        virtual=[uses(CM_VOLUME, SECRET_VOLUME), CM, SECRET],
+        host_has={("ConfigMap", HCM): {}, ("Secret", HSECRET): {}},
+    )
+    restarted_writes_nothing(("ConfigMap", "Secret"), row)

@@ -10,17 +10,20 @@ import pytest
 from tests.unit.syncing import (
     ABSENT,
     NS,
+    Change,
     Fail,
     Result,
     Row,
     b64,
-    check,
-    foreign,
+    engine_rows,
     hn,
     host_copy,
     obj,
-    restart,
-    run_row,
+    pod,
+    restarted_writes_nothing,
+    table,
+    token_secret,
+    with_meta,
 )
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
@@ -35,13 +38,6 @@ from vnest.syncer.mappings import (
 )
 
 pytestmark = pytest.mark.unit
-
-NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
-
-
-def pod(name: str = "web", ns: str = "default", *, image: str = "nginx", **kw: Any) -> dict:
-    spec = {"containers": [{"name": "c", "image": image}], **kw.pop("spec", {})}
-    return obj("Pod", name, ns, spec=spec, **kw)
 
 
 def hpod(vpod: dict, *, node: str = "", image: str = "", **kw: Any) -> dict:
@@ -64,7 +60,7 @@ TOKEN_VOLUME = {
     "name": "kube-api-access",
     "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]},
 }
-WITH_TOKEN = pod(spec={"volumes": [TOKEN_VOLUME]})
+WITH_TOKEN = pod(volumes=[TOKEN_VOLUME])
 TOKEN = hn("vnest-token-web")
 DEFAULT_SA = obj("ServiceAccount", "default")
 DELETING = {"deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 10}
@@ -72,19 +68,7 @@ RAN = {ANNOTATION_HOST_UID: "host-uid-1"}
 
 
 def _deleting(vpod: dict) -> dict:
-    return {**vpod, "metadata": {**vpod["metadata"], **DELETING}}
-
-
-def _token_secret(vpod: dict) -> dict:
-    """The pod syncer's Secret of `vpod`'s token: named after the pod, annotated as a PodToken."""
-    return host_copy(
-        vpod,
-        kind="Secret",
-        name=TOKEN,
-        annotations={ANNOTATION_KIND: "PodToken"},
-        type="Opaque",
-        data={"token": b64("old")},
-    )
+    return with_meta(vpod, **DELETING)
 
 
 def _host_deleting(vpod: dict) -> dict:
@@ -100,6 +84,29 @@ def _grace_of_delete(seconds: int) -> Callable[[Result], None]:
 
     return check_body
 
+
+SHARED = engine_rows(
+    "Pod",
+    WEB,
+    copy_of=hpod,
+    update="PATCH",
+    relabel={"app": "new"},
+    changes=[
+        Change(
+            "image-change-patched",
+            pod(image="nginx:2", labels={"app": "web"}),
+            {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}},
+        ),
+    ],
+    not_ours={"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+    squatters={"another-clusters-copy-left-alone-and-reported": {LABEL_MANAGED_BY: "other-vc"}},
+    never_deleted={"not-ours-without-virtual-pod-never-deleted": {}},
+    refusal=(403, 'pods "{}" is forbidden: exceeded quota: vc, count/pods'),
+    extra={
+        "uid-mismatch-replaced": {"also": _grace_of_delete(0)},  # at once: the old copy is no pod of ours
+        "not-ours-left-alone-and-reported": {"host_writes": ["POST pods"]},
+    },
+)
 
 ROWS = [
     pytest.param(
@@ -171,25 +178,7 @@ ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[pod(labels={"app": "new"})],
-            host=[hpod(pod(labels={"app": "old"}))],
-            host_has={("Pod", hn("web")): {"metadata": {"labels": {"app": "new"}}}},
-            host_writes=[f"PATCH pods/{hn('web')}"],
-        ),
-        id="label-change-patched",
-    ),
-    pytest.param(
-        Row(
-            virtual=[pod(image="nginx:2")],
-            host=[hpod(pod(), image="nginx:1")],
-            host_has={("Pod", hn("web")): {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}},
-            host_writes=[f"PATCH pods/{hn('web')}"],
-        ),
-        id="image-change-patched",
-    ),
-    pytest.param(
-        Row(
-            virtual=[pod(spec={"nodeName": "node-2"})],
+            virtual=[pod(nodeName="node-2")],
             host_has={
                 ("Pod", hn("web")): {
                     "spec": {
@@ -237,7 +226,7 @@ ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[pod(spec={"nodeName": "node-1"})],
+            virtual=[pod(nodeName="node-1")],
             host=[ON_NODE],
             virtual_has={
                 ("Pod", "default/web"): {
@@ -247,14 +236,6 @@ ROWS = [
             },
         ),
         id="bound-before-the-host-ran-it-recorded-by-one-patch",
-    ),
-    pytest.param(
-        Row(
-            host=[hpod(WEB)],
-            host_lacks=[("Pod", hn("web"))],
-            host_writes=[f"DELETE pods/{hn('web')}"],
-        ),
-        id="virtual-gone-copy-deleted",
     ),
     pytest.param(
         Row(
@@ -297,58 +278,13 @@ ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[pod(annotations=RAN, spec={"nodeName": "node-1"})],
+            virtual=[with_meta(pod(nodeName="node-1"), annotations=RAN)],
             virtual_lacks=[("Pod", "default/web")],
             host_lacks=[("Pod", hn("web"))],
             host_writes=[],
             virtual_writes=["DELETE pods/web"],
         ),
         id="copy-vanished-after-running-virtual-pod-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[WEB],
-            host=[hpod(WEB, of_uid="old-uid")],
-            host_has={("Pod", hn("web")): {"metadata": {"annotations": {ANNOTATION_UID: "web-uid"}}}},
-            host_writes=[f"DELETE pods/{hn('web')}", "POST pods"],
-            also=_grace_of_delete(0),
-        ),
-        id="uid-mismatch-copy-replaced-at-once",
-    ),
-    pytest.param(
-        Row(
-            virtual=[WEB],
-            host=[foreign("Pod", hn("web"), spec={"containers": [{"name": "c", "image": "busybox"}]})],
-            untouched=[("Pod", hn("web"))],
-            events=[("SyncError", f"host Pod {NS}/{hn('web')} {NOT_OURS}", "web")],
-            host_writes=["POST pods"],
-        ),
-        id="not-ours-left-alone-and-reported-once",
-    ),
-    pytest.param(
-        Row(
-            virtual=[WEB],
-            host=[foreign("Pod", hn("web"), labels={LABEL_MANAGED_BY: "other-vc"})],
-            untouched=[("Pod", hn("web"))],
-            events=[("SyncError", NOT_OURS)],
-        ),
-        id="another-clusters-copy-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(host=[foreign("Pod", hn("web"))], untouched=[("Pod", hn("web"))], host_writes=[]),
-        id="not-ours-without-virtual-pod-never-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[WEB],
-            fail=[
-                Fail("POST", "pods", 403, f'pods "{hn("web")}" is forbidden: exceeded quota: vc, count/pods')
-            ],
-            host_has={("Pod", hn("web")): {"metadata": {"annotations": {ANNOTATION_UID: "web-uid"}}}},
-            events=[("SyncError", 'the host refused the Pod: pods "web" is forbidden: exceeded quota')],
-            host_writes=["POST pods", "POST pods"],
-        ),
-        id="host-refusal-403-one-event-in-virtual-names-then-retried",
     ),
     pytest.param(
         Row(
@@ -401,7 +337,7 @@ ROWS = [
     ),
     pytest.param(
         Row(
-            host=[hpod(WITH_TOKEN), _token_secret(WITH_TOKEN)],
+            host=[hpod(WITH_TOKEN), token_secret(WITH_TOKEN)],
             host_lacks=[("Pod", hn("web")), ("Secret", TOKEN)],
             host_writes=[f"DELETE pods/{hn('web')}", f"DELETE secrets/{TOKEN}"],
         ),
@@ -410,7 +346,7 @@ ROWS = [
     pytest.param(
         Row(
             virtual=[_deleting(WITH_TOKEN)],
-            host=[_token_secret(WITH_TOKEN)],
+            host=[token_secret(WITH_TOKEN)],
             host_lacks=[("Secret", TOKEN)],
             virtual_lacks=[("Pod", "default/web")],
             host_writes=[f"DELETE secrets/{TOKEN}"],
@@ -418,7 +354,7 @@ ROWS = [
         id="deleting-without-a-copy-token-secret-goes",
     ),
     pytest.param(
-        Row(host=[_token_secret(WITH_TOKEN)], host_lacks=[("Secret", TOKEN)]),
+        Row(host=[token_secret(WITH_TOKEN)], host_lacks=[("Secret", TOKEN)]),
         id="orphan-token-secret-removed",
         # Neither side has the pod (both went while the syncer was down): no key names it, so the
         # token Secret (the virtual API server's credential) stays on the host for good.
@@ -426,13 +362,7 @@ ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[
-                pod(
-                    spec={
-                        "containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]
-                    }
-                )
-            ],
+            virtual=[pod(containers=[{"name": "c", "image": "x", "securityContext": {"privileged": True}}])],
             pod_security=True,
             host_lacks=[("Pod", hn("web"))],
             events=[("PodSecurity", 'violates PodSecurity "baseline:latest": privileged')],
@@ -448,14 +378,12 @@ ROWS = [
         Row(
             virtual=[
                 pod(
-                    spec={
-                        "volumes": [
-                            {"name": "a", "configMap": {"name": "settings"}},
-                            {"name": "b", "secret": {"secretName": "creds"}},
-                            {"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
-                        ],
-                        "imagePullSecrets": [{"name": "registry"}],
-                    }
+                    volumes=[
+                        {"name": "a", "configMap": {"name": "settings"}},
+                        {"name": "b", "secret": {"secretName": "creds"}},
+                        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
+                    ],
+                    imagePullSecrets=[{"name": "registry"}],
                 )
             ],
             host_has={
@@ -476,12 +404,8 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", ROWS)
-def test_pods(row: Row) -> None:
-    check(row, run_row("Pod", row))
+test_pods = table("Pod", SHARED, ROWS)
 
 
 def test_a_restarted_pod_syncer_writes_nothing() -> None:
-    first = run_row("Pod", Row(virtual=[DEFAULT_SA, SHOP, WITH_TOKEN]))
-    again = restart("Pod", first)
-    assert again.host_writes == [] and again.virtual_writes == []
+    restarted_writes_nothing("Pod", Row(virtual=[DEFAULT_SA, SHOP, WITH_TOKEN]))

@@ -7,31 +7,24 @@ from typing import Any
 import pytest
 
 from tests.unit.syncing import (
-    NS,
-    Fail,
     Row,
     check,
-    foreign,
+    engine_rows,
     hn,
     host_copy,
     obj,
-    restart,
+    pod,
+    restarted_writes_nothing,
     run_row,
+    table,
 )
 from vnest.config.load import load_config
 from vnest.syncer import registry
-from vnest.syncer.mappings import (
-    ANNOTATION_KIND,
-    ANNOTATION_NAME,
-    ANNOTATION_UID,
-    LABEL_MANAGED_BY,
-    LABEL_NAMESPACE,
-)
+from vnest.syncer.mappings import ANNOTATION_KIND, ANNOTATION_NAME, LABEL_MANAGED_BY, LABEL_NAMESPACE
 
 pytestmark = pytest.mark.unit
 
 ON = "sync.toHost.serviceAccounts.enabled=true"
-NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
 RUNNER = obj(
     "ServiceAccount",
     "runner",
@@ -42,9 +35,20 @@ RUNNER = obj(
 HRUNNER = hn("runner")
 
 
-def hsa(vsa: dict, *, of_uid: str = "", **fields: Any) -> dict:
-    return host_copy(vsa, of_uid=of_uid, **{"automountServiceAccountToken": False, **fields})
+def hsa(vsa: dict, **fields: Any) -> dict:
+    """The copy of `vsa`: without its secrets, no token mounted (`fields`: drifted on the host)."""
+    return host_copy(vsa, **{"automountServiceAccountToken": False, **fields})
 
+
+SHARED = engine_rows(
+    "ServiceAccount",
+    RUNNER,
+    copy_of=hsa,
+    sets=[ON],
+    relabel={"team": "cd"},
+    not_ours={},
+    refusal=(403, 'serviceaccounts "{}" is forbidden: exceeded quota'),
+)
 
 ROWS = [
     pytest.param(
@@ -86,90 +90,17 @@ ROWS = [
         ),
         id="automount-turned-on-on-the-host-turned-off",
     ),
-    pytest.param(
-        Row(
-            virtual=[obj("ServiceAccount", "runner", labels={"team": "cd"})],
-            host=[hsa(RUNNER)],
-            sets=[ON],
-            host_has={("ServiceAccount", HRUNNER): {"metadata": {"labels": {"team": "cd"}}}},
-            host_writes=[f"PUT serviceaccounts/{HRUNNER}"],
-        ),
-        id="label-change-put",
-    ),
-    pytest.param(
-        Row(
-            virtual=[RUNNER],
-            host=[hsa(RUNNER)],
-            sets=[ON],
-            untouched=[("ServiceAccount", HRUNNER)],
-            host_writes=[],
-        ),
-        id="in-line-no-write",
-    ),
-    pytest.param(
-        Row(
-            host=[hsa(RUNNER)],
-            sets=[ON],
-            host_lacks=[("ServiceAccount", HRUNNER)],
-            host_writes=[f"DELETE serviceaccounts/{HRUNNER}"],
-        ),
-        id="virtual-gone-copy-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[RUNNER],
-            host=[hsa(RUNNER, of_uid="old-uid")],
-            sets=[ON],
-            host_has={
-                ("ServiceAccount", HRUNNER): {"metadata": {"annotations": {ANNOTATION_UID: "runner-uid"}}}
-            },
-            host_writes=[f"DELETE serviceaccounts/{HRUNNER}", "POST serviceaccounts"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[RUNNER],
-            host=[foreign("ServiceAccount", HRUNNER)],
-            sets=[ON],
-            untouched=[("ServiceAccount", HRUNNER)],
-            events=[("SyncError", f"host ServiceAccount {NS}/{HRUNNER} {NOT_OURS}")],
-        ),
-        id="not-ours-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(
-            virtual=[RUNNER],
-            sets=[ON],
-            fail=[
-                Fail(
-                    "POST",
-                    "serviceaccounts",
-                    403,
-                    f'serviceaccounts "{HRUNNER}" is forbidden: exceeded quota',
-                )
-            ],
-            host_has={("ServiceAccount", HRUNNER): {}},
-            events=[
-                ("SyncError", 'the host refused the ServiceAccount: serviceaccounts "runner" is forbidden')
-            ],
-            host_writes=["POST serviceaccounts", "POST serviceaccounts"],
-        ),
-        id="host-refusal-one-event-in-virtual-names-then-retried",
-    ),
 ]
 
 
-@pytest.mark.parametrize("row", ROWS)
-def test_service_accounts(row: Row) -> None:
-    check(row, run_row("ServiceAccount", row))
+test_service_accounts = table("ServiceAccount", SHARED, ROWS)
 
 
 def _pod(sa: str = "") -> dict:
-    spec: dict = {"containers": [{"name": "c", "image": "nginx"}]}
+    out = pod("worker")
     if sa:
-        spec["serviceAccountName"] = sa
-    return obj("Pod", "worker", spec=spec)
+        out["spec"]["serviceAccountName"] = sa
+    return out
 
 
 @pytest.mark.parametrize(
@@ -201,6 +132,4 @@ def test_service_accounts_do_not_sync_by_default() -> None:
 
 
 def test_a_restarted_service_account_syncer_writes_nothing() -> None:
-    first = run_row("ServiceAccount", Row(virtual=[RUNNER], sets=[ON]))
-    again = restart("ServiceAccount", first, sets=[ON])
-    assert again.host_writes == [] and again.virtual_writes == []
+    restarted_writes_nothing("ServiceAccount", Row(virtual=[RUNNER], sets=[ON]))

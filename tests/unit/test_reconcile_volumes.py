@@ -10,19 +10,19 @@ from tests.unit.syncing import (
     ABSENT,
     NS,
     ROLE,
-    Fail,
+    Change,
     Row,
-    check,
     cn,
-    foreign,
+    engine_rows,
     hn,
     host_copy,
     obj,
-    restart,
-    run_row,
+    plain_copy,
+    restarted_writes_nothing,
+    table,
+    with_meta,
 )
 from vnest.syncer.mappings import (
-    ANNOTATION_UID,
     FAKE_VOLUME_DRIVER,
     LABEL_FAKE_VOLUME,
     LABEL_MANAGED_BY,
@@ -31,7 +31,6 @@ from vnest.syncer.mappings import (
 
 pytestmark = pytest.mark.unit
 
-NOT_OURS = "exists and is not managed by this virtual cluster; vnest leaves it alone"
 PVS = "sync.toHost.persistentVolumes.enabled=true"
 REQUEST = {"requests": {"storage": "1Gi"}}
 
@@ -41,11 +40,10 @@ def pvc(name: str = "data", ns: str = "default", *, size: str = "1Gi", **spec: A
     return obj("PersistentVolumeClaim", name, ns, spec={**base, **spec})
 
 
-def hpvc(vpvc: dict, *, of_uid: str = "", status: dict | None = None, **spec: Any) -> dict:
+def hpvc(vpvc: dict, *, status: dict | None = None, **spec: Any) -> dict:
     """The host copy of `vpvc`, with its spec as the syncer sends it plus `spec`."""
     hspec = {k: v for k, v in vpvc["spec"].items() if k != "volumeName"}
-    extra: dict[str, Any] = {"status": status} if status else {}
-    return host_copy(vpvc, of_uid=of_uid, spec={**hspec, **spec}, **extra)
+    return host_copy(vpvc, spec={**hspec, **spec}, status=status)
 
 
 DATA = pvc()
@@ -73,20 +71,26 @@ def pv(name: str = "share", *, labels: dict | None = None, status: dict | None =
     return obj("PersistentVolume", name, labels=labels, spec={**base, **spec}, **extra)
 
 
-def hpv(vpv: dict, **kw: Any) -> dict:
-    owner = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "name": ROLE,
-        "uid": "role-uid",
-    }
-    out = host_copy(vpv, spec=dict(vpv["spec"]), **kw)
-    out["metadata"]["ownerReferences"] = [owner]
-    return out
-
-
 SHARE = pv()
 HSHARE = cn("share")
+
+PVC_SHARED = engine_rows(
+    "PersistentVolumeClaim",
+    DATA,
+    copy_of=hpvc,
+    update="PATCH",
+    changes=[
+        Change("resize-patched", pvc(size="2Gi"), {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}),
+        Change(
+            "label-change-followed",
+            with_meta(DATA, labels={"team": "a"}),
+            {"metadata": {"labels": {"team": "a"}}},
+        ),
+    ],
+    xfail={"label-change-followed": "PVC sync follows the requested size only"},
+    not_ours={"spec": {"resources": REQUEST}},
+    refusal=(403, 'persistentvolumeclaims "{}" is forbidden: exceeded quota'),
+)
 
 PVC_ROWS = [
     pytest.param(
@@ -139,30 +143,6 @@ PVC_ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[pvc(size="2Gi")],
-            host=[hpvc(DATA)],
-            host_has={
-                ("PersistentVolumeClaim", HDATA): {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
-            },
-            host_writes=[f"PATCH persistentvolumeclaims/{HDATA}"],
-        ),
-        id="resize-patched",
-    ),
-    pytest.param(
-        Row(
-            virtual=[DATA | {"metadata": {**DATA["metadata"], "labels": {"team": "a"}}}],
-            host=[hpvc(DATA)],
-            host_has={("PersistentVolumeClaim", HDATA): {"metadata": {"labels": {"team": "a"}}}},
-        ),
-        id="label-change-followed",
-        marks=pytest.mark.xfail(strict=True, reason="PVC sync follows the requested size only"),
-    ),
-    pytest.param(
-        Row(virtual=[DATA], host=[hpvc(DATA)], untouched=[("PersistentVolumeClaim", HDATA)], host_writes=[]),
-        id="in-line-no-write",
-    ),
-    pytest.param(
-        Row(
             virtual=[DATA],
             host=[hpvc(DATA, volumeName="pvc-123", status=BOUND)],
             virtual_has={
@@ -188,7 +168,7 @@ PVC_ROWS = [
     pytest.param(
         Row(
             virtual=[DATA, SHARE],
-            host=[hpv(SHARE), hpvc(DATA, volumeName=HSHARE, status=BOUND)],
+            host=[plain_copy(SHARE), hpvc(DATA, volumeName=HSHARE, status=BOUND)],
             sets=[PVS],
             virtual_has={
                 ("PersistentVolumeClaim", "default/data"): {"spec": {"volumeName": "share"}, "status": BOUND}
@@ -210,14 +190,11 @@ PVC_ROWS = [
     pytest.param(
         Row(
             virtual=[
-                pvc(volumeName="pvc-123")
-                | {
-                    "metadata": {
-                        **DATA["metadata"],
-                        "deletionTimestamp": "2024-01-01T00:00:00Z",
-                        "finalizers": ["kubernetes.io/pvc-protection"],
-                    }
-                },
+                with_meta(
+                    pvc(volumeName="pvc-123"),
+                    deletionTimestamp="2024-01-01T00:00:00Z",
+                    finalizers=["kubernetes.io/pvc-protection"],
+                ),
                 FAKE_PV,
             ],
             host=[hpvc(DATA, volumeName="pvc-123", status=BOUND)],
@@ -226,48 +203,26 @@ PVC_ROWS = [
         ),
         id="virtual-deleting-copy-and-fake-volume-deleted",
     ),
-    pytest.param(
-        Row(
-            virtual=[DATA],
-            host=[hpvc(DATA, of_uid="old-uid")],
-            host_has={
-                ("PersistentVolumeClaim", HDATA): {"metadata": {"annotations": {ANNOTATION_UID: "data-uid"}}}
-            },
-            host_writes=[f"DELETE persistentvolumeclaims/{HDATA}", "POST persistentvolumeclaims"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[DATA],
-            host=[foreign("PersistentVolumeClaim", HDATA, spec={"resources": REQUEST})],
-            untouched=[("PersistentVolumeClaim", HDATA)],
-            events=[("SyncError", f"host PersistentVolumeClaim {NS}/{HDATA} {NOT_OURS}")],
-        ),
-        id="not-ours-left-alone-and-reported",
-    ),
-    pytest.param(
-        Row(
-            virtual=[DATA],
-            fail=[
-                Fail(
-                    "POST",
-                    "persistentvolumeclaims",
-                    403,
-                    f'persistentvolumeclaims "{HDATA}" is forbidden: exceeded quota',
-                )
-            ],
-            host_has={("PersistentVolumeClaim", HDATA): {}},
-            events=[
-                (
-                    "SyncError",
-                    'the host refused the PersistentVolumeClaim: persistentvolumeclaims "data" is forbidden',
-                )
-            ],
-        ),
-        id="host-refusal-one-event-then-retried",
-    ),
 ]
+
+PV_SHARED = engine_rows(
+    "PersistentVolume",
+    SHARE,
+    sets=[PVS],
+    changes=[
+        Change(
+            "capacity-change-put", pv(capacity={"storage": "2Gi"}), {"spec": {"capacity": {"storage": "2Gi"}}}
+        )
+    ],
+    not_ours={},
+    squatters={
+        "same-cluster-name-other-host-namespace-not-ours": {
+            LABEL_MANAGED_BY: "vc",
+            LABEL_VCLUSTER_NAMESPACE: "elsewhere",
+        }
+    },
+    refusal=(422, 'PersistentVolume "{}" is invalid: spec.nfs.server'),
+)
 
 PV_ROWS = [
     pytest.param(
@@ -305,91 +260,12 @@ PV_ROWS = [
     ),
     pytest.param(
         Row(
-            virtual=[pv(capacity={"storage": "2Gi"})],
-            host=[hpv(SHARE)],
-            sets=[PVS],
-            host_has={("PersistentVolume", HSHARE): {"spec": {"capacity": {"storage": "2Gi"}}}},
-            host_writes=[f"PUT persistentvolumes/{HSHARE}"],
-        ),
-        id="capacity-change-put",
-    ),
-    pytest.param(
-        Row(
-            virtual=[SHARE],
-            host=[hpv(SHARE)],
-            sets=[PVS],
-            untouched=[("PersistentVolume", HSHARE)],
-            host_writes=[],
-        ),
-        id="in-line-no-write",
-    ),
-    pytest.param(
-        Row(
-            host=[hpv(SHARE)],
-            sets=[PVS],
-            host_lacks=[("PersistentVolume", HSHARE)],
-            host_writes=[f"DELETE persistentvolumes/{HSHARE}"],
-        ),
-        id="virtual-gone-copy-deleted",
-    ),
-    pytest.param(
-        Row(
-            virtual=[SHARE],
-            host=[hpv(SHARE, of_uid="old-uid")],
-            sets=[PVS],
-            host_has={
-                ("PersistentVolume", HSHARE): {"metadata": {"annotations": {ANNOTATION_UID: "share-uid"}}}
-            },
-            host_writes=[f"DELETE persistentvolumes/{HSHARE}", "POST persistentvolumes"],
-        ),
-        id="uid-mismatch-replaced",
-    ),
-    pytest.param(
-        Row(
-            virtual=[SHARE],
-            host=[
-                foreign(
-                    "PersistentVolume",
-                    HSHARE,
-                    labels={LABEL_MANAGED_BY: "vc", LABEL_VCLUSTER_NAMESPACE: "elsewhere"},
-                )
-            ],
-            sets=[PVS],
-            untouched=[("PersistentVolume", HSHARE)],
-            events=[("SyncError", f"host PersistentVolume {HSHARE} {NOT_OURS}")],
-        ),
-        id="same-cluster-name-other-host-namespace-not-ours",
-    ),
-    pytest.param(
-        Row(
-            virtual=[SHARE],
-            sets=[PVS],
-            fail=[
-                Fail(
-                    "POST",
-                    "persistentvolumes",
-                    422,
-                    f'PersistentVolume "{HSHARE}" is invalid: spec.nfs.server',
-                )
-            ],
-            host_has={("PersistentVolume", HSHARE): {}},
-            events=[
-                ("SyncError", 'the host refused the PersistentVolume: PersistentVolume "share" is invalid')
-            ],
-        ),
-        id="host-refusal-one-event-in-virtual-names-then-retried",
-    ),
-    pytest.param(
-        Row(
             virtual=[
-                pv()
-                | {
-                    "metadata": {
-                        **SHARE["metadata"],
-                        "deletionTimestamp": "2024-01-01T00:00:00Z",
-                        "finalizers": ["kubernetes.io/pv-protection"],
-                    }
-                }
+                with_meta(
+                    SHARE,
+                    deletionTimestamp="2024-01-01T00:00:00Z",
+                    finalizers=["kubernetes.io/pv-protection"],
+                )
             ],
             sets=[PVS],
             virtual_lacks=[("PersistentVolume", "share")],
@@ -410,18 +286,13 @@ PV_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", PVC_ROWS)
-def test_persistent_volume_claims(row: Row) -> None:
-    check(row, run_row("PersistentVolumeClaim", row))
+test_persistent_volume_claims = table("PersistentVolumeClaim", PVC_SHARED, PVC_ROWS)
 
 
-@pytest.mark.parametrize("row", PV_ROWS)
-def test_persistent_volumes(row: Row) -> None:
-    check(row, run_row("PersistentVolume", row))
+test_persistent_volumes = table("PersistentVolume", PV_SHARED, PV_ROWS)
 
 
 def test_a_restarted_volume_syncer_writes_nothing() -> None:
-    kinds = ("PersistentVolumeClaim", "PersistentVolume")
-    first = run_row(kinds, Row(virtual=[DATA, SHARE], sets=[PVS]))
-    again = restart(kinds, first, sets=[PVS])
-    assert again.host_writes == [] and again.virtual_writes == []
+    restarted_writes_nothing(
+        ("PersistentVolumeClaim", "PersistentVolume"), Row(virtual=[DATA, SHARE], sets=[PVS])
+    )
