@@ -25,7 +25,7 @@ from vnest.kube.client import ApiError, Obj
 from vnest.kube.objects import OwnerReference, owner_reference
 from vnest.syncer.engine.context import SyncContext
 from vnest.syncer.engine.controller import ClusterSyncer
-from vnest.syncer.engine.diff import is_subset, same, with_fields
+from vnest.syncer.engine.diff import metadata_in_line, same, with_fields, with_metadata
 
 _log = log.get("syncer.cluster")
 
@@ -76,22 +76,6 @@ class ClusterCopySyncer(ClusterSyncer):
             **self.payload(vobj),
         }
 
-    def metadata_current(self, desired: Obj, hobj: Obj) -> bool:
-        want, have = desired["metadata"], hobj["metadata"]
-        return (
-            want["labels"] == (have.get("labels") or {})
-            and is_subset(want["annotations"], have.get("annotations") or {})
-            and is_subset(want.get("ownerReferences") or [], have.get("ownerReferences") or [])
-        )
-
-    def updated_metadata(self, desired: Obj, hobj: Obj) -> Obj:
-        meta: Obj = copy.deepcopy(hobj["metadata"])
-        meta["labels"] = desired["metadata"]["labels"]
-        meta["annotations"] = {**(meta.get("annotations") or {}), **desired["metadata"]["annotations"]}
-        if desired["metadata"].get("ownerReferences"):
-            meta["ownerReferences"] = desired["metadata"]["ownerReferences"]
-        return meta
-
     async def sync(self, vobj: Obj, hobj: Obj) -> None:
         await self.update_host(vobj, hobj, self.translate(vobj))
         await self.status_back(vobj, hobj)
@@ -103,13 +87,9 @@ class ClusterCopySyncer(ClusterSyncer):
             # Only a host object changed behind vnest's back gets here: the virtual API refuses such edits.
             await self.patcher.delete(hobj)  # made again when its DELETED event comes back
             return
-        if self.metadata_current(desired, hobj) and all(
-            same(desired.get(k), hobj.get(k)) for k in self.fields
-        ):
+        if metadata_in_line(desired, hobj) and all(same(desired.get(k), hobj.get(k)) for k in self.fields):
             return
-        updated = with_fields(hobj, desired, self.fields)
-        updated["metadata"] = self.updated_metadata(desired, hobj)
-        await self.patcher.update(hobj, updated)
+        await self.patcher.update(hobj, with_fields(with_metadata(hobj, desired), desired, self.fields))
 
     async def status_back(self, vobj: Obj, hobj: Obj) -> None:
         """Copies what the host learned back to the virtual object; most classes have nothing to copy."""

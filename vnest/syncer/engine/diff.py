@@ -33,3 +33,25 @@ def with_fields(obj: dict[str, Any], want: dict[str, Any], fields: tuple[str, ..
         else:
             out.pop(k, None)
     return out
+
+
+def metadata_in_line(want: dict[str, Any], have: dict[str, Any]) -> bool:
+    """Whether a copy's metadata is as wanted: exactly the wanted labels, and the wanted annotations
+    and owner references among its own (others, the host's controllers', stay)."""
+    w, h = want["metadata"], have["metadata"]
+    return (
+        w.get("labels", {}) == (h.get("labels") or {})
+        and is_subset(w.get("annotations", {}), h.get("annotations") or {})
+        and is_subset(w.get("ownerReferences") or [], h.get("ownerReferences") or [])
+    )
+
+
+def with_metadata(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `have` with `want`'s labels, annotations (over its own) and owner references."""
+    out = copy.deepcopy(have)
+    meta, w = out["metadata"], want["metadata"]
+    meta["labels"] = w.get("labels", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), **w.get("annotations", {})}
+    if w.get("ownerReferences"):
+        meta["ownerReferences"] = w["ownerReferences"]
+    return out

@@ -47,16 +47,16 @@ class Patcher:
     def path(self, name: str, subresource: str = "") -> str:
         return self.resource.path(self.namespace, name, subresource)
 
-    async def create(self, vobj: Obj, desired: Obj, refusals: bool = True) -> Obj | None:
+    async def create(self, vobj: Obj, desired: Obj, refusals: frozenset[int] = REFUSALS) -> Obj | None:
         """Creates the copy; None when an object this cluster does not own holds the name.
 
-        `vobj` is the object the tenant hears about. `refusals=False` for creates whose
-        refusal is the caller's to handle (a Service's ClusterIP taken on the host)."""
+        `vobj` is the object the tenant hears about, of the host's answers in `refusals` (fewer
+        when the caller handles one itself: a Service's ClusterIP taken on the host)."""
         name = desired["metadata"]["name"]
         try:
             created = await self.client.create(desired, namespace=self.namespace)
         except ApiError as e:
-            if refusals and e.status in REFUSALS:
+            if e.status in refusals:
                 message = e.detail.replace(name, vobj["metadata"]["name"])
                 await self.ctx.warn_once(vobj, "SyncError", f"the host refused the {self.kind}: {message}")
             if not e.conflict:

@@ -12,6 +12,7 @@ import copy
 
 from vnest.kube.client import Obj
 from vnest.syncer.engine import ToHostSyncer, is_subset
+from vnest.syncer.engine.diff import metadata_in_line, with_metadata
 
 
 def tls_secrets(ingress: Obj) -> set[str]:
@@ -51,13 +52,11 @@ class IngressSyncer(ToHostSyncer):
         await self._status_back(ving, hing)
 
     async def _update_host(self, hing: Obj, desired: Obj) -> None:
-        if is_subset(desired["spec"], hing["spec"]) and is_subset(
-            desired["metadata"]["labels"], hing["metadata"].get("labels")
-        ):
+        # Annotations too: ingress controllers are configured by them (rewrite-target, ...).
+        if is_subset(desired["spec"], hing["spec"]) and metadata_in_line(desired, hing):
             return
-        updated = copy.deepcopy(hing)
+        updated = with_metadata(hing, desired)
         updated["spec"] = desired["spec"]
-        updated["metadata"]["labels"] = desired["metadata"]["labels"]
         await self.patcher.update(hing, updated)
 
     async def _status_back(self, ving: Obj, hing: Obj) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from vnest.kube.client import Obj
 from vnest.syncer.engine import ToHostSyncer, is_subset
+from vnest.syncer.engine.diff import metadata_in_line, with_metadata
 from vnest.syncer.mappings import LABEL_MANAGED_BY, LABEL_NAMESPACE, namespace_label_key, translate_label_key
 
 
@@ -76,8 +77,8 @@ class NetworkPolicySyncer(ToHostSyncer):
 
     async def sync(self, vpol: Obj, hpol: Obj) -> None:
         desired = self.translate(vpol)
-        if is_subset(desired["spec"], hpol["spec"]):
+        if is_subset(desired["spec"], hpol["spec"]) and metadata_in_line(desired, hpol):
             return
-        updated = copy.deepcopy(hpol)
+        updated = with_metadata(hpol, desired)
         updated["spec"] = desired["spec"]
         await self.patcher.update(hpol, updated)

@@ -38,6 +38,7 @@ from vnest.kube.client import ApiError, Obj
 from vnest.syncer import mappings
 from vnest.syncer.engine import Handlers, SyncContext, same
 from vnest.syncer.engine.clusterscoped import ClusterCopySyncer
+from vnest.syncer.engine.diff import metadata_in_line, with_metadata
 from vnest.syncer.mappings import LABEL_FAKE_VOLUME, key_of, labels_of
 from vnest.syncer.resources.storageclasses import host_storage_class
 
@@ -131,10 +132,9 @@ class PersistentVolumeSyncer(ClusterCopySyncer):
             return
         want = {k: desired["spec"].get(k) for k in MUTABLE_SPEC}
         have = hpv.get("spec") or {}
-        if self.metadata_current(desired, hpv) and all(same(v, have.get(k)) for k, v in want.items()):
+        if metadata_in_line(desired, hpv) and all(same(v, have.get(k)) for k, v in want.items()):
             return
-        updated = copy.deepcopy(hpv)
-        updated["metadata"] = self.updated_metadata(desired, hpv)
+        updated = with_metadata(hpv, desired)
         for k, v in want.items():
             if v is None:
                 updated["spec"].pop(k, None)

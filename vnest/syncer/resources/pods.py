@@ -203,6 +203,14 @@ class PodSyncer(ToHostSyncer):
             self.host_service_accounts.add_handlers(Handlers(on_add=self._on_host_service_account))
         self.namespaces.add_handlers(Handlers(on_update=self._on_namespace_update))
 
+    def resync(self) -> None:
+        super().resync()
+        # A pod gone on both sides while the syncer was down still has its token Secret: its key,
+        # reconciled, finds neither pod and removes it (`forget`).
+        for secret in list(self.host_secrets.store.values()):
+            if mappings.is_pod_token(secret) and (vkey := mappings.virtual_key_of(secret)):
+                self.queue.add(vkey)
+
     def _on_namespace_update(self, old: Obj, new: Obj) -> None:
         # Its labels ride on every pod of it: relabel them all.
         if old["metadata"].get("labels") != new["metadata"].get("labels"):

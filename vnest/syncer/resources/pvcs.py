@@ -23,6 +23,7 @@ import copy
 from vnest.kube.client import Obj
 from vnest.kube.objects import claim_reference
 from vnest.syncer.engine import Informer, SyncContext, ToHostSyncer
+from vnest.syncer.engine.diff import metadata_in_line, with_metadata
 from vnest.syncer.mappings import (
     ANNOTATION_NAME,
     FAKE_VOLUME_DRIVER,
@@ -91,6 +92,9 @@ class PersistentVolumeClaimSyncer(ToHostSyncer):
         await self._delete_virtual_volume(vpvc, hpvc)
 
     async def sync(self, vpvc: Obj, hpvc: Obj) -> None:
+        desired = self.translate(vpvc)
+        if not metadata_in_line(desired, hpvc):
+            hpvc = await self.patcher.update(hpvc, with_metadata(hpvc, desired)) or hpvc
         want = vpvc["spec"].get("resources", {}).get("requests", {}).get("storage")
         have = hpvc["spec"].get("resources", {}).get("requests", {}).get("storage")
         if want and want != have:

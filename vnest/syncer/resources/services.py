@@ -28,6 +28,7 @@ from vnest import log, naming
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer.addresses import AllowList
 from vnest.syncer.engine import SyncContext, ToHostSyncer, is_subset
+from vnest.syncer.engine.patcher import REFUSALS
 from vnest.syncer.mappings import LABEL_DNS_SERVICE, labels_of
 from vnest.syncer.resources.replicated import from_host_targets
 
@@ -144,7 +145,9 @@ class ServiceSyncer(ToHostSyncer):
     async def to_host(self, vsvc: Obj) -> None:
         await self._warn_dropped_external_ips(vsvc)
         try:
-            await self.patcher.create(vsvc, self.translate(vsvc))
+            # A taken IP is no refusal: the host chooses another (below).
+            refusals = REFUSALS if headless(vsvc) else REFUSALS - {422}
+            await self.patcher.create(vsvc, self.translate(vsvc), refusals)
         except ApiError as e:
             if e.status != 422 or headless(vsvc):
                 raise
