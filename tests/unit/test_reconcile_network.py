@@ -109,7 +109,6 @@ INGRESS_SHARED = engine_rows(
     ],
     # sync() compares spec and labels only: an annotation edit (how ingress controllers are
     # configured) never reaches an existing copy.
-    xfail={"annotation-change-put": "Ingress annotation edits are not synced to the copy"},
     not_ours={"spec": {"rules": []}},
     refusal=(400, 'admission webhook denied the request: host "site.example" is taken by {}'),
 )
@@ -216,7 +215,6 @@ POLICY_SHARED = engine_rows(
     copy_of=hpolicy,
     sets=[POLICIES],
     relabel={"team": "a"},
-    xfail={"label-change-put": "NetworkPolicy sync compares the spec only"},
     not_ours={"spec": {"podSelector": {}}},
     refusal=(422, 'NetworkPolicy "{}" is invalid: spec.ingress[0].from[2].ipBlock'),
 )

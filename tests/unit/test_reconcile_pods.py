@@ -358,7 +358,6 @@ ROWS = [
         id="orphan-token-secret-removed",
         # Neither side has the pod (both went while the syncer was down): no key names it, so the
         # token Secret (the virtual API server's credential) stays on the host for good.
-        marks=pytest.mark.xfail(strict=True, reason="a token Secret whose pod is gone on both sides stays"),
     ),
     pytest.param(
         Row(

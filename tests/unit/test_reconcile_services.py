@@ -179,8 +179,7 @@ ROWS = [
             host=[HOST_DB],
             untouched=[("Service", "db")],
             also=_virtual_follows_the_host,
-            # The 422 of the taken IP is handled (the host chooses), yet the tenant is told of a refusal.
-            events=[("SyncError", "provided IP is already allocated")],
+            # The 422 of the taken IP is handled (the host chooses): no refusal to tell the tenant.
             # As above: the copy made with the host's IP is deleted and made again once the virtual follows.
             host_writes=["POST services", "POST services", f"DELETE services/{hn('web')}", "POST services"],
         ),

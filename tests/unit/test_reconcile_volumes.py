@@ -87,7 +87,6 @@ PVC_SHARED = engine_rows(
             {"metadata": {"labels": {"team": "a"}}},
         ),
     ],
-    xfail={"label-change-followed": "PVC sync follows the requested size only"},
     not_ours={"spec": {"resources": REQUEST}},
     refusal=(403, 'persistentvolumeclaims "{}" is forbidden: exceeded quota'),
 )

@@ -55,3 +55,16 @@ def with_metadata(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
     if w.get("ownerReferences"):
         meta["ownerReferences"] = w["ownerReferences"]
     return out
+
+
+def metadata_patch(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch that brings `have`'s labels and annotations in line as `with_metadata` does."""
+    labels = {
+        k: None for k in (have["metadata"].get("labels") or {}) if k not in want["metadata"].get("labels", {})
+    }
+    return {
+        "metadata": {
+            "labels": {**labels, **want["metadata"].get("labels", {})},
+            "annotations": dict(want["metadata"].get("annotations", {})),
+        }
+    }

@@ -23,7 +23,7 @@ import copy
 from vnest.kube.client import Obj
 from vnest.kube.objects import claim_reference
 from vnest.syncer.engine import Informer, SyncContext, ToHostSyncer
-from vnest.syncer.engine.diff import metadata_in_line, with_metadata
+from vnest.syncer.engine.diff import metadata_in_line, metadata_patch
 from vnest.syncer.mappings import (
     ANNOTATION_NAME,
     FAKE_VOLUME_DRIVER,
@@ -94,7 +94,11 @@ class PersistentVolumeClaimSyncer(ToHostSyncer):
     async def sync(self, vpvc: Obj, hpvc: Obj) -> None:
         desired = self.translate(vpvc)
         if not metadata_in_line(desired, hpvc):
-            hpvc = await self.patcher.update(hpvc, with_metadata(hpvc, desired)) or hpvc
+            # A patch, as for the size: the rest of a bound claim's spec is the host's.
+            patch = metadata_patch(hpvc, desired)
+            hpvc = await self.ctx.host.patch(
+                self.kind, hpvc["metadata"]["name"], patch, self.ctx.host_namespace
+            )
         want = vpvc["spec"].get("resources", {}).get("requests", {}).get("storage")
         have = hpvc["spec"].get("resources", {}).get("requests", {}).get("storage")
         if want and want != have:
