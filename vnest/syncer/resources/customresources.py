@@ -19,7 +19,7 @@ on the objects. When the syncer starts, before any informer runs:
   is replaced by the host's definition: the config says the kind is the host's.
 - the syncer waits until the virtual API server reports it Established.
 
-Then each kind is an ordinary CopySyncer: a virtual object becomes
+Then each kind is an ordinary ToHostSyncer: a virtual object becomes
 `<name>-x-<namespace>-x-<vcluster>` in the host namespace with the usual labels
 and annotations and every top-level field but `metadata` and `status` copied;
 edits follow; `status` flows back from the host (through the status subresource

@@ -152,6 +152,10 @@ class _Replicator(Controller):
         self.target = target  # the client of the side the replicas live on
         # target Service key -> keys of our slices for it, kept by the target slice informer's handler
         self.slices_of: dict[str, set[str]] = {}
+        self.mappings = service_mappings(ctx.config, self.direction, ctx.host_namespace)  # target -> source
+        self.targets_of: dict[str, list[str]] = {}
+        for target_key, source in self.mappings.items():
+            self.targets_of.setdefault(source, []).append(target_key)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -166,7 +170,7 @@ class _Replicator(Controller):
         return ",".join(f"{k}={v}" for k, v in self.labels.items())
 
     def ours(self, obj: Obj | None) -> bool:
-        labels = (obj or {}).get("metadata", {}).get("labels") or {}
+        labels = mappings.labels_of(obj)
         return bool(obj) and all(labels.get(k) == v for k, v in self.labels.items())
 
     def _on_target_slice(self, old: Obj | None, new: Obj | None) -> None:
@@ -317,12 +321,6 @@ class FromHostServices(_Replicator):
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx, ctx.virtual)
-        self.mappings = service_mappings(
-            ctx.config, FROM_HOST, ctx.host_namespace
-        )  # virtual target -> host source
-        self.targets_of: dict[str, list[str]] = {}
-        for target, source in self.mappings.items():
-            self.targets_of.setdefault(source, []).append(target)
         self.virtual_services = ctx.informer("virtual", "Service")
         self.target_slices = ctx.informer("virtual", "EndpointSlice")
         # One Service (by name) and its slices (by label) per source, in the source's namespace only.
@@ -441,12 +439,6 @@ class ToHostServices(_Replicator):
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__(ctx, ctx.host)
-        self.mappings = service_mappings(
-            ctx.config, TO_HOST, ctx.host_namespace
-        )  # host target -> virtual source
-        self.targets_of: dict[str, list[str]] = {}
-        for target, source in self.mappings.items():
-            self.targets_of.setdefault(source, []).append(target)
         self.owner: OwnerReference | None = None
         self.recheck_at: dict[str, float] = {}  # targets held by someone else, looked at again then
         self.target_services: Informer | None = None
