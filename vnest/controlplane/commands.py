@@ -60,6 +60,8 @@ def kube_controller_manager(
         f"--service-account-private-key-file={pki_dir / 'sa.key'}",
         "--use-service-account-credentials=true",
         f"--service-cluster-ip-range={service_cidr}",
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
     ]
 
 

@@ -232,15 +232,20 @@ class ControlPlane:
         )
         if self.cfg.scheduler_enabled:
             await sup.start(Child("kube-scheduler", self._scheduler_argv(), self.logs / "kube-scheduler.log"))
-        # The controller manager is working once it made the default ServiceAccount.
+        # The syncer needs only the API server: it starts (and syncs its caches) while the controller
+        # manager starts its controllers, which is working once it made the default ServiceAccount.
+        ready = await self._start_syncer()
         async with self.virtual_client() as virtual:
             await self._wait(
                 lambda: self._exists(virtual, "ServiceAccount", "default", "default"),
                 "the controller manager to create the default ServiceAccount",
             )
-        await self._start_syncer()
+        await self._wait(ready.exists, "the syncer to sync its caches")
+        status = json.loads(ready.read_text())
+        self.dns_port, self.metrics_port = status.get("dnsPort"), status.get("metricsPort")
 
-    async def _start_syncer(self) -> None:
+    async def _start_syncer(self) -> Path:
+        """Starts the syncer; the file it writes once its caches synced."""
         self._write_kubeconfig("syncer")
         ready = self.opts.data_dir / "syncer-ready.json"
         ready.unlink(missing_ok=True)
@@ -274,9 +279,7 @@ class ControlPlane:
         if self.opts.host_kubeconfig:
             argv.append(f"--host-kubeconfig={self.opts.host_kubeconfig}")
         await self.supervisor.start(Child("syncer", argv, self.logs / "syncer.log"))
-        await self._wait(ready.exists, "the syncer to sync its caches")
-        status = json.loads(ready.read_text())
-        self.dns_port, self.metrics_port = status.get("dnsPort"), status.get("metricsPort")
+        return ready
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore
