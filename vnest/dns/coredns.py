@@ -19,7 +19,6 @@ removes exactly these.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from vnest import log, naming
 from vnest.config import VClusterConfig
@@ -208,18 +207,12 @@ def _pod_spec(settings: CoreDns) -> Obj:
     }
 
 
-async def reconcile(
-    virtual: KubeClient, config: VClusterConfig | dict[str, Any], host_dns: str | None
-) -> None:
+async def reconcile(virtual: KubeClient, config: VClusterConfig, host_dns: str | None) -> None:
     """Puts the virtual cluster's DNS objects in the state the mode asks for.
 
     coredns: applies the CoreDNS objects (server-side apply, so a tenant's later edits to
     fields vnest does not set survive), replacing an embedded-mode kube-dns Service;
-    embedded: removes CoreDNS objects vnest made, if the mode was coredns before.
-
-    ``config`` may still be the dumped values (vnest.config.to_values), which the syncer holds."""
-    if isinstance(config, dict):
-        config = VClusterConfig.model_validate(config)
+    embedded: removes CoreDNS objects vnest made, if the mode was coredns before."""
     coredns = config.networking.dns.mode == "coredns"
     selector = f"{naming.LABEL_DNS_SERVICE}={'true' if coredns else MODE_LABEL_VALUE}"
     for kind in KINDS:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vnest import log, naming
-from vnest.config import to_values
 from vnest.config.models import VClusterConfig
 from vnest.dns import DnsIndex, DnsServer, coredns
 from vnest.kube.client import ApiError, HostConnection, KubeClient, Obj
@@ -131,7 +130,7 @@ class Syncer:
             took=f"{time.monotonic() - started:.2f}s",
             objects=sum(len(i.store) for i in self.ctx.informers.values()),
         )
-        await coredns.reconcile(self.ctx.virtual, to_values(self.config), self.host_dns)
+        await coredns.reconcile(self.ctx.virtual, self.config, self.host_dns)
         await self._ensure_kube_dns_service()
         self.ready.set()
         if ready_file is not None:
