@@ -162,9 +162,10 @@ def pin_to_node(spec: Obj, node: str) -> None:
     node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
 
 
-def token_secret_name(ctx: SyncContext, pod: Obj) -> str:
-    meta = pod["metadata"]
-    return ctx.host_name(f"vnest-token-{meta['name']}", meta["namespace"])
+def token_secret_name(ctx: SyncContext, pod_key: str) -> str:
+    """The host Secret holding the service-account token of virtual pod `pod_key` ("ns/name")."""
+    ns, name = split_key(pod_key)
+    return ctx.host_name(f"vnest-token-{name}", ns)
 
 
 class Nodes(Protocol):
@@ -366,7 +367,7 @@ class PodSyncer(ToHostSyncer):
                 out.append(
                     {
                         "secret": {
-                            "name": token_secret_name(self.ctx, vpod),
+                            "name": token_secret_name(self.ctx, key_of(vpod)),
                             "items": [{"key": "token", "path": src["serviceAccountToken"]["path"]}],
                         }
                     }
@@ -578,7 +579,7 @@ class PodSyncer(ToHostSyncer):
             },
         )
         secret_meta = self.ctx.host_metadata(vpod)
-        secret_meta["name"] = token_secret_name(self.ctx, vpod)
+        secret_meta["name"] = token_secret_name(self.ctx, key_of(vpod))
         secret_meta["annotations"][ANNOTATION_KIND] = KIND_POD_TOKEN
         secret = {
             "apiVersion": "v1",
@@ -594,7 +595,6 @@ class PodSyncer(ToHostSyncer):
             await self.ctx.host.apply(secret, namespace=self.ctx.host_namespace)
 
     async def _delete_token_secret(self, vkey: str) -> None:
-        ns, name = split_key(vkey)
-        existing = self.host_secrets.get(self.mapping.host_key(f"{ns}/vnest-token-{name}"))
+        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{token_secret_name(self.ctx, vkey)}")
         if existing is not None:
             await self.token_secrets.delete(existing)
