@@ -87,6 +87,12 @@ def labels_of(obj: Obj | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
 
 
+def carries(obj: Obj | None, labels: dict[str, str]) -> bool:
+    """Whether an object exists and carries all of these labels (how vnest tells its own objects)."""
+    have = labels_of(obj)
+    return bool(obj) and all(have.get(k) == v for k, v in labels.items())
+
+
 def virtual_key_of(hobj: Obj) -> str | None:
     """The key of the virtual object a host copy names, or None when it names none."""
     ann = annotations_of(hobj)

@@ -275,8 +275,7 @@ class FromHostSyncer(Syncer):
         return {mappings.LABEL_MANAGED_BY: self.ctx.name, mappings.LABEL_FROM_HOST: "true"}
 
     def ours(self, vobj: Obj | None) -> bool:
-        labels = mappings.labels_of(vobj)
-        return bool(vobj) and all(labels.get(k) == v for k, v in self.labels.items())
+        return mappings.carries(vobj, self.labels)
 
     def setup(self) -> None:
         self.host.add_handlers(Handlers.each(self.enqueue))

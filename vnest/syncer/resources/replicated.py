@@ -170,8 +170,7 @@ class _Replicator(Controller):
         return ",".join(f"{k}={v}" for k, v in self.labels.items())
 
     def ours(self, obj: Obj | None) -> bool:
-        labels = mappings.labels_of(obj)
-        return bool(obj) and all(labels.get(k) == v for k, v in self.labels.items())
+        return mappings.carries(obj, self.labels)
 
     def _on_target_slice(self, old: Obj | None, new: Obj | None) -> None:
         for obj, present in ((old, False), (new, True)):
