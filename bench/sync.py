@@ -42,13 +42,15 @@ import asyncio
 import contextlib
 import math
 import os
+import re
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from common import (
     BenchError,
@@ -163,7 +165,7 @@ class PodWatch:
                     rv = obj.get("metadata", {}).get("resourceVersion", rv)
                     if event.get("type") in ("ADDED", "MODIFIED"):
                         self._see(obj, now)
-            except (ApiError, httpx.HTTPError):
+            except ApiError:
                 await asyncio.sleep(0.2)
                 self.relists += 1
                 rv = await self._list()
@@ -260,6 +262,33 @@ async def host_copies(host: KubeClient, vnamespace: str) -> int:
     return len(pods) + len(secrets)
 
 
+# ---- the API servers' own count of requests ---------------------------------------------------
+
+
+_REQUEST_TOTAL = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+async def request_counts(client: KubeClient) -> dict[str, float]:
+    """apiserver_request_total from the server's /metrics, summed by "VERB resource[/subresource]"."""
+    counts: dict[str, float] = {}
+    for line in (await client.text("/metrics")).splitlines():
+        if m := _REQUEST_TOTAL.match(line):
+            labels = dict(_LABEL.findall(m.group(1)))
+            what = labels.get("resource", "") + (
+                f"/{labels['subresource']}" if labels.get("subresource") else ""
+            )
+            key = f"{labels.get('verb', '?')} {what}"
+            counts[key] = counts.get(key, 0.0) + float(m.group(2))
+    return counts
+
+
+def per_pod(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """The requests a round made, per pod, largest first (WATCH and LIST counts are connections)."""
+    diff = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / n for k in after}
+    return {k: round(v, 2) for k, v in sorted(diff.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
 # ---- the rounds -------------------------------------------------------------------------------
 
 
@@ -267,6 +296,15 @@ def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def latency_ms(seconds: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(seconds, 50) * 1000, 1),
+        "p99": round(percentile(seconds, 99) * 1000, 1),
+        "max": round(max(seconds) * 1000, 1),
+        "min": round(min(seconds) * 1000, 1),
+    }
 
 
 def syncer_log(env: Env) -> Path:
@@ -321,7 +359,44 @@ async def baseline_round(env: Env, host: KubeClient, n: int) -> dict[str, Any]:
     return result
 
 
-async def virtual_round(env: Env, host: KubeClient, virtual: KubeClient, n: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def profiled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy samples the process while the block runs (collapsed stacks, for flame graphs)."""
+    if out is None:
+        yield
+        return
+    # The venv's py-spy (pip install py-spy), which PATH may not have.
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = subprocess.Popen(
+        [
+            str(beside) if beside.exists() else "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+async def virtual_round(
+    env: Env, host: KubeClient, virtual: KubeClient, n: int, profile: Path | None = None
+) -> dict[str, Any]:
     namespace = f"run-{n}"
     await fresh_namespace(virtual, namespace)
     names = pod_names(n)
@@ -336,8 +411,9 @@ async def virtual_round(env: Env, host: KubeClient, virtual: KubeClient, n: int)
     watched["host kube-apiserver"] = host_processes(env)["kube-apiserver"]
     log = syncer_log(env)
     log_start = log.stat().st_size if log.exists() else 0
+    virtual_before, host_before = await request_counts(virtual), await request_counts(host)
     try:
-        with UsageSampler(watched, SAMPLE_SECONDS) as usage:
+        with UsageSampler(watched, SAMPLE_SECONDS) as usage, profiled(procs["syncer"].pid, profile):
             start = time.monotonic()
             returned, retries = await create_pods(virtual, namespace, n)
             created = max(returned.values()) - start
@@ -345,6 +421,7 @@ async def virtual_round(env: Env, host: KubeClient, virtual: KubeClient, n: int)
     finally:
         await host_watch.stop()
         await virtual_watch.stop()
+    virtual_after, host_after = await request_counts(virtual), await request_counts(host)
     latencies = [
         host_watch.added[f"{namespace}/{x}"] - returned[x]
         for x in names
@@ -362,16 +439,21 @@ async def virtual_round(env: Env, host: KubeClient, virtual: KubeClient, n: int)
         "syncer_pid_changed": procs["syncer"].pid
         != controlplane_processes(env, NAME, NAME).get("syncer", procs["syncer"]).pid,
         "syncer_log": log_tail(log, log_start, lines=40 if not ok else 5),
+        # Everyone's requests (the benchmark's own POSTs and watches too), per pod of the round.
+        "requests_per_pod": {
+            "virtual": per_pod(virtual_before, virtual_after, n),
+            "host": per_pod(host_before, host_after, n),
+        },
     }
     if ok:
         result["seconds"] = round(max(virtual_watch.running[x] for x in names) - start, 2)
     if latencies:
-        result["host_create_latency_ms"] = {
-            "p50": round(percentile(latencies, 50) * 1000, 1),
-            "p99": round(percentile(latencies, 99) * 1000, 1),
-            "max": round(max(latencies) * 1000, 1),
-            "min": round(min(latencies) * 1000, 1),
-        }
+        result["host_create_latency_ms"] = latency_ms(latencies)
+    # Of that, the part before the syncer could act: the virtual API server's watch delivering the pod
+    # (to this benchmark's watch, as to the syncer's).
+    seen = [virtual_watch.added[x] - returned[x] for x in names if x in virtual_watch.added]
+    if seen:
+        result["virtual_watch_latency_ms"] = latency_ms(seen)
     # Deleting the virtual namespace deletes its pods; the syncer removes their host copies.
     delete_start = time.monotonic()
     await delete_namespace(virtual, namespace, round_timeout(n))
@@ -384,7 +466,9 @@ async def virtual_round(env: Env, host: KubeClient, virtual: KubeClient, n: int)
     return result
 
 
-async def rounds(env: Env, virtual_kubeconfig: Obj, counts: list[int]) -> dict[str, Any]:
+async def rounds(
+    env: Env, virtual_kubeconfig: Obj, counts: list[int], profile: Path | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with (
         KubeClient.from_kubeconfig(env.kubeconfig, "vnest-host", timeout=60) as host,
@@ -397,7 +481,9 @@ async def rounds(env: Env, virtual_kubeconfig: Obj, counts: list[int]) -> dict[s
                 print(f"N={n}: baseline on the host ...", flush=True)
                 row["baseline_host"] = await baseline_round(env, host, n)
                 print(f"N={n}: in the virtual cluster ...", flush=True)
-                row["virtual"] = await virtual_round(env, host, virtual, n)
+                row["virtual"] = await virtual_round(
+                    env, host, virtual, n, profile / f"syncer-{n}.txt" if profile else None
+                )
             except (BenchError, ApiError) as e:
                 # Recorded, not raised: the rounds before still count, and cleanup follows.
                 row["error"] = str(e)
@@ -415,12 +501,12 @@ def compare(base: dict[str, Any], virt: dict[str, Any]) -> dict[str, Any]:
     return {"ratio_virtual_vs_baseline": None}
 
 
-def measure(env: Env, counts: list[int], port: int, sets: list[str]) -> dict[str, Any]:
+def measure(env: Env, counts: list[int], port: int, sets: list[str], profile: Path | None) -> dict[str, Any]:
     extra = [arg for s in sets for arg in ("--set", s)]
     with local_host(port, nodes=NODES) as host_up_seconds, virtual_clusters() as clusters:
         create_seconds = clusters.create(NAME, NAME, *extra)
         virtual_kubeconfig = yaml.safe_load(vnest_output("connect", NAME, "-n", NAME, "--print"))
-        results = asyncio.run(rounds(env, virtual_kubeconfig, counts))
+        results = asyncio.run(rounds(env, virtual_kubeconfig, counts, profile))
     return {
         "setup": {
             "host": f"vnest host up --nodes {NODES} --port {port}",
@@ -502,7 +588,15 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="a config setting of the virtual cluster (vnest create --set), to measure what it costs",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the syncer with py-spy during each virtual round: DIR/syncer-N.txt (collapsed stacks)",
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     try:
         counts = [int(x) for x in args.pods.split(",") if x.strip()]
     except ValueError:
@@ -517,7 +611,7 @@ def main() -> int:
     started = time.monotonic()
     with isolated_env(prefix="vnb-") as env:
         root = str(env.root)
-        result = measure(env, counts, args.port, args.set)
+        result = measure(env, counts, args.port, args.set, args.profile)
     leftover = processes_mentioning(root)
     load_after = os.getloadavg()
     result = {

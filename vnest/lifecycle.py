@@ -448,7 +448,7 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
             driver = drivers.get(_driver_of(secret))
             async with await _virtual_client(s, s.target(name, namespace), driver) as virtual:
                 endpoint = virtual.server
-                health["apiServer"] = (await virtual.http.get("/readyz")).text.strip()
+                health["apiServer"] = (await virtual.text("/readyz")).strip()
         except Exception as e:
             health["apiServer"] = f"unreachable: {e}"
     return {

@@ -245,7 +245,7 @@ def test_service_accounts_sync_when_enabled_and_pods_run_as_their_copy(host_env)
             s for v in spec.get("volumes") or [] for s in (v.get("projected") or {}).get("sources") or []
         ]
         assert not any("serviceAccountToken" in s for s in sources)
-        assert naming.host_name("vnest-token-worker", "default", vc.name) in {
+        assert naming.host_name("vnest-sa-token-runner", "default", vc.name) in {
             s["secret"]["name"] for s in sources if "secret" in s
         }
 

@@ -59,6 +59,7 @@ import httpx
 import yaml
 
 from vnest.kube.client import RESOURCES, KubeClient, Resource
+from vnest.kube.transport import HttpxTransport
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # group, plural, namespace, name
@@ -478,7 +479,7 @@ class FakeApiServer:
     def client(self) -> KubeClient:
         """A real KubeClient over this server (an async context manager too)."""
         http = httpx.AsyncClient(transport=httpx.MockTransport(self._handle), base_url=self.url)
-        return KubeClient(http, context=self.name)
+        return KubeClient(HttpxTransport(http), context=self.name)
 
     def serve(self, kind: str, resource: Resource, status: bool = False) -> None:
         """Serves a kind beyond the built-in ones and the CRDs stored here (no CRD needed)."""

@@ -35,6 +35,7 @@ from vnest.kube.client import RESOURCES, Obj, resource_of
 from vnest.syncer import mappings, registry
 from vnest.syncer.engine import Controller, SyncContext
 from vnest.syncer.podsecurity import PodSecurityChecker
+from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 NAME, NS = "vc", "team-host"  # the virtual cluster, and its host namespace
 ROLE = naming.cluster_role(NAME, NS)  # owner of cluster-scoped copies (seeded on the host)
@@ -357,7 +358,9 @@ async def converge(
         host_api.fail_next(f.method, f.plural, name=f.name, status=f.status, message=f.message)
     nodes = RecordingNodes()
     ctx = context(*sets, virtual=virtual_api, host=host_api, host_service_ip=host_service_ip)
-    deps = registry.Deps(ctx, pod_security, nodes, None, {})
+    deps = registry.Deps(ctx, pod_security, nodes, None, {}, ServiceAccountTokens(ctx))
+    if "Pod" in names and "ServiceAccountToken" not in names:
+        names.append("ServiceAccountToken")  # the pods' token Secrets run beside them, as in the syncer
     by_name = {k.name: k for k in registry.KINDS}
     controllers = [by_name[n].make(deps) for n in names]
     tasks: list[asyncio.Task[None]] = []

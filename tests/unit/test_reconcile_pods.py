@@ -30,6 +30,7 @@ from vnest.syncer.mappings import (
     ANNOTATION_KIND,
     ANNOTATION_NAME,
     ANNOTATION_NAMESPACE,
+    ANNOTATION_REFRESH_AFTER,
     ANNOTATION_UID,
     LABEL_MANAGED_BY,
     LABEL_NAMESPACE,
@@ -61,8 +62,26 @@ TOKEN_VOLUME = {
     "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]},
 }
 WITH_TOKEN = pod(volumes=[TOKEN_VOLUME])
-TOKEN = hn("vnest-token-web")
+OLD_TOKEN = hn("vnest-token-web")  # a pod's own token Secret, as vnest before 0.2 made them
+SA_TOKEN = hn("vnest-sa-token-default")
 DEFAULT_SA = obj("ServiceAccount", "default")
+PAST, FUTURE = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
+
+
+def sa_token(sa: dict = DEFAULT_SA, refresh_after: str = FUTURE) -> dict:
+    """The host Secret of `sa`'s token, as vnest.syncer.resources.tokens writes it."""
+    out = host_copy(sa, kind="Secret", name=hn(f"vnest-sa-token-{sa['metadata']['name']}"), type="Opaque")
+    out["data"] = {"token": b64("earlier-token")}
+    out["metadata"]["annotations"][ANNOTATION_KIND] = "ServiceAccountToken"
+    out["metadata"]["annotations"][ANNOTATION_REFRESH_AFTER] = refresh_after
+    return out
+
+
+def _token_volume_to(secret: str) -> dict:
+    source = {"secret": {"name": secret, "items": [{"key": "token", "path": "token"}]}}
+    return {"spec": {"volumes": [{"name": "kube-api-access", "projected": {"sources": [source]}}]}}
+
+
 DELETING = {"deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 10}
 RAN = {ANNOTATION_HOST_UID: "host-uid-1"}
 
@@ -220,7 +239,7 @@ ROWS = [
             },
             nodes=["node-1"],
             host_writes=[],
-            virtual_writes=["POST pods/web/binding", "PUT pods/web/status"],
+            virtual_writes=["POST pods/web/binding", "PATCH pods/web/status"],
         ),
         id="scheduled-on-the-host-bound-and-status-back",
     ),
@@ -303,59 +322,93 @@ ROWS = [
         Row(
             virtual=[DEFAULT_SA, WITH_TOKEN],
             host_has={
-                ("Secret", TOKEN): {
+                ("Secret", SA_TOKEN): {
                     "type": "Opaque",
                     "data": {"token": b64("fake-token.default.default.1")},
                     "metadata": {
                         "labels": {LABEL_MANAGED_BY: "vc"},
-                        "annotations": {ANNOTATION_KIND: "PodToken", ANNOTATION_NAME: "web"},
+                        "annotations": {ANNOTATION_KIND: "ServiceAccountToken", ANNOTATION_NAME: "default"},
                     },
                 },
-                ("Pod", hn("web")): {
-                    "spec": {
-                        "volumes": [
-                            {
-                                "name": "kube-api-access",
-                                "projected": {
-                                    "sources": [
-                                        {
-                                            "secret": {
-                                                "name": TOKEN,
-                                                "items": [{"key": "token", "path": "token"}],
-                                            }
-                                        }
-                                    ]
-                                },
-                            }
-                        ]
-                    }
-                },
+                ("Pod", hn("web")): _token_volume_to(SA_TOKEN),
             },
             host_writes=["POST secrets", "POST pods"],
+            virtual_writes=["POST serviceaccounts/default/token", "PATCH pods/web/status"],
         ),
         id="token-secret-made-before-the-pod",
     ),
     pytest.param(
         Row(
-            host=[hpod(WITH_TOKEN), token_secret(WITH_TOKEN)],
-            host_lacks=[("Pod", hn("web")), ("Secret", TOKEN)],
-            host_writes=[f"DELETE pods/{hn('web')}", f"DELETE secrets/{TOKEN}"],
+            virtual=[DEFAULT_SA, WITH_TOKEN, with_meta(WITH_TOKEN, name="api", uid="api-uid")],
+            host_has={("Secret", SA_TOKEN): {}, ("Pod", hn("web")): {}, ("Pod", hn("api")): {}},
+            host_writes=["POST secrets", "POST pods", "POST pods"],
         ),
-        id="virtual-gone-token-secret-goes-with-the-copy",
+        id="pods-of-one-service-account-share-one-token",
+    ),
+    pytest.param(
+        Row(
+            virtual=[DEFAULT_SA, WITH_TOKEN],
+            host=[sa_token()],
+            host_has={("Secret", SA_TOKEN): {"data": {"token": b64("earlier-token")}}},
+            host_writes=["POST pods"],
+            virtual_writes=["PATCH pods/web/status"],  # no TokenRequest
+        ),
+        id="current-token-reused",
+    ),
+    pytest.param(
+        Row(
+            virtual=[DEFAULT_SA, WITH_TOKEN],
+            host=[sa_token(refresh_after=PAST)],
+            host_has={("Secret", SA_TOKEN): {"data": {"token": b64("fake-token.default.default.1")}}},
+            host_writes=[f"PUT secrets/{SA_TOKEN}", "POST pods"],
+        ),
+        id="token-due-for-refresh-issued-again",
+    ),
+    pytest.param(
+        Row(
+            virtual=[DEFAULT_SA, WITH_TOKEN],
+            host=[sa_token(with_meta(DEFAULT_SA, uid="old-uid"))],
+            host_has={
+                ("Secret", SA_TOKEN): {
+                    "data": {"token": b64("fake-token.default.default.1")},
+                    "metadata": {"annotations": {ANNOTATION_UID: "default-uid"}},
+                }
+            },
+            host_writes=[f"PUT secrets/{SA_TOKEN}", "POST pods"],
+        ),
+        id="service-account-replaced-token-issued-again",
+        # The old token names the old account's uid: the API server refuses it.
+    ),
+    pytest.param(
+        Row(
+            virtual=[DEFAULT_SA, WEB],
+            host=[sa_token()],
+            host_has={("Pod", hn("web")): {}},
+            host_lacks=[("Secret", SA_TOKEN)],
+        ),
+        id="no-pod-mounts-the-token-secret-goes",
+    ),
+    pytest.param(
+        Row(
+            host=[hpod(WITH_TOKEN), token_secret(WITH_TOKEN)],
+            host_lacks=[("Pod", hn("web")), ("Secret", OLD_TOKEN)],
+            host_writes=[f"DELETE pods/{hn('web')}", f"DELETE secrets/{OLD_TOKEN}"],
+        ),
+        id="virtual-gone-old-token-secret-goes-with-the-copy",
     ),
     pytest.param(
         Row(
             virtual=[_deleting(WITH_TOKEN)],
             host=[token_secret(WITH_TOKEN)],
-            host_lacks=[("Secret", TOKEN)],
+            host_lacks=[("Secret", OLD_TOKEN)],
             virtual_lacks=[("Pod", "default/web")],
-            host_writes=[f"DELETE secrets/{TOKEN}"],
+            host_writes=[f"DELETE secrets/{OLD_TOKEN}"],
         ),
-        id="deleting-without-a-copy-token-secret-goes",
+        id="deleting-without-a-copy-old-token-secret-goes",
     ),
     pytest.param(
-        Row(host=[token_secret(WITH_TOKEN)], host_lacks=[("Secret", TOKEN)]),
-        id="orphan-token-secret-removed",
+        Row(host=[token_secret(WITH_TOKEN)], host_lacks=[("Secret", OLD_TOKEN)]),
+        id="orphan-old-token-secret-removed",
         # Neither side has the pod (both went while the syncer was down): no key names it, so the
         # token Secret (the virtual API server's credential) stays on the host for good.
     ),

@@ -24,6 +24,7 @@ from vnest.syncer.resources.serviceaccounts import (
     pod_service_account,
     translate_service_account,
 )
+from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +44,7 @@ class _NoNodes:
 
 
 def _pods(ctx: SyncContext) -> PodSyncer:
-    return PodSyncer(ctx, None, _NoNodes(), {})
+    return PodSyncer(ctx, None, _NoNodes(), {}, ServiceAccountTokens(ctx))
 
 
 def _host_pod(ns: str, name: str) -> str | None:
@@ -267,7 +268,7 @@ def test_host_pod_runs_as_the_copy_of_its_service_account_only_with_the_sync(syn
     assert spec["automountServiceAccountToken"] is False
     sources = spec["volumes"][0]["projected"]["sources"]
     assert not any("serviceAccountToken" in s for s in sources)
-    assert sources[0]["secret"]["name"] == naming.host_name("vnest-token-p", "ci", VC)
+    assert sources[0]["secret"]["name"] == naming.host_name("vnest-sa-token-runner", "ci", VC)
 
 
 # --- Pods with their node named ------------------------------------------------------------

@@ -1,16 +1,15 @@
 """A small async Kubernetes client that speaks raw JSON.
 
-Transport and authentication (kubeconfig files, in-cluster service accounts,
-client certificates, bearer tokens, exec plugins) come from lightkube's config
-layer, which hands us a configured ``httpx.AsyncClient``. Objects stay plain
-dicts: vnest copies objects between clusters and never needs typed models,
-which would only cost time on the hot path.
+Kubeconfig files and in-cluster service accounts are read by lightkube's config
+layer; requests go through vnest.kube.transport (aiohttp, or httpx for the
+credentials only lightkube's httpx adapter implements). Objects stay plain dicts,
+(de)serialized by orjson: vnest copies objects between clusters and never needs
+typed models, which would only cost time on the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
+import orjson
 
 from vnest.errors import VnestError
+from vnest.kube.transport import Transport, TransportError, str_params, transport_for
 
 if TYPE_CHECKING:
     from lightkube.config.kubeconfig import KubeConfig, SingleConfig
@@ -182,11 +182,26 @@ class RateLimiter:
                 self._tokens -= 1
 
 
+def _json(content: bytes) -> Any:
+    return orjson.loads(content)
+
+
+def _api_error(status: int, body: bytes, what: str) -> ApiError:
+    """The server's Status as an ApiError; a body that is no Status is the message as it came."""
+    text = body.decode(errors="replace")
+    try:
+        decoded = _json(body)
+        message, reason = decoded.get("message", text), decoded.get("reason", "")
+    except (ValueError, AttributeError):  # not JSON, or JSON but not a Status
+        message, reason = text, ""
+    return ApiError(status, reason, f"{what}: {message}", message)
+
+
 class KubeClient:
     FIELD_MANAGER = "vnest"
 
-    def __init__(self, http: httpx.AsyncClient, context: str | None = None) -> None:
-        self.http = http
+    def __init__(self, transport: Transport, context: str | None = None) -> None:
+        self.transport = transport
         self.context = context
         self.limiter: RateLimiter | None = None
 
@@ -200,8 +215,6 @@ class KubeClient:
         cls, path: Path | None = None, context: str | None = None, timeout: float = 30.0
     ) -> KubeClient:
         """From a kubeconfig file (default: $KUBECONFIG / ~/.kube/config, else in-cluster)."""
-        from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
-        from lightkube.config.client_adapter import ConnectionParams
         from lightkube.config.kubeconfig import KubeConfig
 
         try:
@@ -210,25 +223,21 @@ class KubeClient:
             raise VnestError(
                 f"cannot use kubeconfig {path or ''} context {context or '(current)'}: {e}"
             ) from e
-        params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
-        return cls(_lightkube_async_client(single, params), context=single.context_name)
+        return cls(transport_for(single, timeout), context=single.context_name)
 
     @classmethod
     def from_dict(cls, kubeconfig: Obj, context: str | None = None, timeout: float = 30.0) -> KubeClient:
-        from lightkube.config.client_adapter import AsyncClient as _lightkube_async_client
-        from lightkube.config.client_adapter import ConnectionParams
         from lightkube.config.kubeconfig import KubeConfig
 
         single = _context(KubeConfig.from_dict(kubeconfig), context)
-        params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
-        return cls(_lightkube_async_client(single, params), context=single.context_name)
+        return cls(transport_for(single, timeout), context=single.context_name)
 
     @property
     def server(self) -> str:
-        return str(self.http.base_url).rstrip("/")
+        return self.transport.server
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.transport.aclose()
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -247,20 +256,29 @@ class KubeClient:
     ) -> Obj:
         if self.limiter is not None:
             await self.limiter.acquire()
-        content = json.dumps(body).encode() if body is not None else None
+        content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type, "Accept": "application/json"}
+        status, data = await self._send(method, path, params, content, headers)
+        if status >= 400:
+            raise _api_error(status, data, f"{method} {path}")
+        return _json(data) if data else {}
+
+    async def text(self, path: str) -> str:
+        """A GET of a plain-text endpoint (/readyz, /version?...): its body, whatever its status."""
+        return (await self._send("GET", path, None, None, {"Accept": "*/*"}))[1].decode(errors="replace")
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        content: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes]:
         try:
-            resp = await self.http.request(method, path, params=params, content=content, headers=headers)
-        except httpx.HTTPError as e:
+            return await self.transport.request(method, path, str_params(params), content, headers)
+        except TransportError as e:
             raise ApiError(0, "Unreachable", f"{method} {self.server}{path}: {e}") from e
-        if resp.status_code >= 400:
-            try:
-                status = resp.json()
-                message, reason = status.get("message", resp.text), status.get("reason", "")
-            except ValueError:
-                message, reason = resp.text, ""
-            raise ApiError(resp.status_code, reason, f"{method} {path}: {message}", message)
-        return resp.json() if resp.content else {}
 
     # ---- conveniences over request() --------------------------------------
 
@@ -348,11 +366,24 @@ class KubeClient:
         return True
 
     async def stream_lines(self, path: str, params: dict[str, Any]) -> AsyncIterator[Obj]:
-        """One JSON object per line, as watches send them."""
-        async with self.http.stream("GET", path, params=params, timeout=None) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise ApiError(resp.status_code, "", f"GET {path}: {resp.text}")
-            async for line in resp.aiter_lines():
-                if line:
-                    yield json.loads(line)
+        """One JSON object per line, as watches send them.
+
+        Split by hand on bytes: orjson takes bytes, and one object (a large ConfigMap, a CRD) may
+        be longer than a line reader's limit."""
+        pending = b""
+        try:
+            async for status, chunk in self.transport.stream(path, str_params(params) or {}):
+                if status >= 400:
+                    raise _api_error(status, chunk, f"GET {path}")
+                if b"\n" not in chunk:
+                    pending += chunk
+                    continue
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield _json(line)
+        except TransportError as e:
+            raise ApiError(0, "Unreachable", f"GET {self.server}{path}: {e}") from e
+        if pending.strip():
+            yield _json(pending)

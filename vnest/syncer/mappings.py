@@ -40,7 +40,9 @@ ANNOTATION_HOST_UID = naming.ANNOTATION_HOST_UID  # on a virtual pod: the uid of
 ANNOTATION_REPLICATED_FROM = naming.ANNOTATION_REPLICATED_FROM
 
 # The object-kind of a pod's service-account token Secret: the pod syncer's, not a Secret's copy.
-KIND_POD_TOKEN = "PodToken"
+KIND_POD_TOKEN = "PodToken"  # a pod's own token Secret, as vnest before 0.2 made them: only removed
+KIND_SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"  # vnest.syncer.resources.tokens
+ANNOTATION_REFRESH_AFTER = f"{naming.PREFIX}/refresh-after"  # on a token Secret: when to issue it again
 # The flexVolume driver of fake virtual PVs: nothing mounts them.
 FAKE_VOLUME_DRIVER = f"{naming.PREFIX}/host-volume"
 # Controllers that own EndpointSlices vnest writes, named as Kubernetes names its own: a domain.
@@ -109,6 +111,11 @@ def uid_matches(vobj: Obj, hobj: Obj) -> bool:
 
 def is_pod_token(hobj: Obj | None) -> bool:
     return annotations_of(hobj).get(ANNOTATION_KIND) == KIND_POD_TOKEN
+
+
+def is_token_secret(hobj: Obj | None) -> bool:
+    """A host Secret holding a token of the virtual API server (not a copy of a virtual Secret)."""
+    return annotations_of(hobj).get(ANNOTATION_KIND) in (KIND_POD_TOKEN, KIND_SERVICE_ACCOUNT_TOKEN)
 
 
 def copied_annotations(meta: dict[str, Any], dropped: tuple[str, ...] = ()) -> dict[str, str]:

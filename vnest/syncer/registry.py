@@ -31,6 +31,7 @@ from vnest.syncer.resources.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.resources.serviceaccounts import ServiceAccountSyncer
 from vnest.syncer.resources.services import ServiceSyncer
 from vnest.syncer.resources.storageclasses import StorageClassSyncer
+from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Deps:
     nodes: Nodes  # where pods are bound: fake nodes, or the copies of real host nodes
     host_nodes: HostNodes | None  # real node sync, when on
     node_selector: dict[str, str]  # real node sync: pods stay on the selected host nodes
+    tokens: ServiceAccountTokens | None  # the pods' service-account token Secrets, when pods sync
 
 
 # to-host: namespaced copies in the host namespace; cluster: cluster-scoped host copies;
@@ -72,14 +74,20 @@ def _to_host(field: str) -> Callable[[VClusterConfig], bool]:
     return enabled
 
 
+def _tokens(deps: Deps) -> ServiceAccountTokens:
+    assert deps.tokens is not None  # made by the runner whenever pods sync
+    return deps.tokens
+
+
 KINDS: tuple[Kind, ...] = (
     Kind(
         "Pod",
         "to-host",
         _to_host("pods"),
-        lambda d: PodSyncer(d.ctx, d.pod_security, d.nodes, d.node_selector),
-        ("Pod", "Secret"),  # Secrets: the pods' service-account tokens
+        lambda d: PodSyncer(d.ctx, d.pod_security, d.nodes, d.node_selector, _tokens(d)),
+        ("Pod",),
     ),
+    Kind("ServiceAccountToken", "to-host", _to_host("pods"), _tokens, ("Secret",)),
     Kind("Service", "to-host", _to_host("services"), lambda d: ServiceSyncer(d.ctx), ("Service",)),
     Kind(
         "EndpointSlice",

@@ -30,6 +30,7 @@ from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.resources import customresources
 from vnest.syncer.resources.nodes import FakeNodes, HostNodes
 from vnest.syncer.resources.pods import PodSyncer
+from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 _log = log.get("syncer")
 
@@ -94,6 +95,7 @@ class Syncer:
             nodes=self.host_nodes or self.nodes,
             host_nodes=self.host_nodes,
             node_selector=self.host_nodes.labels if self.host_nodes is not None else {},
+            tokens=ServiceAccountTokens(self.ctx) if config.sync.to_host.pods.enabled else None,
         )
         self.syncers: list[Controller] = registry.build(config, deps)
         self.pods = next((s for s in self.syncers if isinstance(s, PodSyncer)), None)

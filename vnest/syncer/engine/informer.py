@@ -112,6 +112,10 @@ class Informer:
                 _log.error("informer handler failed", informer=self.name, exc_info=True)
 
     def _typed(self, obj: Obj) -> Obj:
+        # No syncer reads managedFields, often the largest part of an object: dropped from the cache
+        # (client-go's informer transform, as vCluster does). A PUT from the cache without them
+        # keeps the server's.
+        obj.get("metadata", {}).pop("managedFields", None)
         obj.setdefault("kind", self.kind)
         obj.setdefault("apiVersion", self.resource.group_version)
         return obj

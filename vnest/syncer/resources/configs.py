@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from vnest.kube.client import Obj
 from vnest.syncer.engine import Handlers, Informer, SyncContext, ToHostSyncer, is_subset
-from vnest.syncer.mappings import is_pod_token, key_of
+from vnest.syncer.mappings import is_token_secret, key_of
 from vnest.syncer.resources.ingresses import tls_secrets
 from vnest.syncer.resources.pods import references
 
@@ -123,9 +123,9 @@ class SecretSyncer(ConfigSyncer):
         return out
 
     def enqueue_virtual(self, hobj: Obj) -> None:
-        # Pod token Secrets are the pod syncer's, not copies of virtual Secrets.
-        if not is_pod_token(hobj):
+        # Token Secrets are the pods' (vnest.syncer.resources.tokens), not copies of virtual Secrets.
+        if not is_token_secret(hobj):
             super().enqueue_virtual(hobj)
 
     async def handled_elsewhere(self, key: str) -> bool:
-        return is_pod_token(self.host.get(self.mapping.host_key(key)))
+        return is_token_secret(self.host.get(self.mapping.host_key(key)))

@@ -11,7 +11,7 @@ never copied, so no tenant learns about another's.
 from __future__ import annotations
 
 from vnest import log
-from vnest.kube.client import Obj
+from vnest.kube.client import ApiError, Obj
 from vnest.syncer import mappings
 from vnest.syncer.engine import Controller, Handlers, SyncContext
 from vnest.syncer.mappings import split_key
@@ -26,7 +26,7 @@ class EventSyncer(Controller):
     a synced object told again, in virtual names, on the virtual object."""
 
     kind = "Event"
-    workers = 2
+    workers = 4
 
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__()
@@ -88,10 +88,18 @@ class EventSyncer(Controller):
             if field in hevent:
                 event[field] = hevent[field]
         event["message"] = (event.get("message") or "").replace(target["hostName"], target["name"])
+        # Most host events are new (a pod's Scheduled): created at once, and read only when the name
+        # is taken (a repeated event, whose count went up).
+        try:
+            await self.ctx.virtual.create(event, namespace=target["namespace"])
+            return
+        except ApiError as e:
+            if not e.conflict:
+                raise
         existing = await self.ctx.virtual.get_or_none("Event", name, target["namespace"])
         if existing is None:
-            await self.ctx.virtual.create(event, namespace=target["namespace"])
-        elif (existing.get("count"), existing.get("lastTimestamp")) != (
+            raise ApiError(409, "Conflict", f"event {name} taken, then gone: tried again")
+        if (existing.get("count"), existing.get("lastTimestamp")) != (
             event.get("count"),
             event.get("lastTimestamp"),
         ):

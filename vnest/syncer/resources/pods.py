@@ -6,8 +6,8 @@ What the host pod gets, compared with the virtual one:
   storageos, cinder and azureFile volumes, env, envFrom, imagePullSecrets)
   rewritten to their host copies';
 - the service-account token volume replaced by a host Secret holding a token
-  the *virtual* API server issued, so in-pod clients talk to the virtual API;
-  the host's own token is never mounted;
+  the *virtual* API server issued, one per ServiceAccount (vnest.syncer.resources.tokens),
+  so in-pod clients talk to the virtual API; the host's own token is never mounted;
 - KUBERNETES_SERVICE_HOST/PORT and a hostAlias for kubernetes.default that
   point at the virtual cluster's host Service; service links off, since the
   host namespace's services are not the tenant's;
@@ -43,7 +43,6 @@ has never run on the host, and gets its host copy however it was created.
 
 from __future__ import annotations
 
-import base64
 import copy
 import re
 from typing import Protocol
@@ -55,8 +54,6 @@ from vnest.syncer import mappings
 from vnest.syncer.engine import Handlers, Patcher, SyncContext, ToHostSyncer
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
-    ANNOTATION_KIND,
-    KIND_POD_TOKEN,
     LABEL_NAMESPACE,
     key_of,
     namespace_label_key,
@@ -66,10 +63,10 @@ from vnest.syncer.mappings import (
 from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.resources.priorityclasses import pod_priority_class
 from vnest.syncer.resources.serviceaccounts import host_service_account, pod_service_account
+from vnest.syncer.resources.tokens import ServiceAccountTokens, account_key, token_secret_name
 
 _log = log.get("syncer.pods")
 
-TOKEN_SECONDS = 3600 * 24 * 365
 KUBE_DNS = ("kube-system", "kube-dns")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -162,10 +159,43 @@ def pin_to_node(spec: Obj, node: str) -> None:
     node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
 
 
-def token_secret_name(ctx: SyncContext, pod_key: str) -> str:
-    """The host Secret holding the service-account token of virtual pod `pod_key` ("ns/name")."""
+def pod_token_secret_name(ctx: SyncContext, pod_key: str) -> str:
+    """The host Secret vnest before 0.2 made for the token of virtual pod `pod_key` ("ns/name")."""
     ns, name = split_key(pod_key)
     return ctx.host_name(f"vnest-token-{name}", ns)
+
+
+# PodStatus's fields (Kubernetes 1.36); a newer one the host sets is copied, one only the virtual
+# side has (unknown here, and not in the cache yet) would stay until the next status change.
+POD_STATUS_FIELDS = (
+    "phase",
+    "conditions",
+    "message",
+    "reason",
+    "nominatedNodeName",
+    "hostIP",
+    "hostIPs",
+    "podIP",
+    "podIPs",
+    "startTime",
+    "initContainerStatuses",
+    "containerStatuses",
+    "ephemeralContainerStatuses",
+    "qosClass",
+    "resize",
+    "resourceClaimStatuses",
+    "observedGeneration",
+    "extendedResourceClaimStatus",
+)
+
+
+def _revision(obj: Obj) -> int:
+    """An object's resourceVersion as a number: an etcd (or kine) revision, which only grows. The
+    API calls it opaque; one that is not a number compares as 0 (never newer), so nothing is skipped."""
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 class Nodes(Protocol):
@@ -176,7 +206,7 @@ class Nodes(Protocol):
 
 class PodSyncer(ToHostSyncer):
     kind = "Pod"
-    workers = 8
+    workers = 32  # a pod waits on round trips, not CPU: 8 workers left bursts queued (bench/sync.py)
 
     def __init__(
         self,
@@ -184,12 +214,18 @@ class PodSyncer(ToHostSyncer):
         security: PodSecurityChecker | None,
         nodes: Nodes,
         node_selector: dict[str, str],
+        tokens: ServiceAccountTokens,
     ) -> None:
         super().__init__(ctx)
+        self.tokens = tokens
+        # This syncer's own writes the virtual cache may not show yet (client-go's MutationCache):
+        # pods it bound (key -> uid), and statuses it wrote (key -> uid, revision, status).
+        self._bound: dict[str, str] = {}
+        self._status_written: dict[str, tuple[str, int, Obj]] = {}
         self.security = security  # None: policies.podSecurityStandard is privileged
         self.nodes = nodes
         self.node_selector = node_selector  # with real node sync: pods stay on the selected nodes
-        self.host_secrets = ctx.informer("host", "Secret")  # where the token Secrets are seen
+        self.host_secrets = ctx.informer("host", "Secret")  # where old per-pod token Secrets are seen
         self.token_secrets = Patcher(ctx, "Secret", ctx.host, self.mapping.owns, ctx.host_namespace)
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
@@ -206,8 +242,9 @@ class PodSyncer(ToHostSyncer):
 
     def resync(self) -> None:
         super().resync()
-        # A pod gone on both sides while the syncer was down still has its token Secret: its key,
-        # reconciled, finds neither pod and removes it (`forget`).
+        # A pod gone on both sides while the syncer was down (or before vnest 0.2 shared tokens per
+        # ServiceAccount) still has its own token Secret: its key, reconciled, finds neither pod and
+        # removes it (`forget`).
         for secret in list(self.host_secrets.store.values()):
             if mappings.is_pod_token(secret) and (vkey := mappings.virtual_key_of(secret)):
                 self.queue.add(vkey)
@@ -322,11 +359,15 @@ class PodSyncer(ToHostSyncer):
         if not spec.get("hostname") and (hostname := pod_hostname(vpod["metadata"]["name"])):
             # Inside its containers the pod is called by its virtual name, not the host copy's.
             spec["hostname"] = hostname
-        metadata = ctx.host_metadata(vpod)
-        namespace = self.namespaces.get(ns)
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": self._host_metadata(vpod), "spec": spec}
+
+    def _host_metadata(self, vpod: Obj) -> Obj:
+        """The host pod's metadata: the copy's, with the labels of its virtual namespace."""
+        metadata = self.ctx.host_metadata(vpod)
+        namespace = self.namespaces.get(vpod["metadata"]["namespace"])
         for key, value in ((namespace or {}).get("metadata", {}).get("labels") or {}).items():
             metadata["labels"][namespace_label_key(key)] = value
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+        return metadata
 
     def _point_dns_at_the_virtual_cluster(self, spec: Obj, ns: str) -> None:
         """ClusterFirst means the *virtual* cluster's DNS, searching the *virtual* namespace."""
@@ -363,11 +404,11 @@ class PodSyncer(ToHostSyncer):
         out = []
         for src in sources:
             if "serviceAccountToken" in src:
-                # The token comes from the virtual API server, via a host Secret.
+                # The token comes from the virtual API server, via a host Secret (tokens.py).
                 out.append(
                     {
                         "secret": {
-                            "name": token_secret_name(self.ctx, key_of(vpod)),
+                            "name": token_secret_name(self.ctx, account_key(vpod)),
                             "items": [{"key": "token", "path": src["serviceAccountToken"]["path"]}],
                         }
                     }
@@ -438,11 +479,13 @@ class PodSyncer(ToHostSyncer):
                 await self.patcher.delete(hpod, grace=vpod["metadata"].get("deletionGracePeriodSeconds"))
             return True
         await self._delete_virtual(vpod)  # acting as its kubelet: nothing runs it any more
-        await self._delete_token_secret(key_of(vpod))
+        await self._delete_pod_token_secret(key_of(vpod))
         return True
 
     async def forget(self, key: str) -> None:
-        await self._delete_token_secret(key)
+        self._bound.pop(key, None)
+        self._status_written.pop(key, None)
+        await self._delete_pod_token_secret(key)
 
     async def replaced(self, vpod: Obj, hpod: Obj) -> None:
         # A host copy of an earlier pod of the same name: replaced; its DELETED event brings us back.
@@ -458,7 +501,7 @@ class PodSyncer(ToHostSyncer):
             # (or a new pod from its controller) is checked again.
             await self.ctx.warn_once(vpod, "PodSecurity", problem)
             return
-        await self._ensure_token_secret(vpod)
+        await self.tokens.ensure(vpod)
         await self.patcher.create(vpod, self.translate(vpod))
 
     async def sync(self, vpod: Obj, hpod: Obj) -> None:
@@ -469,19 +512,17 @@ class PodSyncer(ToHostSyncer):
         await self.ctx.virtual.delete_exact("Pod", vpod, grace=0)
 
     async def _update_host(self, vpod: Obj, hpod: Obj) -> None:
-        desired = self.translate(vpod)
+        # Only metadata and images of a running pod may change: the whole translation (deep copies
+        # of the spec) is made only for new ephemeral containers, not on every status change.
+        desired = self._host_metadata(vpod)
         patch: Obj = {}
         if not (
-            desired["metadata"]["labels"] == hpod["metadata"].get("labels")
+            desired["labels"] == hpod["metadata"].get("labels")
             and all(
-                hpod["metadata"].get("annotations", {}).get(k) == v
-                for k, v in desired["metadata"]["annotations"].items()
+                hpod["metadata"].get("annotations", {}).get(k) == v for k, v in desired["annotations"].items()
             )
         ):
-            patch["metadata"] = {
-                "labels": desired["metadata"]["labels"],
-                "annotations": desired["metadata"]["annotations"],
-            }
+            patch["metadata"] = {"labels": desired["labels"], "annotations": desired["annotations"]}
         images = {c["name"]: c["image"] for c in vpod["spec"].get("containers", [])}
         if any(images.get(c["name"], c["image"]) != c["image"] for c in hpod["spec"].get("containers", [])):
             # Images are the one part of a running pod's spec that may change.
@@ -493,15 +534,16 @@ class PodSyncer(ToHostSyncer):
                 body=patch,
                 content_type="application/strategic-merge-patch+json",
             )
-        await self._add_ephemeral_containers(vpod, hpod, desired)
+        await self._add_ephemeral_containers(vpod, hpod)
 
-    async def _add_ephemeral_containers(self, vpod: Obj, hpod: Obj, desired: Obj) -> None:
+    async def _add_ephemeral_containers(self, vpod: Obj, hpod: Obj) -> None:
         """`kubectl debug`: ephemeral containers added to the virtual pod join its host pod, when the
         pod with them still meets the Pod Security level (they cannot be removed once added)."""
         on_host = {c["name"] for c in hpod["spec"].get("ephemeralContainers") or []}
-        new = [c for c in desired["spec"].get("ephemeralContainers") or [] if c["name"] not in on_host]
-        if not new:
+        if all(c["name"] in on_host for c in vpod["spec"].get("ephemeralContainers") or []):
             return
+        desired = self.translate(vpod)
+        new = [c for c in desired["spec"].get("ephemeralContainers") or [] if c["name"] not in on_host]
         if self.security is not None and (problem := await self.security.violation(vpod)):
             await self.ctx.warn_once(vpod, "PodSecurity", problem)
             return
@@ -515,11 +557,23 @@ class PodSyncer(ToHostSyncer):
     async def _sync_status(self, vpod: Obj, hpod: Obj) -> None:
         node = hpod["spec"].get("nodeName")
         meta = vpod["metadata"]
+        key = key_of(vpod)
         if node:
             await self.nodes.ensure(node)
             host_uid = hpod["metadata"]["uid"]
             ran = {ANNOTATION_HOST_UID: host_uid}
-            if not vpod["spec"].get("nodeName"):
+            if vpod["spec"].get("nodeName"):
+                self._bound.pop(key, None)
+                if mappings.annotations_of(vpod).get(ANNOTATION_HOST_UID) != host_uid:
+                    # Bound before it reached the host (its node named at create): one patch records it.
+                    vpod = await self.ctx.virtual.request(
+                        "PATCH",
+                        self.resource.path(meta["namespace"], meta["name"]),
+                        body={"metadata": {"annotations": ran}},
+                        content_type="application/merge-patch+json",
+                    )
+            elif self._bound.get(key) != meta["uid"]:
+                # Not bound yet, unless by this syncer a moment ago (the cache lags its own writes).
                 await self.ctx.virtual.request(
                     "POST",
                     self.resource.path(meta["namespace"], meta["name"], "binding"),
@@ -535,66 +589,40 @@ class PodSyncer(ToHostSyncer):
                         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
                     },
                 )
-                return  # the binding's event brings us back for the status
-            if mappings.annotations_of(vpod).get(ANNOTATION_HOST_UID) != host_uid:
-                # Bound before it reached the host (its node named at create): one patch records it.
-                vpod = await self.ctx.virtual.request(
-                    "PATCH",
-                    self.resource.path(meta["namespace"], meta["name"]),
-                    body={"metadata": {"annotations": ran}},
-                    content_type="application/merge-patch+json",
-                )
+                self._bound[key] = meta["uid"]
         status = hpod.get("status") or {}
-        if not status or vpod.get("status") == status:
+        if not status or vpod.get("status") == status or self._wrote_already(vpod, status):
             return
-        await self.ctx.virtual.replace({**vpod, "status": status}, "status")
+        # A merge patch of the status alone, at no resourceVersion: the host's status is the truth
+        # whatever the virtual pod became meanwhile, so a cache behind the binding just written is no
+        # conflict. (Not a PUT of pods/status without resourceVersion: for pods that also writes the
+        # metadata sent, and the cache's may be older than the binding's annotations.)
+        # Every field the host's status lacks is removed, those the cache may not show yet too.
+        gone = {*POD_STATUS_FIELDS, *(vpod.get("status") or {})} - status.keys()
+        patch = {**dict.fromkeys(gone), **status}
+        written = await self.ctx.virtual.request(
+            "PATCH",
+            self.resource.path(meta["namespace"], meta["name"], "status"),
+            body={"status": patch},
+            content_type="application/merge-patch+json",
+        )
+        self._status_written[key] = (meta["uid"], _revision(written), status)
+
+    def _wrote_already(self, vpod: Obj, status: Obj) -> bool:
+        """Whether this syncer wrote this status and the cache just has not seen that write yet."""
+        wrote = self._status_written.get(key_of(vpod))
+        if wrote is None:
+            return False
+        uid, revision, written = wrote
+        if uid != vpod["metadata"]["uid"] or _revision(vpod) >= revision:
+            del self._status_written[key_of(vpod)]  # the cache caught up (or it is another pod now)
+            return False
+        return written == status
 
     # ---- the service-account token ---------------------------------------------
 
-    async def _ensure_token_secret(self, vpod: Obj) -> None:
-        uses_token = any(
-            "serviceAccountToken" in src
-            for vol in vpod["spec"].get("volumes") or []
-            for src in (vol.get("projected") or {}).get("sources") or []
-        )
-        if not uses_token:
-            return
-        meta = vpod["metadata"]
-        sa = vpod["spec"].get("serviceAccountName") or "default"
-        resp = await self.ctx.virtual.request(
-            "POST",
-            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token",
-            body={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {
-                    "expirationSeconds": TOKEN_SECONDS,
-                    "boundObjectRef": {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                    },
-                },
-            },
-        )
-        secret_meta = self.ctx.host_metadata(vpod)
-        secret_meta["name"] = token_secret_name(self.ctx, key_of(vpod))
-        secret_meta["annotations"][ANNOTATION_KIND] = KIND_POD_TOKEN
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": secret_meta,
-            "type": "Opaque",
-            "data": {"token": base64.b64encode(resp["status"]["token"].encode()).decode()},
-        }
-        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{secret_meta['name']}")
-        if existing is None:
-            await self.ctx.host.create(secret, namespace=self.ctx.host_namespace)
-        elif self.mapping.owns(existing):
-            await self.ctx.host.apply(secret, namespace=self.ctx.host_namespace)
-
-    async def _delete_token_secret(self, vkey: str) -> None:
-        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{token_secret_name(self.ctx, vkey)}")
-        if existing is not None:
+    async def _delete_pod_token_secret(self, vkey: str) -> None:
+        """The pod's own token Secret, as vnest before 0.2 made one per pod: its pod is gone."""
+        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{pod_token_secret_name(self.ctx, vkey)}")
+        if existing is not None and mappings.is_pod_token(existing):
             await self.token_secrets.delete(existing)
