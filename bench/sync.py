@@ -24,15 +24,23 @@ Setup: an isolated VNEST_HOME/KUBECONFIG, a local host of its own
   3. during the virtual run, the syncer process's CPU seconds (user+system delta)
      and peak RSS (sampled every 0.2 s), with the virtual kube-apiserver, kine and
      the host's kube-apiserver for context (the host's also during the baseline);
-  4. both namespaces deleted and waited for (host copies and token Secrets too)
+  4. per pod, the requests each API server served during the round (its own
+     apiserver_request_total, everyone's requests: the benchmark's POSTs too), and the
+     virtual API server's share of the latency (POST returned -> ADDED on a watch of it);
+  5. both namespaces deleted and waited for (host copies and token Secrets too)
      before the next N.
+Then the paced rounds (--paced, default 1000 pods): the same on both sides, but pod i
+POSTed no sooner than i/--rate seconds after the first (default 100 pods/s), which is
+how the POST -> host copy latency target is stated. Every round records `timeline`
+([seconds, pods Running]) for bench/plot.py. With --profile DIR the syncer is sampled
+by py-spy during each virtual round (collapsed stacks, DIR/syncer-N.txt).
 The host is KWOK: no containers start, so both sides measure the API work only.
 All times are stamped by one asyncio event loop that also runs the 32 creating
 workers, so each stamp carries that loop's scheduling delay (tens of ms on a busy
 2-CPU machine): a latency's "min" can come out slightly negative.
 
-Run: .venv/bin/python bench/sync.py [--pods 100,1000] [--port 56443] [--out bench/results/sync.json]
-     [--set KEY=VALUE]...   (a config of the virtual cluster, e.g. policies.podSecurityStandard=privileged)
+Run: .venv/bin/python bench/sync.py [--pods 100,500,1000] [--paced 1000] [--rate 100] [--port 56443]
+     [--out bench/results/sync.json] [--profile DIR] [--set KEY=VALUE]...   (a config of the virtual cluster, e.g. policies.podSecurityStandard=privileged)
 """
 
 from __future__ import annotations
@@ -165,7 +173,7 @@ class PodWatch:
                     rv = obj.get("metadata", {}).get("resourceVersion", rv)
                     if event.get("type") in ("ADDED", "MODIFIED"):
                         self._see(obj, now)
-            except ApiError:
+            except Exception:  # ApiError; an older vnest's client (benchmarked for a baseline) raised httpx's
                 await asyncio.sleep(0.2)
                 self.relists += 1
                 rv = await self._list()
@@ -195,18 +203,24 @@ def virtual_key(pod: Obj) -> str | None:
 # ---- creating and deleting --------------------------------------------------------------------
 
 
-async def create_pods(client: KubeClient, namespace: str, n: int) -> tuple[dict[str, float], int]:
-    """POSTs N pods with CONCURRENCY workers; returns when each POST returned, and the retries."""
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for name in pod_names(n):
-        queue.put_nowait(name)
+async def create_pods(
+    client: KubeClient, namespace: str, n: int, rate: float | None = None
+) -> tuple[dict[str, float], int]:
+    """POSTs N pods with CONCURRENCY workers, as fast as they go or, with `rate`, pod i no sooner
+    than i/rate seconds after the first; returns when each POST returned, and the retries."""
+    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    for i, name in enumerate(pod_names(n)):
+        queue.put_nowait((i, name))
     returned: dict[str, float] = {}
     retries = 0
+    start = time.monotonic()
 
     async def worker() -> None:
         nonlocal retries
         while not queue.empty():
-            name = queue.get_nowait()
+            i, name = queue.get_nowait()
+            if rate is not None and (wait := start + i / rate - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             for attempt in range(6):
                 try:
                     await client.create(pod_manifest(name, n), namespace=namespace)
@@ -272,7 +286,11 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 async def request_counts(client: KubeClient) -> dict[str, float]:
     """apiserver_request_total from the server's /metrics, summed by "VERB resource[/subresource]"."""
     counts: dict[str, float] = {}
-    for line in (await client.text("/metrics")).splitlines():
+    if hasattr(client, "text"):
+        text = await client.text("/metrics")
+    else:  # an older vnest's client, benchmarked for a baseline: httpx underneath
+        text = (await client.http.get("/metrics")).text  # type: ignore[attr-defined]
+    for line in text.splitlines():
         if m := _REQUEST_TOTAL.match(line):
             labels = dict(_LABEL.findall(m.group(1)))
             what = labels.get("resource", "") + (
@@ -329,8 +347,16 @@ def log_tail(path: Path, start: int, lines: int = 40) -> dict[str, Any]:
     }
 
 
-async def baseline_round(env: Env, host: KubeClient, n: int) -> dict[str, Any]:
-    namespace = f"base-{n}"
+def timeline(running: dict[str, float], start: float, points: int = 200) -> list[list[float]]:
+    """[seconds since the first POST, pods Running then], at most `points` of them (for bench/plot.py)."""
+    stamps = sorted(t - start for t in running.values())
+    step = max(1, len(stamps) // points)
+    out = [[round(t, 3), i + 1] for i, t in enumerate(stamps) if i % step == 0 or i == len(stamps) - 1]
+    return [[0.0, 0], *out]
+
+
+async def baseline_round(env: Env, host: KubeClient, n: int, rate: float | None = None) -> dict[str, Any]:
+    namespace = f"base-{n}" if rate is None else f"base-paced-{n}"
     await fresh_namespace(host, namespace)
     watch = PodWatch(host, namespace)
     await watch.start()
@@ -340,7 +366,7 @@ async def baseline_round(env: Env, host: KubeClient, n: int) -> dict[str, Any]:
     try:
         with UsageSampler(procs, SAMPLE_SECONDS) as usage:
             start = time.monotonic()
-            returned, retries = await create_pods(host, namespace, n)
+            returned, retries = await create_pods(host, namespace, n, rate)
             created = max(returned.values()) - start
             ok = await watch.wait_running(names, round_timeout(n))
     finally:
@@ -355,6 +381,7 @@ async def baseline_round(env: Env, host: KubeClient, n: int) -> dict[str, Any]:
     }
     if ok:
         result["seconds"] = round(max(watch.running[x] for x in names) - start, 2)
+    result["timeline"] = timeline(watch.running, start)
     result["delete_seconds"] = round(await delete_namespace(host, namespace, round_timeout(n)), 2)
     return result
 
@@ -395,9 +422,14 @@ def profiled(pid: int, out: Path | None) -> Iterator[None]:
 
 
 async def virtual_round(
-    env: Env, host: KubeClient, virtual: KubeClient, n: int, profile: Path | None = None
+    env: Env,
+    host: KubeClient,
+    virtual: KubeClient,
+    n: int,
+    profile: Path | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    namespace = f"run-{n}"
+    namespace = f"run-{n}" if rate is None else f"run-paced-{n}"
     await fresh_namespace(virtual, namespace)
     names = pod_names(n)
     host_watch = PodWatch(host, NAME, f"{naming.LABEL_MANAGED_BY}={NAME}", key=virtual_key)
@@ -415,7 +447,7 @@ async def virtual_round(
     try:
         with UsageSampler(watched, SAMPLE_SECONDS) as usage, profiled(procs["syncer"].pid, profile):
             start = time.monotonic()
-            returned, retries = await create_pods(virtual, namespace, n)
+            returned, retries = await create_pods(virtual, namespace, n, rate)
             created = max(returned.values()) - start
             ok = await virtual_watch.wait_running(names, round_timeout(n))
     finally:
@@ -447,6 +479,7 @@ async def virtual_round(
     }
     if ok:
         result["seconds"] = round(max(virtual_watch.running[x] for x in names) - start, 2)
+    result["timeline"] = timeline(virtual_watch.running, start)
     if latencies:
         result["host_create_latency_ms"] = latency_ms(latencies)
     # Of that, the part before the syncer could act: the virtual API server's watch delivering the pod
@@ -467,9 +500,11 @@ async def virtual_round(
 
 
 async def rounds(
-    env: Env, virtual_kubeconfig: Obj, counts: list[int], profile: Path | None
+    env: Env, virtual_kubeconfig: Obj, counts: list[int], profile: Path | None, rate: float | None = None
 ) -> dict[str, Any]:
+    """One round per N, both sides; with `rate`, pods are created at that rate rather than at once."""
     out: dict[str, Any] = {}
+    paced = f" at {rate:g} pods/s" if rate else ""
     async with (
         KubeClient.from_kubeconfig(env.kubeconfig, "vnest-host", timeout=60) as host,
         KubeClient.from_dict(virtual_kubeconfig, timeout=60) as virtual,
@@ -477,18 +512,17 @@ async def rounds(
         for n in counts:
             row: dict[str, Any] = {}
             out[str(n)] = row
+            spy = profile / f"syncer-{n}{'-paced' if rate else ''}.txt" if profile else None
             try:
-                print(f"N={n}: baseline on the host ...", flush=True)
-                row["baseline_host"] = await baseline_round(env, host, n)
-                print(f"N={n}: in the virtual cluster ...", flush=True)
-                row["virtual"] = await virtual_round(
-                    env, host, virtual, n, profile / f"syncer-{n}.txt" if profile else None
-                )
+                print(f"N={n}{paced}: baseline on the host ...", flush=True)
+                row["baseline_host"] = await baseline_round(env, host, n, rate)
+                print(f"N={n}{paced}: in the virtual cluster ...", flush=True)
+                row["virtual"] = await virtual_round(env, host, virtual, n, spy, rate)
             except (BenchError, ApiError) as e:
                 # Recorded, not raised: the rounds before still count, and cleanup follows.
                 row["error"] = str(e)
                 row["syncer_log"] = log_tail(syncer_log(env), 0, lines=40)
-                print(f"N={n}: FAILED: {e}", flush=True)
+                print(f"N={n}{paced}: FAILED: {e}", flush=True)
                 break
             row.update(compare(row["baseline_host"], row["virtual"]))
             print_row(n, row)
@@ -501,12 +535,21 @@ def compare(base: dict[str, Any], virt: dict[str, Any]) -> dict[str, Any]:
     return {"ratio_virtual_vs_baseline": None}
 
 
-def measure(env: Env, counts: list[int], port: int, sets: list[str], profile: Path | None) -> dict[str, Any]:
+def measure(
+    env: Env,
+    counts: list[int],
+    port: int,
+    sets: list[str],
+    profile: Path | None,
+    paced: list[int],
+    rate: float,
+) -> dict[str, Any]:
     extra = [arg for s in sets for arg in ("--set", s)]
     with local_host(port, nodes=NODES) as host_up_seconds, virtual_clusters() as clusters:
         create_seconds = clusters.create(NAME, NAME, *extra)
         virtual_kubeconfig = yaml.safe_load(vnest_output("connect", NAME, "-n", NAME, "--print"))
         results = asyncio.run(rounds(env, virtual_kubeconfig, counts, profile))
+        paced_results = asyncio.run(rounds(env, virtual_kubeconfig, paced, profile, rate)) if paced else {}
     return {
         "setup": {
             "host": f"vnest host up --nodes {NODES} --port {port}",
@@ -518,6 +561,7 @@ def measure(env: Env, counts: list[int], port: int, sets: list[str], profile: Pa
             "concurrency": CONCURRENCY,
         },
         "rounds": results,
+        "paced": {"rate_pods_per_second": rate, "rounds": paced_results},
     }
 
 
@@ -565,18 +609,24 @@ def print_summary(r: dict[str, Any]) -> None:
     for n, row in r["rounds"].items():
         if "error" not in row:
             print_row(int(n), row)
-    for n, row in r["rounds"].items():
-        if "error" in row:
-            print(f"N={n}: FAILED: {row['error']}")
-            continue
-        for side in ("baseline_host", "virtual"):
-            if not row[side]["ok"]:
-                print(f"N={n} {side}: NOT all Running ({row[side]['running']}/{n}) in time")
+    if r["paced"]["rounds"]:
+        print(f"created at {r['paced']['rate_pods_per_second']:g} pods/s (both sides):")
+        for n, row in r["paced"]["rounds"].items():
+            if "error" not in row:
+                print_row(int(n), row)
+    for label, rows in (("", r["rounds"]), (" paced", r["paced"]["rounds"])):
+        for n, row in rows.items():
+            if "error" in row:
+                print(f"N={n}{label}: FAILED: {row['error']}")
+                continue
+            for side in ("baseline_host", "virtual"):
+                if not row[side]["ok"]:
+                    print(f"N={n}{label} {side}: NOT all Running ({row[side]['running']}/{n}) in time")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pods", default="100,1000", help="comma-separated pod counts N, one round each")
+    parser.add_argument("--pods", default="100,500,1000", help="comma-separated pod counts N, one round each")
     parser.add_argument(
         "--port", type=int, default=56443, help="first of the seven ports of the benchmark's own host"
     )
@@ -594,7 +644,19 @@ def main() -> int:
         metavar="DIR",
         help="sample the syncer with py-spy during each virtual round: DIR/syncer-N.txt (collapsed stacks)",
     )
+    parser.add_argument(
+        "--paced",
+        default="1000",
+        help="comma-separated pod counts of rounds created at --rate instead of at once ('' for none)",
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="pods a second of the paced rounds")
     args = parser.parse_args()
+    if args.rate <= 0:
+        parser.error("--rate must be above 0")
+    try:
+        paced = [int(x) for x in args.paced.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--paced takes comma-separated integers")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     try:
@@ -603,7 +665,7 @@ def main() -> int:
         parser.error("--pods takes comma-separated integers")
     if not counts or min(counts) < 1:
         parser.error("--pods needs counts of at least 1")
-    if max(counts) > NODES * 110 - 50:
+    if max(counts + paced) > NODES * 110 - 50:
         parser.error(f"at most {NODES * 110 - 50} pods fit on {NODES} KWOK nodes (110 each)")
 
     facts = machine_facts()
@@ -611,7 +673,7 @@ def main() -> int:
     started = time.monotonic()
     with isolated_env(prefix="vnb-") as env:
         root = str(env.root)
-        result = measure(env, counts, args.port, args.set, args.profile)
+        result = measure(env, counts, args.port, args.set, args.profile, paced, args.rate)
     leftover = processes_mentioning(root)
     load_after = os.getloadavg()
     result = {
@@ -622,6 +684,8 @@ def main() -> int:
             "port": args.port,
             "nodes": NODES,
             "concurrency": CONCURRENCY,
+            "paced": paced,
+            "rate": args.rate,
             "set": args.set,
         },
         "machine": facts,
@@ -635,7 +699,7 @@ def main() -> int:
     print(f"\nwritten to {args.out}")
     rounds_ok = all(
         "error" not in r and r["baseline_host"]["ok"] and r["virtual"]["ok"]
-        for r in result["rounds"].values()
+        for r in [*result["rounds"].values(), *result["paced"]["rounds"].values()]
     )
     return 0 if rounds_ok else 1
 

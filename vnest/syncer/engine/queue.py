@@ -26,13 +26,20 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, first: bool = False) -> None:
+        """Queues a key, at the back or, `first`, at the front (a new object ahead of updates)."""
         if key in self._dirty:
+            if first and key in self._queue and self._queue[0] != key:
+                self._queue.remove(key)  # O(n), and only for the rare new key queued already
+                self._queue.appendleft(key)
             return
         self._dirty.add(key)
         if key in self._processing:
             return
-        self._queue.append(key)
+        if first:
+            self._queue.appendleft(key)
+        else:
+            self._queue.append(key)
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
