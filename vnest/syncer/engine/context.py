@@ -70,13 +70,14 @@ class SyncContext:
         namespace: str | None = None,
         label_selector: str = "",
         field_selector: str = "",
+        keep: bool = True,
     ) -> Informer:
         """A shared informer beyond a side's default scope: any namespace (None: all), any selectors.
 
         For syncers that read objects vnest does not manage (a host Service another team
         runs) or its own objects outside the host namespace; shared like `informer`.
         """
-        where = f"{namespace or '*'}?{label_selector}&{field_selector}"
+        where = f"{namespace or '*'}?{label_selector}&{field_selector}{'' if keep else ' (stream)'}"
         key = (f"{side} {where}", kind)
         if key not in self.informers:
             self.informers[key] = Informer(
@@ -87,6 +88,7 @@ class SyncContext:
                 label_selector=label_selector,
                 field_selector=field_selector,
                 name=f"{side} {kind} {where}",
+                keep=keep,
             )
         return self.informers[key]
 

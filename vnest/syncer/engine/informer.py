@@ -79,8 +79,13 @@ class Informer:
         label_selector: str = "",
         name: str = "",
         field_selector: str = "",
+        keep: bool = True,
     ) -> None:
         self.client = client
+        # keep=False: a stream, not a cache. Every object listed or watched goes to on_add as it comes
+        # (also when modified), deletions to on_delete, and the store stays empty: for kinds whose
+        # objects are acted on once and never looked up (host Events, an hour of them per namespace).
+        self.keep = keep
         self.resource = resource
         self.kind = kind
         self.namespace = namespace
@@ -161,7 +166,10 @@ class Informer:
         while True:
             page = await self.client.request("GET", self.resource.path(self.namespace), params=params)
             for item in page["items"]:
-                items[key_of(item)] = self._typed(item)
+                if self.keep:
+                    items[key_of(item)] = self._typed(item)
+                else:
+                    self._emit(None, self._typed(item))
             cont = page["metadata"].get("continue")
             if not cont:
                 self.resource_version = page["metadata"]["resourceVersion"]
@@ -198,6 +206,9 @@ class Informer:
             if kind == "BOOKMARK":
                 continue
             obj = self._typed(obj)
+            if not self.keep:
+                self._emit(obj if kind == "DELETED" else None, None if kind == "DELETED" else obj)
+                continue
             key = key_of(obj)
             old = self.store.get(key)
             if kind == "DELETED":

@@ -31,15 +31,24 @@ class EventSyncer(Controller):
     def __init__(self, ctx: SyncContext) -> None:
         super().__init__()
         self.ctx = ctx
-        # Host events carry no labels of ours: this informer sees the whole namespace.
-        self.events = ctx.selected_informer("host", "Event", ctx.host_namespace)
+        # Host events carry no labels of ours: this informer sees the whole namespace, an hour of
+        # events (the API server's default --event-ttl). Each is copied once and never looked up
+        # again, so none is cached: an event waits in `pending` until copied (bench/soak.py showed
+        # a cache of them growing with every pod for the hour).
+        self.events = ctx.selected_informer("host", "Event", ctx.host_namespace, keep=False)
+        self.pending: dict[str, Obj] = {}
 
     def setup(self) -> None:
         # An event deleted on the host (expired) stays in the virtual cluster until its own TTL.
-        self.events.add_handlers(Handlers(on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new)))
+        self.events.add_handlers(Handlers(on_add=self._arrived))
+
+    def _arrived(self, hevent: Obj) -> None:
+        key = mappings.key_of(hevent)
+        self.pending[key] = hevent
+        self.queue.add(key)
 
     def resync(self) -> None:
-        for key in list(self.events.store):
+        for key in list(self.pending):
             self.queue.add(key)
 
     def _virtual_target(self, hevent: Obj) -> Obj | None:
@@ -66,9 +75,14 @@ class EventSyncer(Controller):
         }
 
     async def reconcile(self, key: str) -> None:
-        hevent = self.events.get(key)
+        hevent = self.pending.get(key)
         if hevent is None:
-            return  # virtual events expire on their own, as host ones do
+            return  # copied already; virtual events expire on their own, as host ones do
+        await self._copy(hevent)
+        if self.pending.get(key) is hevent:  # not a newer version of it, arrived meanwhile
+            del self.pending[key]
+
+    async def _copy(self, hevent: Obj) -> None:
         target = self._virtual_target(hevent)
         if target is None:
             return
