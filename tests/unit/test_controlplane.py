@@ -149,3 +149,41 @@ def test_stopping_a_task_child_cancels_it(tmp_path):
         assert cancelled.is_set() and not child.alive
 
     asyncio.run(main())
+
+
+def test_a_closed_syncer_leaves_no_task_and_frees_its_ports(tmp_path, virtual_api, host_api):
+    """What lets the supervisor restart the syncer in the same process on the same ports."""
+    import socket
+
+    from vnest.config.load import load_config
+    from vnest.syncer.run import Syncer
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("{}\n")
+    config = load_config([config_file], [])
+
+    async def main() -> tuple[int, int]:
+        before = asyncio.all_tasks()
+        syncer = Syncer(
+            "vc", "team-host", virtual_api.client(), host_api.client(), config,
+            dns_address="127.0.0.1", metrics=("127.0.0.1", 0),
+        )  # fmt: skip
+        running = asyncio.create_task(syncer.run())
+        await asyncio.wait_for(syncer.ready.wait(), 10)
+        assert syncer.dns is not None and syncer.metrics is not None
+        ports = syncer.dns.port, syncer.metrics.port
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await syncer.close()
+        assert asyncio.all_tasks() - before == {asyncio.current_task()} - before
+        return ports
+
+    dns_port, metrics_port = asyncio.run(main())
+    for kind, port in (
+        (socket.SOCK_DGRAM, dns_port),
+        (socket.SOCK_STREAM, dns_port),
+        (socket.SOCK_STREAM, metrics_port),
+    ):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
