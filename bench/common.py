@@ -193,6 +193,8 @@ class ProcMem:
     # Proportional set size: shared pages (the multi-call `kube` binary's text, say) split
     # among the processes sharing them, so PSS adds up where RSS double-counts.
     pss_mib: float | None
+    # Unique set size: the pages only this process maps, what ending it would give back.
+    uss_mib: float | None = None
 
 
 @dataclass
@@ -211,6 +213,12 @@ class Footprint:
             return None
         return round(sum(p.pss_mib for p in self.processes), 1)
 
+    @property
+    def uss_mib(self) -> float | None:
+        if any(p.uss_mib is None for p in self.processes):
+            return None
+        return round(sum(p.uss_mib for p in self.processes), 1)
+
     def rss_by_name(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for p in self.processes:
@@ -221,6 +229,7 @@ class Footprint:
         return {
             "rss_mib": self.rss_mib,
             "pss_mib": self.pss_mib,
+            "uss_mib": self.uss_mib,
             "rss_mib_by_component": self.rss_by_name(),
             "processes": [asdict(p) for p in self.processes],
         }
@@ -236,14 +245,15 @@ def process_name(proc: psutil.Process) -> str:
 def memory_of(proc: psutil.Process, name: str | None = None) -> ProcMem:
     try:
         info = proc.memory_full_info()  # reads smaps: needs to be the process's owner or root
-        rss, pss = info.rss, getattr(info, "pss", None)
+        rss, pss, uss = info.rss, getattr(info, "pss", None), getattr(info, "uss", None)
     except psutil.AccessDenied:
-        rss, pss = proc.memory_info().rss, None
+        rss, pss, uss = proc.memory_info().rss, None, None
     return ProcMem(
         name or process_name(proc),
         proc.pid,
         round(rss / MIB, 1),
         None if pss is None else round(pss / MIB, 1),
+        None if uss is None else round(uss / MIB, 1),
     )
 
 
@@ -290,14 +300,16 @@ def host_processes(env: Env) -> dict[str, psutil.Process]:
 def controlplane_processes(env: Env, name: str, namespace: str) -> dict[str, psutil.Process]:
     """A process-driver virtual cluster's processes under its supervisor, by component name.
 
-    The syncer is `python -m vnest syncer run ...`, so it is named by its command line
-    ("syncer"), not by argv[0]; the supervisor itself is "supervisor".
+    The supervisor itself is "supervisor". The syncer is a task of the supervisor's process, so
+    "syncer" is that same process (its CPU and memory include the supervisor's, which idles once
+    the control plane is up); with a control plane from before that change, the syncer was
+    `python -m vnest syncer run ...`, named by its command line.
     """
     pids = recorded_pids(env.home / "clusters" / namespace / name)
     if "controlplane" not in pids:
         raise BenchError(f"the control plane of {namespace}/{name} is not running")
     supervisor = psutil.Process(pids["controlplane"])
-    out = {"supervisor": supervisor}
+    out = {"supervisor": supervisor, "syncer": supervisor}
     for child in supervisor.children(recursive=True):
         argv = " ".join(_cmdline(child))
         out["syncer" if "syncer run" in argv else process_name(child)] = child

@@ -7,11 +7,13 @@ detail. Extra context goes in ``key=value`` pairs so logs stay greppable.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 LOGGER_NAME = "vnest"
 
@@ -41,14 +43,49 @@ class _Formatter(logging.Formatter):
         return line
 
 
+# The file that records logged in this context go to instead of stderr (see `to_file`).
+_context_file: contextvars.ContextVar[logging.Handler | None] = contextvars.ContextVar(
+    "vnest_log_file", default=None
+)
+
+
+class _ContextRouter(logging.Handler):
+    """Writes each record to its context's file (`to_file`) if it has one, else to stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stderr = logging.StreamHandler(sys.stderr)
+        self.stderr.setFormatter(_Formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        (_context_file.get() or self.stderr).handle(record)
+
+
 def setup(debug: bool = False) -> None:
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    logger.addHandler(handler)
+    logger.addHandler(_ContextRouter())
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
+
+
+@contextmanager
+def to_file(path: Path) -> Iterator[None]:
+    """Within this block, and in every task and thread it starts, vnest logs to ``path`` (appended).
+
+    A component that runs as a task of a bigger process (the syncer inside the control plane's
+    supervisor) keeps a log file of its own this way, as it would as a process of its own: asyncio
+    tasks and `asyncio.to_thread` inherit the context they were started from.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(_Formatter())
+    token = _context_file.set(handler)
+    try:
+        yield
+    finally:
+        _context_file.reset(token)
+        handler.close()
 
 
 def get(name: str) -> KVLogger:

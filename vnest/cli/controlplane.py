@@ -56,7 +56,7 @@ def run(
     public_server: str,
     host_dns: str | None,
 ) -> None:
-    """Start the datastore, API server, controller manager (and scheduler), then keep them running."""
+    """Start the datastore, API server, controller manager (and scheduler) and the syncer; keep them running."""
     from vnest.controlplane.run import Options, main
 
     options = Options(

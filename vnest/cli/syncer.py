@@ -1,4 +1,4 @@
-"""`vnest syncer run`: the syncer process the control plane starts (not for everyday use)."""
+"""`vnest syncer run`: a syncer on its own (the control plane runs one in its process; for debugging)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.group()
 def syncer() -> None:
-    """Run a virtual cluster's syncer (what the control plane starts; rarely run by hand)."""
+    """Run a virtual cluster's syncer on its own (the control plane runs one itself; rarely run by hand)."""
 
 
 @syncer.command()
@@ -81,7 +81,7 @@ def run(
 ) -> None:
     """Sync pods, services, configmaps and secrets between the virtual cluster and its host namespace."""
     from vnest.config import load_config
-    from vnest.syncer.run import main
+    from vnest.syncer.run import Options, main
 
     cluster_config = load_config([config], [])
     level = cluster_config.policies.pod_security_standard
@@ -92,20 +92,22 @@ def run(
         )
     sys.exit(
         main(
-            name,
-            namespace,
-            virtual_kubeconfig,
-            host_kubeconfig,
-            cluster_config,
-            ready_file,
-            pki_dir,
-            kubelet_address,
-            host_qps,
-            host_burst,
-            dns_address,
-            dns_port,
-            dns_fallback,
-            (metrics_address, metrics_port) if metrics_address else None,
-            pod_security_check,
+            Options(
+                name=name,
+                namespace=namespace,
+                virtual_kubeconfig=virtual_kubeconfig,
+                host_kubeconfig=host_kubeconfig,
+                config=cluster_config,
+                ready_file=ready_file,
+                pki_dir=pki_dir,
+                kubelet_address=kubelet_address,
+                host_qps=host_qps,
+                host_burst=host_burst,
+                dns_address=dns_address,
+                dns_port=dns_port,
+                dns_fallback=dns_fallback,
+                metrics=(metrics_address, metrics_port) if metrics_address else None,
+                pod_security_check=pod_security_check,
+            )
         )
     )

@@ -7,6 +7,7 @@ appends the flags only it needs, and anything a user adds goes last, where a rep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -81,3 +82,17 @@ def _client_component(binary: Path, kubeconfig: Path, secure_port: int) -> list[
         "--leader-elect=false",  # one replica of each
         "--profiling=false",
     ]
+
+
+def go_env(gogc: int, memory_limit_mib: int | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """GOGC and GOMEMLIMIT for a Go server, except where ``environ`` (the caller's) sets them already.
+
+    GOGC is how much the heap may grow over what the last collection kept before the next one
+    (100 by default: an idle server holds twice its live heap); GOMEMLIMIT makes the collector run
+    earlier as the process nears it, and is soft: above it, collections run more often, they do
+    not fail allocations. A variable set in the environment wins, so each can be measured.
+    """
+    env = {"GOGC": str(gogc)}
+    if memory_limit_mib is not None:
+        env["GOMEMLIMIT"] = f"{memory_limit_mib}MiB"
+    return {k: v for k, v in env.items() if k not in environ}

@@ -19,7 +19,6 @@ import re
 import signal
 import socket
 import ssl
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from vnest import __version__, binaries, kubeconfig, log, naming
 from vnest.config import load_config
 from vnest.config.models import K8sDistro
 from vnest.controlplane import commands, pki
-from vnest.controlplane.supervisor import Child, Supervisor, Unrecoverable
+from vnest.controlplane.supervisor import Child, Supervisor, TaskChild, Unrecoverable
 from vnest.errors import VnestError
 from vnest.kube.client import ApiError, KubeClient
 from vnest.procs import free_port
@@ -51,7 +50,25 @@ DISABLED_CONTROLLERS = (
     "node-route-controller",
     "service-lb-controller",  # load balancers are the host's
     "ttl-controller",  # annotates nodes for kubelets that do not exist here
+    # Dynamic Resource Allocation, whose API the virtual API server does not serve (RUNTIME_CONFIG).
+    "resourceclaim-controller",
+    "device-taint-eviction-controller",
 )
+# API groups the virtual API server does not serve (on top of upstream's defaults, which
+# leave alpha and beta versions off). resource.k8s.io is Dynamic Resource Allocation: claims
+# need DRA drivers on the nodes and are not synced to the host, so no pod could use one; not
+# serving it keeps about 3.5 MiB of live heap (its storage, OpenAPI and watch caches) and
+# 130 goroutines. Every other group is used by workloads, kubectl, Helm charts or the API
+# server's own admission (node.k8s.io's RuntimeClass, flowcontrol for priority and fairness).
+RUNTIME_CONFIG = "resource.k8s.io/v1=false"
+# Go garbage collection per server (GOGC, GOMEMLIMIT in MiB); see commands.go_env.
+GO_MEMORY: dict[str, tuple[int, int | None]] = {
+    "kube-apiserver": (50, None),
+    "kube-controller-manager": (50, None),
+    "kube-scheduler": (50, None),
+    "kine": (50, None),
+    "etcd": (50, None),
+}
 READY_TIMEOUT = 120.0
 
 
@@ -210,28 +227,23 @@ class ControlPlane:
         finally:
             await host.close()
 
+    def _go_child(self, name: str, argv: list[Any]) -> Child:
+        """A Go server, logging to logs/NAME.log, its garbage collector tuned (GO_MEMORY)."""
+        gogc, limit = GO_MEMORY[name]
+        return Child(name, argv, self.logs / f"{name}.log", env=commands.go_env(gogc, limit, os.environ))
+
     async def _start_components(self, service_cidr: str) -> None:
         sup = self.supervisor
         etcd_servers = await self._start_datastore()
-        await sup.start(
-            Child(
-                "kube-apiserver",
-                self._apiserver_argv(etcd_servers, service_cidr),
-                self.logs / "kube-apiserver.log",
-            )
-        )
+        await sup.start(self._go_child("kube-apiserver", self._apiserver_argv(etcd_servers, service_cidr)))
         await self._wait(self._apiserver_ready, "kube-apiserver to be ready")
         for component in ("controller-manager", "scheduler", "admin"):
             self._write_kubeconfig(component)
         await sup.start(
-            Child(
-                "kube-controller-manager",
-                self._controller_manager_argv(service_cidr),
-                self.logs / "kube-controller-manager.log",
-            )
+            self._go_child("kube-controller-manager", self._controller_manager_argv(service_cidr))
         )
         if self.cfg.scheduler_enabled:
-            await sup.start(Child("kube-scheduler", self._scheduler_argv(), self.logs / "kube-scheduler.log"))
+            await sup.start(self._go_child("kube-scheduler", self._scheduler_argv()))
         # The syncer needs only the API server: it starts (and syncs its caches) while the controller
         # manager starts its controllers, which is working once it made the default ServiceAccount.
         ready = await self._start_syncer()
@@ -245,41 +257,47 @@ class ControlPlane:
         self.dns_port, self.metrics_port = status.get("dnsPort"), status.get("metricsPort")
 
     async def _start_syncer(self) -> Path:
-        """Starts the syncer; the file it writes once its caches synced."""
+        """Starts the syncer, a task of this process; the file it writes once its caches synced."""
+        from vnest.syncer import run as syncer  # its modules only once the API server is up
+
         self._write_kubeconfig("syncer")
         ready = self.opts.data_dir / "syncer-ready.json"
         ready.unlink(missing_ok=True)
-        argv: list[Any] = [
-            sys.executable,
-            "-m",
-            "vnest",
-            "syncer",
-            "run",
-            f"--name={self.opts.name}",
-            f"--namespace={self.opts.namespace}",
-            f"--config={self.opts.config}",
-            f"--virtual-kubeconfig={self._kubeconfig_path('syncer')}",
-            f"--ready-file={ready}",
-            f"--pki-dir={self.pki_dir}",
-            f"--kubelet-address={self.opts.advertise_address}",
-            f"--dns-address={self.opts.advertise_address}",
-            f"--metrics-address={self.opts.advertise_address}",
-            f"--pod-security-check={self.bins.pod_security_check}",
-        ]
+        opts = syncer.Options(**self._syncer_options(ready))
+        await self.supervisor.start(TaskChild("syncer", lambda: syncer.serve(opts), self.logs / "syncer.log"))
+        return ready
+
+    def _syncer_options(self, ready: Path) -> dict[str, Any]:
+        """The syncer's settings (vnest.syncer.run.Options), fixed for the life of this process.
+
+        VNEST_HOST_QPS, VNEST_HOST_BURST and VNEST_DNS_FALLBACK are read as `vnest syncer run` reads them.
+        """
+        from vnest.syncer.run import HOST_BURST, HOST_QPS
+
+        env = os.environ
         # In a pod, the chart's `dns` and `metrics` ports; on this machine, free ones picked here
         # (many clusters share it), so that a restarted syncer serves on the same ports.
         in_pod = self.opts.advertise_address != "127.0.0.1"
-        argv.append(f"--dns-port={naming.DNS_POD_PORT if in_pod else free_port()}")
-        argv.append(f"--metrics-port={naming.METRICS_POD_PORT if in_pod else free_port()}")
-        host_dns = self.opts.host_dns or (
-            resolv_conf_nameserver() if self.opts.host_kubeconfig is None else None
-        )
-        if host_dns:
-            argv.append(f"--dns-fallback={host_dns}")
-        if self.opts.host_kubeconfig:
-            argv.append(f"--host-kubeconfig={self.opts.host_kubeconfig}")
-        await self.supervisor.start(Child("syncer", argv, self.logs / "syncer.log"))
-        return ready
+        level = self.cfg.policies.pod_security_standard
+        return {
+            "name": self.opts.name,
+            "namespace": self.opts.namespace,
+            "virtual_kubeconfig": self._kubeconfig_path("syncer"),
+            "host_kubeconfig": self.opts.host_kubeconfig,
+            "config": self.cfg,
+            "ready_file": ready,
+            "pki_dir": self.pki_dir,
+            "kubelet_address": self.opts.advertise_address,
+            "host_qps": float(env.get("VNEST_HOST_QPS", HOST_QPS)),
+            "host_burst": int(env.get("VNEST_HOST_BURST", HOST_BURST)),
+            "dns_address": self.opts.advertise_address,
+            "dns_port": naming.DNS_POD_PORT if in_pod else free_port(),
+            "dns_fallback": self.opts.host_dns
+            or (resolv_conf_nameserver() if self.opts.host_kubeconfig is None else None)
+            or env.get("VNEST_DNS_FALLBACK"),
+            "metrics": (self.opts.advertise_address, naming.METRICS_POD_PORT if in_pod else free_port()),
+            "pod_security_check": None if level == "privileged" else self.bins.pod_security_check,
+        }
 
     async def _start_datastore(self) -> str:
         store = self.cfg.datastore
@@ -296,7 +314,7 @@ class ControlPlane:
                 else f"sqlite://{data / 'state.db'}?_journal=WAL&cache=shared&_busy_timeout=30000"
             )
             await self.supervisor.start(
-                Child(
+                self._go_child(
                     "kine",
                     [
                         self.bins.kine,
@@ -304,7 +322,6 @@ class ControlPlane:
                         f"--listen-address=unix://{sock}",
                         "--metrics-bind-address=0",  # its default is :8080 on every interface
                     ],
-                    self.logs / "kine.log",
                 )
             )
             await self._wait(lambda: _unix_socket_accepts(sock), "kine to listen")
@@ -319,7 +336,7 @@ class ControlPlane:
             tls += [f"--peer-cert-file={p / 'etcd-server.crt'}", f"--peer-key-file={p / 'etcd-server.key'}"]
             tls += [f"--peer-trusted-ca-file={p / 'etcd-ca.crt'}", "--peer-client-cert-auth"]
             await self.supervisor.start(
-                Child(
+                self._go_child(
                     "etcd",
                     [
                         self.bins.etcd,
@@ -333,7 +350,6 @@ class ControlPlane:
                         *tls,
                         "--log-level=warn",
                     ],
-                    self.logs / "etcd.log",
                 )
             )
             url = f"https://127.0.0.1:{client}"
@@ -359,6 +375,7 @@ class ControlPlane:
             reconcile_kubernetes_endpoints=False,
         )
         argv += [
+            f"--runtime-config={RUNTIME_CONFIG}",
             f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",

@@ -1,8 +1,9 @@
-"""`vnest syncer run`: the syncer process the control plane supervises.
+"""The syncer: a task of the control plane's process, or `vnest syncer run` on its own.
 
-It runs apart from the supervisor so that it can be restarted (or killed, in
-tests) on its own, and so that its CPU and memory can be measured on their own.
-Start-up is a full resync: both sides are listed before any worker runs, then
+The control plane runs it in its own process and event loop (`serve`, as a
+vnest.controlplane.supervisor.TaskChild), which spares a second Python
+interpreter (about 40 MiB); its supervisor restarts it when it fails, as it
+restarts a process, and it still logs to a file of its own. Start-up is a full resync: both sides are listed before any worker runs, then
 every key either side knows is reconciled, so whatever changed while the
 syncer was down converges without duplicates or leaks.
 """
@@ -14,8 +15,10 @@ import contextlib
 import json
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vnest import log, naming
 from vnest.config.models import VClusterConfig
@@ -101,6 +104,7 @@ class Syncer:
         self.pods = next((s for s in self.syncers if isinstance(s, PodSyncer)), None)
         self.metrics = MetricsServer(self.metrics_text, *metrics) if metrics is not None else None
         self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self, ready_file: Path | None = None) -> None:
         self.nodes.version = (await self.ctx.virtual.request("GET", "/version"))["gitVersion"]
@@ -118,7 +122,7 @@ class Syncer:
             syncer.setup()
         dns_port = await self._start_dns()
         metrics_port = await self.metrics.start() if self.metrics is not None else None
-        informers = [asyncio.create_task(inf.run(), name=inf.name) for inf in self.ctx.informers.values()]
+        informers = [self._task(inf.run(), inf.name) for inf in self.ctx.informers.values()]
         started = time.monotonic()
         await asyncio.wait_for(
             asyncio.gather(*(inf.synced.wait() for inf in self.ctx.informers.values())), SYNC_TIMEOUT
@@ -138,8 +142,28 @@ class Syncer:
         if ready_file is not None:
             ready = {"ready": True, "time": time.time(), "dnsPort": dns_port, "metricsPort": metrics_port}
             ready_file.write_text(json.dumps(ready) + "\n")
-        fake_nodes = [self.nodes.run()] if self.host_nodes is None else []
-        await asyncio.gather(*informers, *(s.run() for s in self.syncers), *fake_nodes)
+        workers = [self._task(s.run(), s.kind) for s in self.syncers]
+        if self.host_nodes is None:
+            workers.append(self._task(self.nodes.run(), "fake-nodes"))
+        # Any of them failing fails the syncer; close() then stops the others.
+        await asyncio.gather(*informers, *workers)
+
+    def _task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
+
+    async def close(self) -> None:
+        """Stops every task and server the syncer started, so that a syncer restarted in the same
+        process (vnest.controlplane.supervisor.TaskChild) finds its ports free and no leftovers."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for server in (self.kubelet, self.dns, self.metrics):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await server.close()
 
     async def _start_dns(self) -> int | None:
         if self.dns is None:
@@ -203,69 +227,93 @@ class Syncer:
         return hpod
 
 
-def main(
-    name: str,
-    namespace: str,
-    virtual_kubeconfig: Path,
-    host_kubeconfig: Path | None,
-    config: VClusterConfig,
-    ready_file: Path | None,
-    pki_dir: Path | None = None,
-    kubelet_address: str = "127.0.0.1",
-    host_qps: float = HOST_QPS,
-    host_burst: int = HOST_BURST,
-    dns_address: str | None = None,
-    dns_port: int = 0,
-    dns_fallback: str | None = None,
-    metrics: tuple[str, int] | None = None,
-    pod_security_check: Path | None = None,
-) -> int:
+@dataclass(frozen=True)
+class Options:
+    """What a syncer needs: `vnest syncer run`'s flags, or what the control plane hands its task."""
+
+    name: str
+    namespace: str
+    virtual_kubeconfig: Path
+    host_kubeconfig: Path | None
+    config: VClusterConfig
+    ready_file: Path | None = None
+    pki_dir: Path | None = None
+    kubelet_address: str = "127.0.0.1"
+    host_qps: float = HOST_QPS
+    host_burst: int = HOST_BURST
+    dns_address: str | None = None
+    dns_port: int = 0
+    dns_fallback: str | None = None
+    metrics: tuple[str, int] | None = None
+    pod_security_check: Path | None = None
+
+
+async def serve(opts: Options) -> None:
+    """Runs a syncer until it fails (raises) or is cancelled; what it opened is closed either way.
+
+    The control plane runs this as a task of its own process (vnest.controlplane.run), restarted
+    by its supervisor when it fails; `vnest syncer run` runs it as a process.
+    """
+    async with (
+        KubeClient.from_kubeconfig(opts.virtual_kubeconfig) as virtual,
+        KubeClient.from_kubeconfig(opts.host_kubeconfig) as host,
+    ):
+        kubelet = (
+            KubeletSettings(
+                HostConnection.from_kubeconfig(opts.host_kubeconfig), opts.pki_dir, opts.kubelet_address
+            )
+            if opts.pki_dir is not None
+            else None
+        )
+        host.limit(opts.host_qps, opts.host_burst)
+        level = opts.config.policies.pod_security_standard
+        pod_security = (
+            PodSecurityChecker(opts.pod_security_check, level)
+            if opts.pod_security_check is not None and level != "privileged"
+            else None
+        )
+        syncer = Syncer(
+            opts.name,
+            opts.namespace,
+            virtual,
+            host,
+            opts.config,
+            kubelet,
+            opts.dns_address,
+            opts.dns_port,
+            opts.dns_fallback,
+            opts.metrics,
+            pod_security,
+        )
+        try:
+            await syncer.run(opts.ready_file)
+        finally:
+            await syncer.close()
+            if pod_security is not None:
+                await pod_security.close()
+
+
+def main(opts: Options) -> int:
+    """`vnest syncer run`: serves until SIGTERM/SIGINT (exit 0) or until the syncer fails (exit 1)."""
+
     async def runner() -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with (
-            KubeClient.from_kubeconfig(virtual_kubeconfig) as virtual,
-            KubeClient.from_kubeconfig(host_kubeconfig) as host,
-        ):
-            kubelet = (
-                KubeletSettings(HostConnection.from_kubeconfig(host_kubeconfig), pki_dir, kubelet_address)
-                if pki_dir is not None
-                else None
-            )
-            host.limit(host_qps, host_burst)
-            level = config.policies.pod_security_standard
-            pod_security = (
-                PodSecurityChecker(pod_security_check, level)
-                if pod_security_check is not None and level != "privileged"
-                else None
-            )
-            syncer = Syncer(
-                name,
-                namespace,
-                virtual,
-                host,
-                config,
-                kubelet,
-                dns_address,
-                dns_port,
-                dns_fallback,
-                metrics,
-                pod_security,
-            )
-            task = asyncio.create_task(syncer.run(ready_file))
-            stopper = asyncio.create_task(stop.wait())
-            try:
-                done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if task in done and task.exception() is not None:
-                    _log.error(f"the syncer stopped: {task.exception()}")
-                    return 1
-                task.cancel()
-                stopper.cancel()
-            finally:
-                if pod_security is not None:
-                    await pod_security.close()
+        task = asyncio.create_task(serve(opts))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task in done:
+            error = task.exception()
+            if error is not None:
+                _log.error(f"the syncer stopped: {error}")
+                return 1
+            return 0
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         return 0
 
     return asyncio.run(runner())
