@@ -280,19 +280,22 @@ def test_long_names_translate_and_map_back(make_cluster):
     )
 
 
-def _syncer_pid(state: Path) -> int | None:
+def _control_plane_pid(state: Path) -> int | None:
+    """The process running the control plane (and, in it, the syncer) of the cluster kept at `state`."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "syncer\0run" in cmdline and str(state) in cmdline:
+            if "controlplane\0run" in cmdline and str(state) in cmdline:
                 return int(entry)
     return None
 
 
-def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
+def test_killed_control_plane_converges_exactly_after_restart(env, make_cluster):
+    """The syncer runs in the control plane's process: what can kill it mid-burst kills them all (an OOM
+    kill, a lost node). Started again (`vnest resume`, as a pod's restart), nothing is lost or left."""
     vc = make_cluster("burst", "burst-host")
     vc.kubectl("create", "namespace", "load")
     pods = {
@@ -311,11 +314,13 @@ def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
     manifest = env.root / "burst.json"
     manifest.write_text(json.dumps(pods))
     vc.kubectl("create", "-f", str(manifest))
-    pid = _syncer_pid(vc.state())
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)  # mid-burst; the supervisor starts a new one after its backoff
     deleted = [f"p{i:03d}" for i in range(0, 200, 10)]
     vc.kubectl("delete", "pod", *deleted, "-n", "load", "--wait=false")
+    pid = _control_plane_pid(vc.state())
+    assert pid is not None
+    os.killpg(os.getpgid(pid), signal.SIGKILL)  # mid-burst: supervisor, syncer and servers at once
+    wait_until(lambda: _control_plane_pid(vc.state()) is None, 30, "the control plane to be gone")
+    env.vnest("resume", vc.name, "-n", vc.namespace)
 
     want = {f"p{i:03d}-x-load-x-burst" for i in range(200)} - {f"{n}-x-load-x-burst" for n in deleted}
 
@@ -327,7 +332,7 @@ def test_killed_syncer_converges_exactly_after_restart(env, make_cluster):
         return host == want and virtual == want
 
     wait_until(converged, 180, "host and virtual pods to converge", interval=2)
-    new_pid = _syncer_pid(vc.state())
+    new_pid = _control_plane_pid(vc.state())
     assert new_pid is not None and new_pid != pid
     # Status comes back after the host copies exist: every pod reaches Running, none is lost.
     wait_until(
