@@ -11,13 +11,13 @@ from vnest.syncer.engine import WorkQueue
 pytestmark = pytest.mark.unit
 
 
-def test_a_key_added_twice_is_queued_once_and_first_goes_ahead():
+def test_a_key_added_twice_is_queued_once_and_new_keys_take_turns_with_the_rest():
     async def run() -> list[str]:
         queue = WorkQueue()
         for key in ("a", "b", "a", "c"):
             queue.add(key)
         queue.add("new", first=True)
-        queue.add("c", first=True)  # queued already: moved ahead
+        queue.add("c", first=True)  # queued already: moved to the lane of new keys
         out = []
         while len(queue):
             key = await queue.get()
@@ -25,7 +25,7 @@ def test_a_key_added_twice_is_queued_once_and_first_goes_ahead():
             queue.done(key)
         return out
 
-    assert asyncio.run(run()) == ["c", "new", "a", "b"]
+    assert asyncio.run(run()) == ["new", "a", "c", "b"]
 
 
 def test_a_key_added_while_processed_comes_back_once_after():

@@ -235,8 +235,8 @@ class PodSyncer(ToHostSyncer):
         )
 
     def setup(self) -> None:
-        # A new virtual pod goes ahead of the status updates of pods already running: the time until
-        # its host copy exists is what a burst waits on (bench/sync.py, paced rounds).
+        # A new virtual pod takes turns with the status updates of the pods before it (WorkQueue's
+        # lane of new keys): neither waits for the other to drain in a burst (bench/sync.py).
         self.virtual.add_handlers(Handlers(on_add=lambda vpod: self.queue.add(key_of(vpod), first=True)))
         super().setup()
         if self.host_service_accounts is not None:
