@@ -41,7 +41,8 @@ class FakeNodes:
         self.kubelet_address = "127.0.0.1"
         self.kubelet_port = 0
         self.known: set[str] = set()
-        self._lock = asyncio.Lock()
+        # One lock per node: the first pods on ten new nodes make their ten nodes at once, not in turn.
+        self._locks: dict[str, asyncio.Lock] = {}
         self.pods = ctx.informer("virtual", "Pod")
 
     def _node(self, name: str) -> Obj:
@@ -95,7 +96,7 @@ class FakeNodes:
     async def ensure(self, name: str) -> None:
         if name in self.known:
             return
-        async with self._lock:
+        async with self._locks.setdefault(name, asyncio.Lock()):
             if name in self.known:
                 return
             node = await self.ctx.virtual.get_or_none("Node", name)
@@ -130,6 +131,7 @@ class FakeNodes:
             name = node["metadata"]["name"]
             if name not in in_use:
                 self.known.discard(name)
+                self._locks.pop(name, None)
                 await self.ctx.virtual.delete("Node", name)
                 _log.info("fake node removed", node=name)
 
