@@ -62,7 +62,7 @@ TOKEN_VOLUME = {
     "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]},
 }
 WITH_TOKEN = pod(volumes=[TOKEN_VOLUME])
-OLD_TOKEN = hn("vnest-token-web")  # a pod's own token Secret, as vnest before 0.2 made them
+OLD_TOKEN = hn("vnest-token-web")  # a pod's own token Secret, as earlier vnest versions made them
 SA_TOKEN = hn("vnest-sa-token-default")
 DEFAULT_SA = obj("ServiceAccount", "default")
 PAST, FUTURE = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"

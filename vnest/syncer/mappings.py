@@ -40,7 +40,7 @@ ANNOTATION_HOST_UID = naming.ANNOTATION_HOST_UID  # on a virtual pod: the uid of
 ANNOTATION_REPLICATED_FROM = naming.ANNOTATION_REPLICATED_FROM
 
 # The object-kind of a pod's service-account token Secret: the pod syncer's, not a Secret's copy.
-KIND_POD_TOKEN = "PodToken"  # a pod's own token Secret, as vnest before 0.2 made them: only removed
+KIND_POD_TOKEN = "PodToken"  # a pod's own token Secret, as earlier vnest versions made them: only removed
 KIND_SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"  # vnest.syncer.resources.tokens
 ANNOTATION_REFRESH_AFTER = f"{naming.PREFIX}/refresh-after"  # on a token Secret: when to issue it again
 # The flexVolume driver of fake virtual PVs: nothing mounts them.

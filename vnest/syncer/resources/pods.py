@@ -160,7 +160,7 @@ def pin_to_node(spec: Obj, node: str) -> None:
 
 
 def pod_token_secret_name(ctx: SyncContext, pod_key: str) -> str:
-    """The host Secret vnest before 0.2 made for the token of virtual pod `pod_key` ("ns/name")."""
+    """The host Secret earlier vnest versions made for the token of virtual pod `pod_key` ("ns/name")."""
     ns, name = split_key(pod_key)
     return ctx.host_name(f"vnest-token-{name}", ns)
 
@@ -245,7 +245,7 @@ class PodSyncer(ToHostSyncer):
 
     def resync(self) -> None:
         super().resync()
-        # A pod gone on both sides while the syncer was down (or before vnest 0.2 shared tokens per
+        # A pod gone on both sides while the syncer was down (or before vnest shared tokens per
         # ServiceAccount) still has its own token Secret: its key, reconciled, finds neither pod and
         # removes it (`forget`).
         for secret in list(self.host_secrets.store.values()):
@@ -625,7 +625,7 @@ class PodSyncer(ToHostSyncer):
     # ---- the service-account token ---------------------------------------------
 
     async def _delete_pod_token_secret(self, vkey: str) -> None:
-        """The pod's own token Secret, as vnest before 0.2 made one per pod: its pod is gone."""
+        """The pod's own token Secret, as earlier vnest versions made one per pod: its pod is gone."""
         existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{pod_token_secret_name(self.ctx, vkey)}")
         if existing is not None and mappings.is_pod_token(existing):
             await self.token_secrets.delete(existing)
