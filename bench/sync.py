@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from common import (
     BenchError,
@@ -83,6 +84,16 @@ NODES = 10
 CONCURRENCY = 32
 SAMPLE_SECONDS = 0.2
 DEFAULT_OUT = Path(__file__).parent / "results" / "sync.json"
+
+
+# The host's servers whose CPU a round records (on both sides: the virtual run costs the host too).
+HOST_SERVERS = ("kube-apiserver", "etcd", "kwok", "kube-scheduler", "kube-controller-manager")
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle, so far (every process: the benchmark's too)."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def round_timeout(n: int) -> float:
@@ -362,13 +373,14 @@ async def baseline_round(env: Env, host: KubeClient, n: int, rate: float | None 
     await watch.start()
     names = pod_names(n)
     host_procs = host_processes(env)
-    procs = {f"host {k}": v for k, v in host_procs.items() if k in ("kube-apiserver", "kwok", "etcd")}
+    procs = {f"host {k}": v for k, v in host_procs.items() if k in HOST_SERVERS}
     try:
         with UsageSampler(procs, SAMPLE_SECONDS) as usage:
-            start = time.monotonic()
+            start, busy = time.monotonic(), busy_seconds()
             returned, retries = await create_pods(host, namespace, n, rate)
             created = max(returned.values()) - start
             ok = await watch.wait_running(names, round_timeout(n))
+            busy = busy_seconds() - busy
     finally:
         await watch.stop()
     result: dict[str, Any] = {
@@ -378,6 +390,9 @@ async def baseline_round(env: Env, host: KubeClient, n: int, rate: float | None 
         "create_retries": retries,
         "running": len([x for x in names if x in watch.running]),
         "cpu": usage.to_json(),
+        # From the first POST to the last pod Running: the whole machine's busy CPU seconds (of
+        # 2 per second on 2 cores). Near the limit, the round waited on CPU, not on anything else.
+        "machine_busy_cpu_seconds": round(busy, 2),
     }
     if ok:
         result["seconds"] = round(max(watch.running[x] for x in names) - start, 2)
@@ -437,19 +452,22 @@ async def virtual_round(
     await host_watch.start()
     await virtual_watch.start()
     procs = controlplane_processes(env, NAME, NAME)
-    watched = {k: procs[k] for k in ("syncer", "kube-apiserver", "kine") if k in procs}
+    watched = {
+        k: procs[k] for k in ("syncer", "kube-apiserver", "kine", "kube-controller-manager") if k in procs
+    }
     if "syncer" not in watched:
         raise BenchError(f"no syncer process under the supervisor: {sorted(procs)}")
-    watched["host kube-apiserver"] = host_processes(env)["kube-apiserver"]
+    watched.update({f"host {k}": v for k, v in host_processes(env).items() if k in HOST_SERVERS})
     log = syncer_log(env)
     log_start = log.stat().st_size if log.exists() else 0
     virtual_before, host_before = await request_counts(virtual), await request_counts(host)
     try:
         with UsageSampler(watched, SAMPLE_SECONDS) as usage, profiled(procs["syncer"].pid, profile):
-            start = time.monotonic()
+            start, busy = time.monotonic(), busy_seconds()
             returned, retries = await create_pods(virtual, namespace, n, rate)
             created = max(returned.values()) - start
             ok = await virtual_watch.wait_running(names, round_timeout(n))
+            busy = busy_seconds() - busy
     finally:
         await host_watch.stop()
         await virtual_watch.stop()
@@ -468,6 +486,9 @@ async def virtual_round(
         "running": len([x for x in names if x in virtual_watch.running]),
         "watch_relists": {"host": host_watch.relists, "virtual": virtual_watch.relists},
         "cpu": usage.to_json(),
+        # From the first POST to the last pod Running: the whole machine's busy CPU seconds (of
+        # 2 per second on 2 cores). Near the limit, the round waited on CPU, not on anything else.
+        "machine_busy_cpu_seconds": round(busy, 2),
         "syncer_pid_changed": procs["syncer"].pid
         != controlplane_processes(env, NAME, NAME).get("syncer", procs["syncer"]).pid,
         "syncer_log": log_tail(log, log_start, lines=40 if not ok else 5),
@@ -570,8 +591,15 @@ def measure(
 
 HEADER = (
     f"{'N':>6} {'base s':>8} {'virt s':>8} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-    f"{'syncer CPU s':>12} {'syncer MiB':>10} {'vAPI CPU s':>10}"
+    f"{'syncer CPU s':>12} {'syncer MiB':>10} {'vAPI CPU s':>10} {'busy b/v':>9}"
 )
+
+
+def busy_share(side: dict[str, Any]) -> float | None:
+    """How busy the machine's CPUs were during a side's round (1.0: all of them all the time)."""
+    if not side.get("seconds"):
+        return None
+    return float(side["machine_busy_cpu_seconds"]) / (side["seconds"] * (os.cpu_count() or 1))
 
 
 def print_row(n: int, r: dict[str, Any]) -> None:
@@ -588,7 +616,8 @@ def print_row(n: int, r: dict[str, Any]) -> None:
         f"{cell(r['ratio_virtual_vs_baseline'], 6)} {cell(lat.get('p50'), 8, '.0f')} "
         f"{cell(lat.get('p99'), 8, '.0f')} {cell(lat.get('max'), 8, '.0f')} "
         f"{cell(syncer['cpu_seconds'], 12)} {cell(syncer['peak_rss_mib'], 10, '.1f')} "
-        f"{cell(vapi.get('cpu_seconds'), 10)}",
+        f"{cell(vapi.get('cpu_seconds'), 10)} "
+        f"{cell(busy_share(base), 4)}/{cell(busy_share(virt), 4)}",
         flush=True,
     )
 
@@ -603,7 +632,7 @@ def print_summary(r: dict[str, Any]) -> None:
     print(f"load average (1 min) before / after: {load['before'][0]:.2f} / {load['after'][0]:.2f}")
     print(
         "base/virt s: first POST to all N Running (host / virtual cluster); p50..max: virtual POST "
-        "returned -> host copy ADDED"
+        "returned -> host copy ADDED; busy b/v: share of the machine's CPU time in use (base/virt)"
     )
     print(HEADER)
     for n, row in r["rounds"].items():

@@ -86,6 +86,7 @@ class ServiceAccountTokens(Controller):
         # Secrets written but not yet seen by the informer (client-go's MutationCache): the pods
         # waiting for a token go to the host when it is written, not when its watch event comes.
         self._written: dict[str, Obj] = {}
+        self._refresh_at: dict[str, datetime.datetime] = {}  # the refresh each account has a timer for
 
     def ours(self, secret: Obj | None) -> bool:
         return self.ctx.namespaced.owns(secret) and mappings.is_token_secret(secret)
@@ -195,10 +196,12 @@ class ServiceAccountTokens(Controller):
                 if key not in self.users and (secret := self._secret(key)) is not None:
                     await self.patcher.delete(secret)
             self._issuing.pop(key, None)
+            self._refresh_at.pop(key, None)
             return
         await self._ensure(key)
         secret = self._secret(key)
         due = _parse(mappings.annotations_of(secret).get(mappings.ANNOTATION_REFRESH_AFTER))
-        if due is not None:  # refreshed then, even if nothing else happens meanwhile
+        if due is not None and self._refresh_at.get(key) != due:  # then, even if nothing else happens
+            self._refresh_at[key] = due
             wait = (due - datetime.datetime.now(datetime.UTC)).total_seconds()
             self.queue.add_after(key, max(1.0, wait + 1))
