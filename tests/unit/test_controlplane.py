@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,18 @@ def test_a_closed_syncer_leaves_no_task_and_frees_its_ports(tmp_path, virtual_ap
         with socket.socket(socket.AF_INET, kind) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+
+
+def test_memory_report_tells_where_python_memory_grew(tmp_path):
+    tracemalloc.start(4)
+    try:
+        report = run._memory_report(tmp_path / "tracemalloc.log")
+        report()  # the baseline
+        kept = [bytearray(4096) for _ in range(64)]  # 256 KiB that stay
+        report()
+    finally:
+        tracemalloc.stop()
+    text = (tmp_path / "tracemalloc.log").read_text()
+    assert text.count("--- ") == 2
+    assert "test_controlplane.py" in text.split("--- ")[2]  # the growth, at the line that made it
+    assert kept

@@ -21,6 +21,8 @@ import signal
 import socket
 import ssl
 import time
+import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -582,6 +584,27 @@ def _http_ok(url: str, verify: ssl.SSLContext | bool = True) -> bool:
         return False
 
 
+def _memory_report(path: Path, top: int = 40) -> Callable[[], None]:
+    """With PYTHONTRACEMALLOC=N in its environment, SIGUSR2 makes the process write where its Python
+    memory grew since the first SIGUSR2 (by line, N frames deep) to `path`: for soaks (bench/soak.py)."""
+    first: list[tracemalloc.Snapshot] = []
+
+    def report() -> None:
+        snapshot = tracemalloc.take_snapshot()
+        if not first:
+            first.append(snapshot)
+        traced, peak = tracemalloc.get_traced_memory()
+        with path.open("a") as out:
+            out.write(
+                f"--- {time.strftime('%H:%M:%S')} traced {traced / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n"
+            )
+            for stat in snapshot.compare_to(first[0], "traceback")[:top]:
+                out.write(f"{stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} blocks\n")
+                out.writelines(f"    {line}\n" for line in stat.traceback.format()[-6:])
+
+    return report
+
+
 def main(opts: Options) -> int:
     """Runs until SIGTERM/SIGINT (exit 0) or until the control plane cannot recover (exit 1)."""
     plane = ControlPlane(opts)
@@ -591,6 +614,8 @@ def main(opts: Options) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if tracemalloc.is_tracing():
+            loop.add_signal_handler(signal.SIGUSR2, _memory_report(plane.logs / "tracemalloc.log"))
         task = asyncio.create_task(plane.run())
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
