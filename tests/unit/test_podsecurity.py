@@ -131,7 +131,18 @@ def test_pods_of_one_spec_are_checked_once(binary, monkeypatch):
             return await ask(payload)
 
         monkeypatch.setattr(checker, "_ask", counting)
-        replicas = [{**_pod(), "metadata": {"name": f"web-{i}", "uid": str(i)}} for i in range(5)]
+
+        def replica(i: int) -> dict:
+            # As admission makes them: each its own token volume name, which no check reads.
+            volume = f"kube-api-access-{'abcde'[i]}x{i}q7"
+            mount = {"name": volume, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+            pod = _pod(volumeMounts=[mount])
+            pod["spec"]["volumes"] = [
+                {"name": volume, "projected": {"sources": [{"serviceAccountToken": {}}]}}
+            ]
+            return {**pod, "metadata": {"name": f"web-{i}", "uid": str(i)}}
+
+        replicas = [replica(i) for i in range(5)]
         assert await asyncio.gather(*(checker.violation(p) for p in replicas[:1])) == [None]
         assert [await checker.violation(p) for p in replicas[1:]] == [None] * 4
         assert len(asked) == 1 and checker.checked == 5

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import TypedDict
@@ -36,6 +38,7 @@ _log = log.get("syncer.podsecurity")
 LEVELS = ("privileged", "baseline", "restricted")
 CHECK_TIMEOUT = 10.0
 VERDICTS_KEPT = 4096  # distinct pod specs whose verdict is remembered
+_TOKEN_VOLUME = re.compile(rb"kube-api-access-[a-z0-9]{5}")  # as admission names it, in volumes and mounts
 
 
 class _Answer(TypedDict, total=False):
@@ -60,7 +63,7 @@ class PodSecurityChecker:
         self._waiting: dict[int, asyncio.Future[_Answer]] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
-        self._verdicts: OrderedDict[str, str | None] = OrderedDict()
+        self._verdicts: OrderedDict[bytes, str | None] = OrderedDict()
         self.checked = 0
         self.refused = 0
 
@@ -77,13 +80,18 @@ class PodSecurityChecker:
             separators=(",", ":"),
             sort_keys=True,
         )
-        # A controller's pods share one spec: the verdict on it is the verdict on each of them.
-        if payload in self._verdicts:
-            self._verdicts.move_to_end(payload)
-            verdict = self._verdicts[payload]
+        # A controller's pods share one spec, but for the name of the service-account token volume
+        # admission gives each (kube-api-access-<5 random characters>), which no check reads: the
+        # verdict is remembered under the spec with that name made one, and under its digest, not
+        # the spec itself (4096 specs of 1-2 KB each grew the syncer for a quarter of an hour in
+        # bench/soak.py, every pod a spec of its own).
+        key = hashlib.sha256(_TOKEN_VOLUME.sub(b"kube-api-access", payload.encode())).digest()
+        if key in self._verdicts:
+            self._verdicts.move_to_end(key)
+            verdict = self._verdicts[key]
         else:
             verdict = await self._ask(payload)
-            self._verdicts[payload] = verdict
+            self._verdicts[key] = verdict
             if len(self._verdicts) > VERDICTS_KEPT:
                 self._verdicts.popitem(last=False)
         self.checked += 1
