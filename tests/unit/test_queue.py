@@ -11,6 +11,16 @@ from vnest.syncer.engine import WorkQueue
 pytestmark = pytest.mark.unit
 
 
+async def _drain(queue: WorkQueue) -> list[str]:
+    """The keys in the order workers would get them, each done at once."""
+    out = []
+    while len(queue):
+        key = await queue.get()
+        out.append(key)
+        queue.done(key)
+    return out
+
+
 def test_a_key_added_twice_is_queued_once_and_new_keys_take_turns_with_the_rest():
     async def run() -> list[str]:
         queue = WorkQueue()
@@ -18,12 +28,7 @@ def test_a_key_added_twice_is_queued_once_and_new_keys_take_turns_with_the_rest(
             queue.add(key)
         queue.add("new", first=True)
         queue.add("c", first=True)  # queued already: moved to the lane of new keys
-        out = []
-        while len(queue):
-            key = await queue.get()
-            out.append(key)
-            queue.done(key)
-        return out
+        return await _drain(queue)
 
     assert asyncio.run(run()) == ["new", "a", "c", "b"]
 
@@ -37,11 +42,6 @@ def test_a_key_added_while_processed_comes_back_once_after():
         queue.add("b")
         assert len(queue) == 1  # "a" waits for its worker to finish
         queue.done(held)
-        out = []
-        while len(queue):
-            key = await queue.get()
-            out.append(key)
-            queue.done(key)
-        return out
+        return await _drain(queue)
 
     assert asyncio.run(run()) == ["b", "a"]
