@@ -136,11 +136,12 @@ def _default_driver(context: str) -> str:
     return "kubernetes" if state is not None and state.runtime == "containerd" else "process"
 
 
-def _driver_of(secret: Obj) -> str:
+def driver_of(secret: Obj) -> str:
+    """The driver a virtual cluster runs with, from its config Secret."""
     return str(secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_DRIVER, "kubernetes"))
 
 
-def _paused(secret: Obj) -> bool:
+def is_paused(secret: Obj) -> bool:
     return bool(secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true")
 
 
@@ -170,6 +171,30 @@ async def _wait_system_namespaces(s: Session, t: Target, driver: Driver, timeout
             await asyncio.sleep(0.2)
 
 
+async def answers(s: Session, t: Target, driver: Driver) -> bool:
+    """Whether the virtual API is up and has made its system namespaces (one try, no waiting)."""
+    try:
+        async with await _virtual_client(s, t, driver) as virtual:
+            found = {ns["metadata"]["name"] for ns in await virtual.list("Namespace")}
+    except (ApiError, VnestError):
+        return False
+    return found >= SYSTEM_NAMESPACES
+
+
+async def published_kubeconfig(s: Session, name: str, namespace: str) -> dict[str, Any] | None:
+    """The admin kubeconfig the control plane published (its server as the control plane sees it)."""
+    secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
+    if secret is None:
+        return None
+    config: dict[str, Any] = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
+    return config
+
+
+async def remove(s: Session, name: str, namespace: str, driver_name: str) -> None:
+    """Deletes a virtual cluster and every host object it owned, data included."""
+    await _remove(s, s.target(name, namespace), driver_name, keep_data=False)
+
+
 # ---- create --------------------------------------------------------------------
 
 
@@ -192,53 +217,70 @@ async def create(
 
     values = to_values(load_config(files, sets))  # bad config: exit 2 before touching the host
     s = Session.open()
-    driver_name = driver_name or _default_driver(s.context)
-    driver = drivers.get(driver_name)
-    target = s.target(name, namespace)
     async with s.host:
-        existing = await s.config_secret(name, namespace)
-        if existing is not None and not upgrade:
-            raise VnestError(
-                f"virtual cluster {name!r} already exists in namespace {namespace!r}",
-                hint="use --upgrade to apply a new config to it, or pick another NAME",
-            )
-        if existing is None:
-            await _require_namespace_free(s, name, namespace)
-        if existing is not None and _driver_of(existing) != driver_name:
-            raise UsageError(
-                f"virtual cluster {name!r} runs with the {_driver_of(existing)} driver; "
-                f"--driver {driver_name} cannot upgrade it"
-            )
-        manifests = chart.render(name, namespace, values)
-        created_namespace = await _ensure_namespace(s.host, namespace)
-        labels_before = await _label_pod_security(
-            s.host, namespace, values["policies"]["podSecurityStandard"]
-        )
-        _log.info(
-            f"{'upgrading' if existing else 'creating'} virtual cluster {name}",
-            namespace=namespace,
-            driver=driver_name,
-        )
-        try:
-            await driver.install(target, manifests, values)
-            if wait:
-                with log.step(_log, "waiting for the virtual cluster to come up"):
-                    await driver.wait_ready(target, timeout)
-                    await _wait_system_namespaces(s, target, driver, timeout)
-        except BaseException:
-            if existing is None:
-                _log.info("cleaning up after the failed create")
-                await _remove(s, target, driver_name, keep_data=False)
-                if created_namespace:
-                    await s.host.delete("Namespace", namespace)
-                else:
-                    await _patch_namespace_labels(s.host, namespace, labels_before)
-            raise
+        await install(s, name, namespace, values, driver_name, upgrade, wait, timeout)
         _log.done(
             f"virtual cluster {name} is up and running" if wait else f"virtual cluster {name} installed"
         )
     if connect_after and wait:
         await connect(name, namespace)
+
+
+async def install(
+    s: Session,
+    name: str,
+    namespace: str,
+    values: dict[str, Any],
+    driver_name: str | None,
+    upgrade: bool,
+    wait: bool,
+    timeout: float,
+) -> Driver:
+    """Creates virtual cluster `name` from checked config values, or with `upgrade` applies them to
+    the one that exists. A create that fails leaves nothing behind on the host. `vnest create` and
+    the Cluster API provider both come here."""
+    _validate_names(name, namespace)
+    existing = await s.config_secret(name, namespace)
+    driver_name = driver_name or (driver_of(existing) if existing else _default_driver(s.context))
+    driver = drivers.get(driver_name)
+    target = s.target(name, namespace)
+    if existing is not None and not upgrade:
+        raise VnestError(
+            f"virtual cluster {name!r} already exists in namespace {namespace!r}",
+            hint="use --upgrade to apply a new config to it, or pick another NAME",
+        )
+    if existing is None:
+        await _require_namespace_free(s, name, namespace)
+    if existing is not None and driver_of(existing) != driver_name:
+        raise UsageError(
+            f"virtual cluster {name!r} runs with the {driver_of(existing)} driver; "
+            f"--driver {driver_name} cannot upgrade it"
+        )
+    driver.check(values)
+    manifests = chart.render(name, namespace, values)
+    created_namespace = await _ensure_namespace(s.host, namespace)
+    labels_before = await _label_pod_security(s.host, namespace, values["policies"]["podSecurityStandard"])
+    _log.info(
+        f"{'upgrading' if existing else 'creating'} virtual cluster {name}",
+        namespace=namespace,
+        driver=driver_name,
+    )
+    try:
+        await driver.install(target, manifests, values)
+        if wait:
+            with log.step(_log, "waiting for the virtual cluster to come up"):
+                await driver.wait_ready(target, timeout)
+                await _wait_system_namespaces(s, target, driver, timeout)
+    except BaseException:
+        if existing is None:
+            _log.info("cleaning up after the failed create")
+            await _remove(s, target, driver_name, keep_data=False)
+            if created_namespace:
+                await s.host.delete("Namespace", namespace)
+            else:
+                await _patch_namespace_labels(s.host, namespace, labels_before)
+        raise
+    return driver
 
 
 async def _ensure_namespace(host: KubeClient, namespace: str) -> bool:
@@ -294,7 +336,7 @@ async def _patch_namespace_labels(host: KubeClient, namespace: str, labels: dict
 async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -> tuple[str, dict[str, Any]]:
     s = Session.open()
     async with s.host:
-        driver = drivers.get(_driver_of(await s.require(name, namespace)))
+        driver = drivers.get(driver_of(await s.require(name, namespace)))
         secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
         if secret is None:
             raise VnestError(
@@ -386,8 +428,8 @@ async def _summary(s: Session, secret: Obj, current: str) -> dict[str, Any]:
     name = meta["labels"][naming.LABEL_CLUSTER]
     namespace = meta["namespace"]
     annotations = meta.get("annotations", {})
-    driver_name = _driver_of(secret)
-    status = PAUSED if _paused(secret) else await drivers.get(driver_name).status(s.target(name, namespace))
+    driver_name = driver_of(secret)
+    status = PAUSED if is_paused(secret) else await drivers.get(driver_name).status(s.target(name, namespace))
     return {
         "name": name,
         "namespace": namespace,
@@ -445,7 +487,7 @@ async def describe(name: str, namespace: str) -> dict[str, Any]:
         health: dict[str, Any] = {"status": summary["status"]}
         endpoint = None
         try:
-            driver = drivers.get(_driver_of(secret))
+            driver = drivers.get(driver_of(secret))
             async with await _virtual_client(s, s.target(name, namespace), driver) as virtual:
                 endpoint = virtual.server
                 health["apiServer"] = (await virtual.text("/readyz")).strip()
@@ -521,7 +563,7 @@ async def delete(name: str, namespace: str, delete_namespace: bool, keep_data: b
     async with s.host:
         secret = await s.require(name, namespace)
         with log.step(_log, f"deleting virtual cluster {name}"):
-            await _remove(s, s.target(name, namespace), _driver_of(secret), keep_data)
+            await _remove(s, s.target(name, namespace), driver_of(secret), keep_data)
             if delete_namespace:
                 await s.host.delete("Namespace", namespace)
     _forget_contexts(name, namespace)
@@ -546,11 +588,11 @@ async def pause(name: str, namespace: str) -> None:
     s = Session.open()
     async with s.host:
         secret = await s.require(name, namespace)
-        if _paused(secret):
+        if is_paused(secret):
             _log.info(f"virtual cluster {name} is already paused")
             return
         t = s.target(name, namespace)
-        await drivers.get(_driver_of(secret)).stop(t)
+        await drivers.get(driver_of(secret)).stop(t)
         # Its workloads stop too; their virtual objects stay and come back on resume.
         for pod in await s.host.list("Pod", namespace, label_selector=f"{naming.LABEL_MANAGED_BY}={name}"):
             await s.host.delete("Pod", pod["metadata"]["name"], namespace)
@@ -568,8 +610,8 @@ async def resume(name: str, namespace: str, timeout: float) -> None:
     async with s.host:
         secret = await s.require(name, namespace)
         t = s.target(name, namespace)
-        driver = drivers.get(_driver_of(secret))
-        if not _paused(secret) and await driver.status(t) != "Failed":
+        driver = drivers.get(driver_of(secret))
+        if not is_paused(secret) and await driver.status(t) != "Failed":
             _log.info(f"virtual cluster {name} is not paused")
             return
         await driver.start(t)

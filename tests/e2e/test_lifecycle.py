@@ -196,8 +196,13 @@ def test_existing_name_needs_upgrade(env):
         assert "already exists in namespace 'twice-ns'" in proc.stderr
         assert "--upgrade" in proc.stderr
         assert _host_snapshot(env) == before
+        port = json.loads((_state_dir(env, "twice", "twice-ns") / "cluster.json").read_text())["apiPort"]
         env.vnest("create", "twice", "-n", "twice-ns", "--no-connect", "--upgrade")
         assert _clusters(env)[("twice-ns", "twice")]["status"] == "Running"
+        # The same port: kubeconfigs handed out before the upgrade still reach it.
+        assert (
+            json.loads((_state_dir(env, "twice", "twice-ns") / "cluster.json").read_text())["apiPort"] == port
+        )
 
         # One virtual cluster per host namespace: a second one there is refused, and makes nothing.
         before = _host_snapshot(env)

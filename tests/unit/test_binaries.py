@@ -30,8 +30,12 @@ def test_go_modules_follow_the_pins_file():
         _required(crane_mod, "github.com/google/go-containerregistry")
         == pins["go-containerregistry"]["version"]
     )
+    capi_mod = _go_mod("capi")
+    assert _required(capi_mod, "sigs.k8s.io/cluster-api") == pins["cluster-api"]["version"]
+    # Cluster API's own api module is versioned with it (its go.mod points at ./api).
+    assert _required(capi_mod, "sigs.k8s.io/cluster-api/api") == pins["cluster-api"]["version"]
     # Every pinned module builds with the Go the README asks for, without fetching a newer toolchain.
-    for module in ("kube", "kine", "etcd", "coredns", "crane"):
+    for module in ("kube", "kine", "etcd", "coredns", "crane", "capi"):
         go = re.search(r"^go (\S+)$", _go_mod(module), re.M)
         assert go and tuple(int(n) for n in go.group(1).split(".")[:2]) <= (1, 26), module
         assert not re.search(r"^toolchain ", _go_mod(module), re.M), module

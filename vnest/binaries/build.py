@@ -119,7 +119,29 @@ def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
                 + p["go-containerregistry"]["version"],
             ),
         ),
+        *_capi_targets(p["cluster-api"]["version"]),
     ]
+
+
+# Cluster API's binaries: (output, main package). The managers keep the names of their images.
+CAPI_BINARIES = (
+    ("clusterctl", "sigs.k8s.io/cluster-api/cmd/clusterctl"),
+    ("cluster-api-controller", "sigs.k8s.io/cluster-api/core"),
+    ("kubeadm-bootstrap-controller", "sigs.k8s.io/cluster-api/bootstrap/kubeadm"),
+    ("kubeadm-control-plane-controller", "sigs.k8s.io/cluster-api/controlplane/kubeadm"),
+)
+
+
+def _capi_targets(version: str) -> list[_Target]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    pkg = "sigs.k8s.io/cluster-api/version"
+    flags = (
+        f"-X {pkg}.gitVersion={version}",
+        f"-X {pkg}.gitMajor={major}",
+        f"-X {pkg}.gitMinor={minor}",
+        f"-X {pkg}.gitTreeState=clean",
+    )
+    return [_Target(output, "capi", package, flags) for output, package in CAPI_BINARIES]
 
 
 @dataclass(frozen=True)
@@ -275,6 +297,7 @@ def _build(target: Path) -> None:
         for name in KUBE_COMPONENTS:
             (staging / name).symlink_to("kube")
         _copy_kwok_stages(staging)
+        _render_capi(staging, p)
         manifest = {
             "key": target.name,
             "recipe": RECIPE_VERSION,
@@ -288,6 +311,65 @@ def _build(target: Path) -> None:
         raise
     size = sum(f.stat().st_size for f in target.iterdir() if f.is_file() and not f.is_symlink())
     _log.done("binaries ready", dir=str(target), size=f"{size / 2**20:.0f}MiB")
+
+
+# Cluster API's components as its release publishes them (`kustomize build` of each provider's
+# config/default), rendered with the pinned kubectl's kustomize; images are set when a clusterctl
+# repository is written (vnest.integrations.capi.repository).
+CAPI_COMPONENTS = {
+    "core-components.yaml": "core/config/default",
+    "bootstrap-components.yaml": "bootstrap/kubeadm/config/default",
+    "control-plane-components.yaml": "controlplane/kubeadm/config/default",
+}
+CAPI_DIR = "capi"
+
+
+def _module_dir(module: str, version: str | None = None) -> Path:
+    """Where the Go module cache holds a module: build/go/capi's requirement, or an exact version."""
+    if version is None:
+        args, cwd = ["list", "-m", "-f", "{{.Dir}}", module], GO_DIR / "capi"
+    else:
+        args, cwd = ["mod", "download", "-json", f"{module}@{version}"], GO_DIR / "capi"
+    out = subprocess.run([_go(), *args], cwd=cwd, env=_go_env(), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise VnestError(f"go {' '.join(args)} failed: {out.stderr.strip()}")
+    return Path(json.loads(out.stdout)["Dir"] if version else out.stdout.strip())
+
+
+def _render_capi(staging: Path, p: dict[str, dict[str, str]]) -> None:
+    out_dir = staging / CAPI_DIR
+    out_dir.mkdir()
+    capi = _module_dir(p["cluster-api"]["module"])
+    for name, config in CAPI_COMPONENTS.items():
+        rendered = subprocess.run(
+            [str(staging / "kubectl"), "kustomize", str(capi / config)], capture_output=True, text=True
+        )
+        if rendered.returncode != 0:
+            raise VnestError(f"kustomize of Cluster API's {config} failed: {rendered.stderr.strip()}")
+        (out_dir / name).write_text(rendered.stdout)
+    shutil.copyfile(capi / "metadata.yaml", out_dir / "metadata.yaml")
+    # cert-manager's CRDs, from its chart in the pinned module: the API vnest's issuer serves.
+    certmanager = _module_dir(p["cert-manager"]["module"], p["cert-manager"]["version"])
+    chart = certmanager / "deploy" / "charts" / "cert-manager"
+    crds = subprocess.run(
+        [
+            str(staging / "helm"),
+            "template",
+            "cert-manager",
+            str(chart),
+            "--namespace=cert-manager",
+            "--set=crds.enabled=true",
+            f"--kube-version={p['kubernetes']['version']}",
+            *[f"--show-only=templates/{t.name}" for t in sorted((chart / "templates").glob("crd-*.yaml"))],
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if crds.returncode != 0:
+        raise VnestError(f"rendering cert-manager's CRDs failed: {crds.stderr.strip()}")
+    # The chart's version is set by cert-manager's release tool; the module's says v0.0.0.
+    version = p["cert-manager"]["version"]
+    (out_dir / "cert-manager-crds.yaml").write_text(crds.stdout.replace('"v0.0.0"', f'"{version}"'))
 
 
 def _copy_kwok_stages(staging: Path) -> None:

@@ -8,6 +8,7 @@ import click
 
 from vnest import __version__, log
 from vnest.cli.binaries import binaries
+from vnest.cli.capi import capi
 from vnest.cli.clusters import COMMANDS
 from vnest.cli.controlplane import controlplane
 from vnest.cli.host import host
@@ -48,6 +49,7 @@ cli.add_command(host)
 cli.add_command(binaries)
 cli.add_command(controlplane)
 cli.add_command(syncer)
+cli.add_command(capi)
 
 
 @cli.command("port-forward", hidden=True, context_settings={"ignore_unknown_options": True})

@@ -5,7 +5,7 @@
 `vc-config-NAME` Secret.
 """
 
-from vnest.config.load import UNSUPPORTED, defaults, load_config, to_values
+from vnest.config.load import UNSUPPORTED, defaults, load_config, load_config_text, to_values
 from vnest.config.models import VClusterConfig
 
-__all__ = ["UNSUPPORTED", "VClusterConfig", "defaults", "load_config", "to_values"]
+__all__ = ["UNSUPPORTED", "VClusterConfig", "defaults", "load_config", "load_config_text", "to_values"]

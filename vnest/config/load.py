@@ -96,12 +96,21 @@ Path = tuple[str | int, ...]
 
 def load_config(files: list[pathlib.Path], sets: list[str]) -> VClusterConfig:
     """Read, merge and validate values files and `--set KEY=VALUE` overrides."""
+    return _load([(str(path), _read_file(path)) for path in files], sets)
+
+
+def load_config_text(text: str, source: str, sets: list[str]) -> VClusterConfig:
+    """As `load_config`, from YAML text held elsewhere (a field of an object: `source` names it)."""
+    return _load([(source, _parse(text, source))], sets)
+
+
+def _load(documents: list[tuple[str, dict[str, Any]]], sets: list[str]) -> VClusterConfig:
     merged: dict[str, Any] = {}
     origins: dict[Path, str] = {}
-    for path in files:
-        data = _check_keys(_read_file(path), VClusterConfig, (), f"in {path}")
+    for source, document in documents:
+        data = _check_keys(document, VClusterConfig, (), f"in {source}")
         _merge(merged, data)
-        _record(origins, data, (), str(path))
+        _record(origins, data, (), source)
     for text in sets:
         keys, nested = _parse_set(text)
         for key in reversed(keys):
@@ -136,19 +145,23 @@ def _read_file(path: pathlib.Path) -> dict[str, Any]:
         raise UsageError(f"cannot read values file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise UsageError(f"cannot read values file {path}: it is not UTF-8 text") from None
+    return _parse(text, f"values file {path}")
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         where = ""
         if exc.problem_mark is not None:
             where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
-        raise UsageError(f"values file {path} is not valid YAML{where}: {exc.problem or exc}") from None
+        raise UsageError(f"{source} is not valid YAML{where}: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"values file {path} is not valid YAML: {exc}") from None
+        raise UsageError(f"{source} is not valid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"values file {path}: expected a mapping at the top level, got {show(data)}")
+        raise UsageError(f"{source}: expected a mapping at the top level, got {show(data)}")
     return data
 
 

@@ -28,6 +28,9 @@ class Target:
 class Driver(abc.ABC):
     name: str
 
+    def check(self, values: dict[str, Any]) -> None:  # noqa: B027 (a hook: most drivers refuse nothing)
+        """Refuses, before anything is made, config this driver cannot put in effect (UsageError)."""
+
     @abc.abstractmethod
     async def install(self, target: Target, manifests: list[Obj], values: dict[str, Any]) -> None:
         """Creates (or upgrades) the control plane from the chart's rendered objects."""

@@ -24,7 +24,7 @@ import yaml
 
 from vnest import binaries, kubeconfig, log, naming
 from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target
-from vnest.errors import VnestError
+from vnest.errors import UsageError, VnestError
 from vnest.host.local import vnest_home
 from vnest.kube.client import ApiError, Obj
 from vnest.procs import ProcessDir, free_port, port_in_use
@@ -76,6 +76,17 @@ class ProcessDriver(Driver):
             return {}
         return meta
 
+    def check(self, values: dict[str, Any]) -> None:
+        """Local processes run the pinned binaries, so a Kubernetes version is that one or none."""
+        pinned = binaries.pins()["kubernetes"]["version"]
+        wanted = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
+        if wanted and wanted != pinned:
+            raise UsageError(
+                f"controlPlane.distro.k8s.version {wanted!r}: the process driver runs the pinned "
+                f"Kubernetes binaries, so only {pinned!r} (or no version) is allowed",
+                hint="the kubernetes driver runs other versions from their images",
+            )
+
     async def install(self, t: Target, manifests: list[Obj], values: dict[str, Any]) -> None:
         folder = self._dir(t)
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,12 +102,13 @@ class ProcessDriver(Driver):
             await t.host.apply(obj, namespace=t.namespace)
         await self._drop_cluster_roles(t, keep=manifests)
         await self._drop_policies(t, keep=manifests)
+        if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
+            self._procs(t).stop(SUPERVISOR)
+        # After the stop: an upgraded cluster keeps its port, so kubeconfigs handed out stay good.
         meta = self._meta(t)
         if not meta.get("apiPort") or port_in_use(meta["apiPort"]):
             meta["apiPort"] = free_port()
         (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
-        if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
-            self._procs(t).stop(SUPERVISOR)
         await self.start(t)
 
     async def _drop_cluster_roles(self, t: Target, keep: list[Obj]) -> None:

@@ -73,7 +73,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
 
 
-async def _relay(
+async def relay(
     a: tuple[asyncio.StreamReader, asyncio.StreamWriter], b: tuple[asyncio.StreamReader, asyncio.StreamWriter]
 ) -> None:
     try:
@@ -148,7 +148,7 @@ class Forwarder:
             _log.debug("upstream refused", target=f"{target[0]}:{target[1]}", error=str(e))
             writer.close()
             return
-        await _relay((reader, writer), upstream)
+        await relay((reader, writer), upstream)
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One HTTP CONNECT from the API server: dial inside the hub namespace, then relay."""
@@ -174,7 +174,7 @@ class Forwarder:
             return
         upstream = await asyncio.open_connection(sock=sock, limit=CHUNK)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await _relay((reader, writer), upstream)
+        await relay((reader, writer), upstream)
 
     def close(self) -> None:
         for server in self.servers:

@@ -878,6 +878,10 @@ class LocalHost:
 
     def down(self, keep_data: bool = False) -> None:
         state = self.state()
+        # Cluster API's local controllers first: the provider would start control planes again.
+        from vnest.integrations.capi import local as capi_local
+
+        capi_local.stop(self.root.parent / "capi" / "local", state.ports.apiserver if state else None)
         for name in self._stop_virtual_clusters():
             _log.info(f"stopped virtual cluster {name} (its host is going down)")
         stopped, left = self._stop_everything(state)

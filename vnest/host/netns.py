@@ -79,7 +79,8 @@ def existing(prefix: str) -> list[str]:
     return sorted(ours, key=lambda n: n == hub_name(prefix))
 
 
-def _add(name: str) -> None:
+def add(name: str) -> None:
+    """A network namespace of that name with its loopback up (kept if it exists)."""
     if not path(name).exists():
         _ip("netns", "add", name)
     _ip("-n", name, "link", "set", "lo", "up")
@@ -87,7 +88,7 @@ def _add(name: str) -> None:
 
 def ensure_hub(prefix: str) -> None:
     hub = hub_name(prefix)
-    _add(hub)
+    add(hub)
     if BRIDGE not in _ip("-n", hub, "-o", "link", "show"):
         _ip("-n", hub, "link", "add", BRIDGE, "type", "bridge")
         _ip("-n", hub, "addr", "add", f"{HUB_IP}/{NODE_NETWORK.prefixlen}", "dev", BRIDGE)
@@ -100,7 +101,7 @@ def ensure_hub(prefix: str) -> None:
 def ensure_node(prefix: str, node: str, index: int, pod_cidr: str) -> None:
     """The node's namespace, wired to the hub, with its pod range routed to it."""
     hub, ns = hub_name(prefix), node_netns(prefix, node)
-    _add(ns)
+    add(ns)
     hub_side = f"vh{index}"
     if hub_side not in _ip("-n", hub, "-o", "link", "show"):
         _ip("-n", hub, "link", "add", hub_side, "type", "veth", "peer", "name", "eth0", "netns", ns)

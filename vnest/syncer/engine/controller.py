@@ -68,6 +68,20 @@ class Controller(abc.ABC):
     async def run(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)))
 
+    async def run_with(self, informers: list[Informer], started: str, **fields: object) -> None:
+        """A controller on its own: `setup()`, the informers, then once all of them have listed,
+        `resync()` and the workers (logging `started`); until cancelled."""
+        self.setup()
+        tasks = [asyncio.create_task(i.run()) for i in informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            _log.info(started, **fields)
+            self.resync()
+            await self.run()
+        finally:
+            for task in tasks:
+                task.cancel()
+
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()

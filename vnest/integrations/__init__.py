@@ -1,0 +1,1 @@
+"""What vnest plugs into: Cluster API (capi/)."""
