@@ -257,7 +257,8 @@ async def install(
             f"--driver {driver_name} cannot upgrade it"
         )
     driver.check(values)
-    manifests = chart.render(name, namespace, values)
+    # helm runs in a thread: the provider installs many clusters at once on one event loop.
+    manifests = await asyncio.to_thread(chart.render, name, namespace, values)
     created_namespace = await _ensure_namespace(s.host, namespace)
     labels_before = await _label_pod_security(s.host, namespace, values["policies"]["podSecurityStandard"])
     _log.info(

@@ -64,7 +64,10 @@ class KubernetesDriver(Driver):
 
     async def install(self, t: Target, manifests: list[Obj], values: dict[str, Any]) -> None:
         with values_file(values) as path:
-            self._helm(t, "upgrade", "--install", t.name, str(CHART_DIR), f"--values={path}")
+            # In a thread: helm takes seconds, and the Cluster API provider installs many at once.
+            await asyncio.to_thread(
+                self._helm, t, "upgrade", "--install", t.name, str(CHART_DIR), f"--values={path}"
+            )
 
     async def _pod(self, t: Target) -> Obj | None:
         return await t.host.get_or_none("Pod", f"{naming.statefulset(t.name)}-0", t.namespace)

@@ -103,7 +103,7 @@ class ProcessDriver(Driver):
         await self._drop_cluster_roles(t, keep=manifests)
         await self._drop_policies(t, keep=manifests)
         if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
-            self._procs(t).stop(SUPERVISOR)
+            await asyncio.to_thread(self._procs(t).stop, SUPERVISOR)  # waits for it to exit
         # After the stop: an upgraded cluster keeps its port, so kubeconfigs handed out stay good.
         meta = self._meta(t)
         if not meta.get("apiPort") or port_in_use(meta["apiPort"]):

@@ -44,7 +44,7 @@ from vnest.syncer.mappings import key_of
 _log = log.get("capi.provider")
 
 HEALTH_SECONDS = 10.0  # how often a running virtual cluster is looked at
-PENDING_SECONDS = 1.0  # how soon a cluster on its way up is looked at again
+PENDING_SECONDS = 0.5  # how soon a cluster on its way up is looked at again
 KUBERNETES_SERVICE_PORT = 443  # the chart's Service port for the API server
 
 
