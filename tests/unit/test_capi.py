@@ -486,3 +486,15 @@ def test_the_cores_webhooks_are_pointed_at_the_loopback_and_others_left():
     assert (server.get("ValidatingWebhookConfiguration", "kubeadm") or {})["webhooks"][0]["clientConfig"][
         "service"
     ]
+
+    async def again() -> None:  # `vnest capi local start` once more, on another port
+        async with server.client() as client:
+            await local._point_webhooks_at(client, "https://127.0.0.1:5555")
+
+    asyncio.run(again())
+    pointed = server.get("ValidatingWebhookConfiguration", "capi-validating") or {}
+    assert {w["clientConfig"]["url"] for w in pointed["webhooks"]} == {"https://127.0.0.1:5555/validate"}
+    converted = server.get("CustomResourceDefinition", "clusters.cluster.x-k8s.io") or {}
+    assert (
+        converted["spec"]["conversion"]["webhook"]["clientConfig"]["url"] == "https://127.0.0.1:5555/convert"
+    )

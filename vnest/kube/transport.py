@@ -18,6 +18,8 @@ serves requests looks at every connection it holds on every request.
 
 from __future__ import annotations
 
+import collections
+import functools
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +30,8 @@ import httpx
 
 if TYPE_CHECKING:
     import aiohttp
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.client_reqrep import ConnectionKey
     from lightkube.config.kubeconfig import SingleConfig
 
 # Requests (not watches) that may be in flight to one API server at once, each on a connection of its
@@ -119,6 +123,31 @@ class HttpxTransport:
             await self.watch_http.aclose()
 
 
+@functools.cache
+def newest_first_connector() -> type[aiohttp.TCPConnector]:
+    """aiohttp's connector, reusing the connection released last rather than the one released first.
+
+    aiohttp (3.11 and later) takes pooled connections oldest first. Under steady load every pooled
+    connection is then used again within its 15 s keep-alive, so none is ever closed and a pool
+    only grows: to the most requests that were ever in flight at once (up to REQUEST_CONNECTIONS,
+    each connection holding asyncio's 128 KiB TLS buffer). Newest first, the connections a burst
+    opened sit idle once it is over and the keep-alive closes them. Written against aiohttp's
+    private `_release`/`_conns` (no option for it); a version that pools differently is left as is.
+    """
+    import aiohttp
+
+    class NewestFirstConnector(aiohttp.TCPConnector):
+        def _release(
+            self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
+        ) -> None:
+            super()._release(key, protocol, should_close=should_close)
+            pooled = self._conns.get(key)
+            if isinstance(pooled, collections.deque) and pooled and pooled[-1][0] is protocol:
+                pooled.rotate(1)  # to the front, where the next request takes from
+
+    return NewestFirstConnector
+
+
 class AiohttpTransport:
     """Over aiohttp: client certificates live in the TLS context, tokens go in a header."""
 
@@ -162,7 +191,7 @@ class AiohttpTransport:
 
         session = self._watches if watches else self._requests
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = newest_first_connector()(
                 ssl=self.tls if self.tls is not None else False,
                 limit=0 if watches else REQUEST_CONNECTIONS,
                 limit_per_host=0 if watches else REQUEST_CONNECTIONS,

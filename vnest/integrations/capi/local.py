@@ -47,7 +47,8 @@ CAPI_NAMESPACE = "capi-system"
 CORE_DEPLOYMENT = "capi-controller-manager"
 WEBHOOK_SERVICE = "capi-webhook-service"
 SERVING_CERTIFICATE = "capi-serving-cert"
-MANAGER_WEBHOOK_PORT = 9443  # inside the namespace: the manager's default
+# Inside the manager's namespace, where nothing else listens: its defaults.
+MANAGER_WEBHOOK_PORT, MANAGER_HEALTH_PORT, MANAGER_DIAGNOSTICS_PORT = 9443, 9440, 8443
 LOOPBACK = "127.0.0.1"
 PROCESSES = ("core", "bridge", "provider", "cert-issuer")  # stopped in this order
 
@@ -101,30 +102,28 @@ async def start(folder: Path, kubeconfig_path: Path, context: str | None) -> Non
                 procs.start("provider", [*vnest, "provider", "--driver=process", *common])
             cert_dir = folder / "core-certs"
             await _serving_cert_for_loopback(host, cert_dir)
+            procs.stop("bridge")  # a start again: the webhook port they held may be taken again
+            procs.stop("core")
             webhook_port = _webhook_port(folder)
             await _point_webhooks_at(host, f"https://{LOOPBACK}:{webhook_port}")
             name = netns_name(api_port)
             netns.delete(name)
             netns.add(name)
-            procs.stop("bridge")
-            procs.stop("core")
             procs.start(
                 "bridge",
                 [*vnest, "bridge", f"--netns={name}", f"--webhook-port={webhook_port}", *common],
             )
             await _wait("the bridge to Cluster API's namespace", lambda: port_in_use(webhook_port))
-            args = _core_args(deployment)
-            health = 9440
             procs.start(
                 "core",
                 [
                     binaries.ensure().cluster_api_controller,
-                    *args,
-                    f"--kubeconfig={await _kubeconfig_file(kubeconfig_path, context, folder)}",
+                    *_core_args(deployment),
+                    f"--kubeconfig={_kubeconfig_file(kubeconfig_path, context, folder)}",
                     f"--webhook-port={MANAGER_WEBHOOK_PORT}",
                     f"--webhook-cert-dir={cert_dir}",
-                    f"--health-addr={LOOPBACK}:{health}",
-                    f"--diagnostics-address={LOOPBACK}:8443",
+                    f"--health-addr={LOOPBACK}:{MANAGER_HEALTH_PORT}",
+                    f"--diagnostics-address={LOOPBACK}:{MANAGER_DIAGNOSTICS_PORT}",
                     "--insecure-diagnostics=true",
                     "--leader-elect=false",
                 ],
@@ -167,7 +166,7 @@ async def _webhook_answers(port: int) -> bool:
         writer.close()
 
 
-async def _kubeconfig_file(path: Path, context: str | None, folder: Path) -> Path:
+def _kubeconfig_file(path: Path, context: str | None, folder: Path) -> Path:
     """The kubeconfig the manager reads: `path` at `context` as its current one."""
     from vnest import kubeconfig
 
@@ -220,16 +219,18 @@ async def _point_webhooks_at(host: KubeClient, base: str) -> None:
     """Every webhook of the core's Service goes to `base` + its path instead (CA bundles stay)."""
 
     def point(config: Obj, default_path: str) -> bool:
-        service = config.get("service")
-        if (
-            not service
-            or service.get("name") != WEBHOOK_SERVICE
-            or service.get("namespace") != CAPI_NAMESPACE
-        ):
+        service = config.get("service") or {}
+        if service.get("name") == WEBHOOK_SERVICE and service.get("namespace") == CAPI_NAMESPACE:
+            path = service.get("path") or default_path
+        elif str(config.get("url", "")).startswith(f"https://{LOOPBACK}:"):  # pointed by an earlier start
+            path = urlsplit(config["url"]).path or default_path
+        else:
             return False
-        config.pop("service")
-        config["url"] = base + (service.get("path") or default_path)
-        return True
+        config.pop("service", None)
+        url = base + path
+        changed = config.get("url") != url
+        config["url"] = url
+        return changed
 
     def pointed(kind: str, obj: Obj) -> bool:
         if kind == "CustomResourceDefinition":
