@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import datetime
 import json
 import os
@@ -145,12 +146,16 @@ def is_paused(secret: Obj) -> bool:
     return bool(secret["metadata"].get("annotations", {}).get(naming.ANNOTATION_PAUSED) == "true")
 
 
-async def _virtual_client(s: Session, t: Target, driver: Driver) -> KubeClient:
-    """A client of the virtual API, at the address where this machine reaches it (the driver's)."""
-    secret = await s.control_plane_secret(naming.kubeconfig_secret(t.name), t.name, t.namespace, "kubeconfig")
-    if secret is None:
+async def _virtual_client(
+    s: Session, t: Target, driver: Driver, published: dict[str, Any] | None = None
+) -> KubeClient:
+    """A client of the virtual API, at the address where this machine reaches it (the driver's);
+    from the `published` kubeconfig when the caller has it already."""
+    if published is None:
+        published = await published_kubeconfig(s, t.name, t.namespace)
+    if published is None:
         raise VnestError(f"virtual cluster {t.name!r} in {t.namespace!r} has published no kubeconfig yet")
-    config = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
+    config = copy.deepcopy(published)
     cluster = config["clusters"][0]["cluster"]
     cluster["server"] = await driver.endpoint(t, cluster["server"])
     return KubeClient.from_dict(config, timeout=5)
@@ -171,10 +176,10 @@ async def _wait_system_namespaces(s: Session, t: Target, driver: Driver, timeout
             await asyncio.sleep(0.2)
 
 
-async def answers(s: Session, t: Target, driver: Driver) -> bool:
+async def answers(s: Session, t: Target, driver: Driver, published: dict[str, Any]) -> bool:
     """Whether the virtual API is up and has made its system namespaces (one try, no waiting)."""
     try:
-        async with await _virtual_client(s, t, driver) as virtual:
+        async with await _virtual_client(s, t, driver, published) as virtual:
             found = {ns["metadata"]["name"] for ns in await virtual.list("Namespace")}
     except (ApiError, VnestError):
         return False
@@ -338,12 +343,11 @@ async def kubeconfig_for(name: str, namespace: str, server: str | None = None) -
     s = Session.open()
     async with s.host:
         driver = drivers.get(driver_of(await s.require(name, namespace)))
-        secret = await s.control_plane_secret(naming.kubeconfig_secret(name), name, namespace, "kubeconfig")
-        if secret is None:
+        vc = await published_kubeconfig(s, name, namespace)
+        if vc is None:
             raise VnestError(
                 f"virtual cluster {name!r} in {namespace!r} has published no kubeconfig yet (is it running?)"
             )
-        vc = yaml.safe_load(base64.b64decode(secret["data"]["config"]))
         cluster = dict(vc["clusters"][0]["cluster"])
         cluster["server"] = server or await driver.endpoint(s.target(name, namespace), cluster["server"])
     ctx = naming.kube_context(name, namespace, s.context)

@@ -324,10 +324,13 @@ class KubeClient:
         path = resource_of(obj["kind"]).path(meta.get("namespace"), meta["name"], subresource)
         return await self.request("PUT", path, body=obj)
 
-    async def patch(self, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+    async def patch(
+        self, kind: str, name: str, patch: Obj, namespace: str | None = None, subresource: str = ""
+    ) -> Obj:
+        """A merge patch of the object (or of a subresource of it: `status`)."""
         return await self.request(
             "PATCH",
-            resource_of(kind).path(namespace, name),
+            resource_of(kind).path(namespace, name, subresource),
             body=patch,
             content_type="application/merge-patch+json",
         )

@@ -383,12 +383,7 @@ class CertificateIssuer(Controller):
         if status == obj.get("status"):
             return
         meta = obj["metadata"]
-        await self.host.request(
-            "PATCH",
-            resource_of(obj["kind"]).path(meta.get("namespace"), meta["name"], "status"),
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
+        await self.host.patch(obj["kind"], meta["name"], {"status": status}, meta.get("namespace"), "status")
 
     # ---- CA injection ------------------------------------------------------------------------
 

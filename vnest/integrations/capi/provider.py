@@ -166,11 +166,12 @@ class VNestClusterController(Controller):
         target = self.session.target(name, namespace)
         state = await driver.status(target)
         initialized = bool(status.get("initialization", {}).get("controlPlaneInitialized"))
-        if state == RUNNING and await lifecycle.answers(self.session, target, driver):
-            published = await lifecycle.published_kubeconfig(self.session, name, namespace)
-            if published is None:
-                self.queue.add_after(key, PENDING_SECONDS)
-                return
+        published = await lifecycle.published_kubeconfig(self.session, name, namespace)
+        if (
+            state == RUNNING
+            and published
+            and await lifecycle.answers(self.session, target, driver, published)
+        ):
             endpoint = self._endpoint(obj, driver_name, published)
             current = obj.get("spec", {}).get("controlPlaneEndpoint") or {}
             if (current.get("host"), current.get("port")) != (endpoint["host"], endpoint["port"]):
@@ -264,12 +265,7 @@ class VNestClusterController(Controller):
         if obj.get("status") == status:
             return
         meta = obj["metadata"]
-        await self.host.request(
-            "PATCH",
-            resource_of(api.KIND).path(meta["namespace"], meta["name"], "status"),
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
+        await self.host.patch(api.KIND, meta["name"], {"status": status}, meta["namespace"], "status")
 
     async def _patch_finalizers(
         self, obj: Obj, finalizers: list[str], annotations: dict[str, str] | None = None

@@ -603,11 +603,8 @@ class PodSyncer(ToHostSyncer):
         # Every field the host's status lacks is removed, those the cache may not show yet too.
         gone = {*POD_STATUS_FIELDS, *(vpod.get("status") or {})} - status.keys()
         patch = {**dict.fromkeys(gone), **status}
-        written = await self.ctx.virtual.request(
-            "PATCH",
-            self.resource.path(meta["namespace"], meta["name"], "status"),
-            body={"status": patch},
-            content_type="application/merge-patch+json",
+        written = await self.ctx.virtual.patch(
+            "Pod", meta["name"], {"status": patch}, meta["namespace"], "status"
         )
         self._status_written[key] = (meta["uid"], _revision(written), status)
 
