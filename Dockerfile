@@ -6,7 +6,7 @@
 # which the syncer runs) and a static busybox. kube-apiserver, kube-controller-manager and
 # kube-scheduler are NOT in this image: the chart copies them from the
 # official registry.k8s.io images, so one vnest image serves every Kubernetes
-# version.
+# version. helm and the chart are here for the Cluster API provider's pod.
 #
 #   docker build -t vnest:0.1.0 .
 
@@ -37,7 +37,11 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     cd /src/build/go/etcd; \
     go build -trimpath -ldflags "-s -w" -o /out/etcd .; \
     cd /src/build/go/kube; \
-    go build -trimpath -ldflags "-s -w" -o /out/pod-security-check ./cmd/pod-security-check
+    go build -trimpath -ldflags "-s -w" -o /out/pod-security-check ./cmd/pod-security-check; \
+    helm_version="$(awk -F'"' '/^\[/ { section = $0; sub(/[ \t]*#.*/, "", section) } section == "[helm]" && $1 ~ /^version *= *$/ { print $2; exit }' /src/build/versions.toml)"; \
+    go build -trimpath \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${helm_version}" \
+        -o /out/helm helm.sh/helm/v3/cmd/helm
 
 # ---------------------------------------------------------------------------
 # Stage 2: the runtime image.
@@ -52,13 +56,17 @@ RUN set -eu; \
     cp /bin/busybox /usr/local/bin/busybox; \
     rm -rf /var/lib/apt/lists/*
 
-COPY --from=binaries /out/kine /out/etcd /out/pod-security-check /usr/local/bin/
+COPY --from=binaries /out/kine /out/etcd /out/pod-security-check /out/helm /usr/local/bin/
+# The chart and helm: the Cluster API provider (`vnest capi provider`) installs virtual clusters with them.
+COPY chart/ /opt/vnest/chart/
 
 # vnest itself. No VNEST_BIN_DIR here: in the pod, `vnest controlplane run`
 # gets --bin-dir /binaries from the chart.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VNEST_HELM=/usr/local/bin/helm \
+    VNEST_CHART_DIR=/opt/vnest/chart
 COPY pyproject.toml README.md /tmp/vnest-src/
 COPY vnest/ /tmp/vnest-src/vnest/
 RUN pip install --no-cache-dir /tmp/vnest-src && rm -rf /tmp/vnest-src

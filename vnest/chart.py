@@ -8,6 +8,7 @@ lets the unit tests check every object and the driver apply exactly what it saw.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,8 +24,9 @@ from vnest.errors import VnestError
 _log = log.get("chart")
 
 # The chart lives in the source tree next to the package (like build/), not
-# inside it: it is the one Helm users would install, not a copy of it.
-CHART_DIR = Path(__file__).resolve().parents[1] / "chart"
+# inside it: it is the one Helm users would install, not a copy of it. vnest's image
+# (where the Cluster API provider installs it) carries it at $VNEST_CHART_DIR.
+CHART_DIR = Path(os.environ.get("VNEST_CHART_DIR") or Path(__file__).resolve().parents[1] / "chart")
 
 # `helm template` of a local chart with no dependencies takes well under a
 # second; the bound only keeps a wedged helm from hanging the caller.
@@ -55,7 +57,7 @@ def render(
     if helm is None:
         from vnest import binaries  # imported late: building binaries is not needed to import this
 
-        helm = binaries.ensure().helm
+        helm = binaries.helm()
     with values_file(values) as path:
         cmd = [str(helm), "template", name, str(CHART_DIR), "--namespace", namespace, "--values", str(path)]
         _log.debug("rendering the chart", cmd=" ".join(cmd))

@@ -26,6 +26,11 @@ def user_path() -> Path:
     return Path.home() / ".kube" / "config"
 
 
+def in_cluster() -> bool:
+    """In a pod with no kubeconfig file: clients use the pod's service account, as client-go's do."""
+    return not user_path().exists() and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
 def empty() -> Config:
     return {
         "apiVersion": "v1",

@@ -14,6 +14,7 @@ import copy
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -262,6 +263,8 @@ async def install(
             f"--driver {driver_name} cannot upgrade it"
         )
     driver.check(values)
+    if existing is not None:
+        _check_version_change(existing, kubernetes_version(values))
     # helm runs in a thread: the provider installs many clusters at once on one event loop.
     manifests = await asyncio.to_thread(chart.render, name, namespace, values)
     created_namespace = await _ensure_namespace(s.host, namespace)
@@ -287,6 +290,39 @@ async def install(
                 await _patch_namespace_labels(s.host, namespace, labels_before)
         raise
     return driver
+
+
+def kubernetes_version(values: dict[str, Any]) -> str:
+    """The Kubernetes version a config runs: its own, else the pinned one (the chart's default)."""
+    from vnest import binaries
+
+    given = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
+    return str(given or binaries.pins()["kubernetes"]["version"])
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
+def _check_version_change(existing: Obj, wanted: str) -> None:
+    """Kubernetes upgrades a control plane one minor release at a time, and never down: its
+    datastore holds objects in the newer release's storage versions."""
+    running = existing["metadata"].get("annotations", {}).get(naming.ANNOTATION_KUBERNETES_VERSION, "")
+    if not running or running == wanted:
+        return
+    before, after = _release(running), _release(wanted)
+    if after < before:
+        raise UsageError(
+            f"controlPlane.distro.k8s.version {wanted!r}: the virtual cluster runs {running}, and a "
+            "control plane is never downgraded",
+            hint=f"keep {running} or a newer release",
+        )
+    if after[:2] > (before[0], before[1] + 1):
+        raise UsageError(
+            f"controlPlane.distro.k8s.version {wanted!r}: the virtual cluster runs {running}; a control "
+            "plane is upgraded one minor release at a time",
+            hint=f"upgrade to {before[0]}.{before[1] + 1} first",
+        )
 
 
 async def _ensure_namespace(host: KubeClient, namespace: str) -> bool:

@@ -25,10 +25,16 @@ HOST = "vnest-host"
 READY_SECONDS = 90  # stated in the README: apply to Cluster ready on the KWOK host
 
 
-def _clusterctl(env: Env, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+PINNED = binaries.pins()["kubernetes"]["version"]
+PREVIOUS = binaries.pins()["kubernetes-previous"]["version"]
+
+
+def _clusterctl(
+    env: Env, *args: str, check: bool = True, variables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [str(binaries.ensure().clusterctl), *args, "--kubeconfig", env.vars["KUBECONFIG"]],
-        env=env.vars,
+        env={**env.vars, **(variables or {})},
         capture_output=True,
         text=True,
         timeout=600,
@@ -74,6 +80,15 @@ def _virtual(env: Env, *kubectl_args: str) -> str:
     return env.vnest("connect", NAME, "-n", NS, "--", env.kubectl_path, *kubectl_args).stdout
 
 
+def _server_version(env: Env) -> str:
+    return json.loads(_virtual(env, "version", "-o", "json"))["serverVersion"]["gitVersion"]
+
+
+def _set_version(env: Env, version: str) -> None:
+    patch = json.dumps({"spec": {"version": version}})
+    env.kubectl("--context", HOST, "patch", "vnestcluster", NAME, "-n", NS, "--type=merge", "-p", patch)
+
+
 @pytest.fixture
 def capi_env(host_env):
     """Cluster API installed on the session host by clusterctl, its controllers running; removed after."""
@@ -106,6 +121,7 @@ def test_seed_flow_clusterctl_init_generate_apply_connect_upgrade_delete(capi_en
         NS,
         "--config",
         config,
+        variables={"KUBERNETES_VERSION": PREVIOUS},  # the release before: upgraded in place below
     ).stdout
     subprocess.run(
         [env.kubectl_path, "--context", HOST, "apply", "-f", "-"],
@@ -126,7 +142,7 @@ def test_seed_flow_clusterctl_init_generate_apply_connect_upgrade_delete(capi_en
     vnc = _get(env, "vnestcluster")
     assert vnc and vnc["status"]["initialization"] == {"provisioned": True, "controlPlaneInitialized": True}
     assert _condition(vnc, "Ready")["status"] == "True"
-    assert vnc["status"]["version"] == binaries.pins()["kubernetes"]["version"]
+    assert vnc["status"]["version"] == PREVIOUS
 
     # vnest connect and clusterctl get kubeconfig both reach the virtual API.
     assert "kube-system" in _virtual(env, "get", "namespaces", "-o", "name")
@@ -203,6 +219,29 @@ def test_seed_flow_clusterctl_init_generate_apply_connect_upgrade_delete(capi_en
         "--context", HOST, "patch", "vnestcluster", NAME, "-n", NS, "--type=merge", "-p", json.dumps(patch)
     )
     _wait("Ready after the fix", lambda: _ready_at_this_generation(env))
+
+    # A new Kubernetes version upgrades the control plane in place; a downgrade is refused.
+    assert _server_version(env) == PREVIOUS
+    _set_version(env, PINNED)
+    _wait("Ready at the new version", lambda: _ready_at_this_generation(env), timeout=120)
+    assert _get(env, "vnestcluster")["status"]["version"] == PINNED  # type: ignore[index]
+    assert _server_version(env) == PINNED
+    assert (
+        web_uid
+        == env.kubectl(
+            "--kubeconfig", str(kubeconfig), "get", "deployment", "web", "-o", "jsonpath={.metadata.uid}"
+        ).stdout
+    )
+    _set_version(env, PREVIOUS)
+    condition = _wait(
+        "the refused downgrade",
+        lambda: (
+            (c := _condition(_get(env, "vnestcluster"), "Ready")).get("reason") == api.REASON_INVALID and c
+        ),
+    )
+    assert "never downgraded" in condition["message"] and _server_version(env) == PINNED
+    _set_version(env, PINNED)
+    _wait("Ready after the downgrade is taken back", lambda: _ready_at_this_generation(env))
 
     # A control plane that dies is reported and comes back.
     pid_file = Path(env.vars["VNEST_HOME"]) / "clusters" / NS / NAME / "pids" / "controlplane.pid"

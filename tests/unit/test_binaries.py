@@ -35,7 +35,7 @@ def test_go_modules_follow_the_pins_file():
     # Cluster API's own api module is versioned with it (its go.mod points at ./api).
     assert _required(capi_mod, "sigs.k8s.io/cluster-api/api") == pins["cluster-api"]["version"]
     # Every pinned module builds with the Go the README asks for, without fetching a newer toolchain.
-    for module in ("kube", "kine", "etcd", "coredns", "crane", "capi"):
+    for module in ("kube", "kube-previous", "kine", "etcd", "coredns", "crane", "capi"):
         go = re.search(r"^go (\S+)$", _go_mod(module), re.M)
         assert go and tuple(int(n) for n in go.group(1).split(".")[:2]) <= (1, 26), module
         assert not re.search(r"^toolchain ", _go_mod(module), re.M), module
@@ -44,6 +44,15 @@ def test_go_modules_follow_the_pins_file():
     replaces = re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", kube_mod, re.M)
     assert len(replaces) > 20
     assert {version for _, version in replaces} == {staging}
+    # The release before, built the same way from build/go/kube-previous.
+    previous_mod = _go_mod("kube-previous")
+    previous = pins["kubernetes-previous"]["version"]
+    assert _required(previous_mod, "k8s.io/kubernetes") == previous
+    replaces = re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", previous_mod, re.M)
+    assert len(replaces) > 20 and {v for _, v in replaces} == {"v0." + previous.removeprefix("v1.")}
+    # One minor release back: the skew Kubernetes supports for an in-place control plane upgrade.
+    minor = lambda v: int(v.split(".")[1])  # noqa: E731
+    assert minor(previous) == minor(pins["kubernetes"]["version"]) - 1
 
 
 def test_build_key_follows_the_build_inputs(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import yaml
 from cryptography import x509
 
 from tests.unit.kubeapi import FakeApiServer
+from vnest import lifecycle, naming
 from vnest.errors import UsageError
 from vnest.integrations.capi import api, certissuer, local, provider, repository
 from vnest.kube.client import RESOURCES, Obj
@@ -63,6 +64,17 @@ def test_a_self_signed_certificate_names_what_the_spec_asks_and_is_its_own_ca():
     cert = x509.load_pem_x509_certificate(issued.cert_pem)
     cert.verify_directly_issued_by(cert)
     assert issued.not_after - issued.not_before == certissuer.DEFAULT_DURATION
+
+
+def test_a_dns_name_longer_than_a_common_name_may_be_is_a_critical_san_under_an_empty_subject():
+    # Cluster API's kubeadm bootstrap webhook: 72 characters, and a common name may hold 64.
+    name = "capi-kubeadm-bootstrap-webhook-service.capi-kubeadm-bootstrap-system.svc"
+    issued = certissuer.issue({"dnsNames": [name]}, None)
+    cert = x509.load_pem_x509_certificate(issued.cert_pem)
+    assert len(cert.subject) == 0
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    assert _sans(issued.cert_pem) == ([name], [])
+    cert.verify_directly_issued_by(cert)
 
 
 def test_a_ca_issuer_signs_with_its_key():
@@ -498,3 +510,25 @@ def test_the_cores_webhooks_are_pointed_at_the_loopback_and_others_left():
     assert (
         converted["spec"]["conversion"]["webhook"]["clientConfig"]["url"] == "https://127.0.0.1:5555/convert"
     )
+
+
+def _running(version: str) -> dict:
+    return {"metadata": {"annotations": {naming.ANNOTATION_KUBERNETES_VERSION: version}}}
+
+
+@pytest.mark.parametrize("wanted", ["v1.36.3", "v1.36.4", "v1.37.0"])
+def test_a_control_plane_upgrades_one_minor_at_a_time(wanted):
+    lifecycle._check_version_change(_running("v1.36.3"), wanted)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "why"),
+    [
+        ("v1.35.4", "never downgraded"),
+        ("v1.36.2", "never downgraded"),
+        ("v1.38.0", "one minor release at a time"),
+    ],
+)
+def test_a_downgrade_or_a_skipped_minor_is_refused_naming_the_key(wanted, why):
+    with pytest.raises(UsageError, match=f"controlPlane.distro.k8s.version '{wanted}'.*{why}"):
+        lifecycle._check_version_change(_running("v1.36.3"), wanted)

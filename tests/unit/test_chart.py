@@ -747,6 +747,23 @@ def test_the_control_plane_pod_meets_the_restricted_pod_security_standard(helm):
     assert asyncio.run(check()) is None
 
 
+@pytest.mark.parametrize(
+    ("sets", "kinds"),
+    [
+        ([], set()),
+        (["policies.resourceQuota.enabled=true"], {"ResourceQuota", "LimitRange"}),
+        (["policies.limitRange.enabled=true"], {"ResourceQuota", "LimitRange"}),
+        (["policies.resourceQuota.enabled=true", "policies.limitRange.enabled=false"], {"ResourceQuota"}),
+        (["policies.limitRange.enabled=true", "policies.resourceQuota.enabled=false"], {"LimitRange"}),
+    ],
+)
+def test_quota_and_limit_range_are_auto_each_on_with_the_other(helm, sets, kinds):
+    # A quota that counts limits.cpu refuses the control plane's pod, which sets none: a quota
+    # alone must bring the LimitRange whose defaults it takes (vCluster's `auto`).
+    manifests = chart.render(NAME, NS, to_values(load_config([], sets)), helm=helm)
+    assert {m["kind"] for m in manifests} & {"ResourceQuota", "LimitRange"} == kinds
+
+
 def test_policies_render_vclusters_objects_only_when_enabled(helm):
     _, off = _render(helm)
     assert not [m for m in off if m["kind"] in ("ResourceQuota", "LimitRange", "NetworkPolicy")]

@@ -20,6 +20,8 @@ def _paths() -> dict[str, str]:
 
 def test_catalogue_sits_at_the_paths_containerd_asks_a_mirror_for():
     kube = binaries.pins()["kubernetes"]["version"]
+    capi = binaries.pins()["cluster-api"]["version"]
+    previous = binaries.pins()["kubernetes-previous"]["version"]
     assert _paths() == {
         "docker.io/library/nginx:latest": "library/nginx:latest",
         "docker.io/library/busybox:latest": "library/busybox:latest",
@@ -28,9 +30,30 @@ def test_catalogue_sits_at_the_paths_containerd_asks_a_mirror_for():
         f"registry.k8s.io/kube-apiserver:{kube}": f"kube-apiserver:{kube}",
         f"registry.k8s.io/kube-controller-manager:{kube}": f"kube-controller-manager:{kube}",
         f"registry.k8s.io/kube-scheduler:{kube}": f"kube-scheduler:{kube}",
+        f"registry.k8s.io/kube-apiserver:{previous}": f"kube-apiserver:{previous}",
+        f"registry.k8s.io/kube-controller-manager:{previous}": f"kube-controller-manager:{previous}",
+        f"registry.k8s.io/kube-scheduler:{previous}": f"kube-scheduler:{previous}",
         f"registry.k8s.io/coredns/coredns:{coredns.COREDNS_VERSION}": f"coredns/coredns:{coredns.COREDNS_VERSION}",
         f"docker.io/library/vnest:{vnest.__version__}": f"library/vnest:{vnest.__version__}",
+        **{
+            f"registry.k8s.io/cluster-api/{m}:{capi}": f"cluster-api/{m}:{capi}"
+            for m in (
+                "cluster-api-controller",
+                "kubeadm-bootstrap-controller",
+                "kubeadm-control-plane-controller",
+            )
+        },
     }
+
+
+def test_the_images_clusterctl_installs_are_served():
+    from vnest.integrations.capi import repository
+
+    served = set(_paths())
+    capi = binaries.pins()["cluster-api"]["version"]
+    for _, _, _, _, image in repository.CAPI_PROVIDERS:
+        assert f"{repository.CAPI_IMAGE_REGISTRY}/{image}:{capi}" in served
+    assert repository.VNEST_IMAGE in served
 
 
 def test_the_names_pods_and_the_chart_use_are_served():
@@ -104,7 +127,16 @@ def fake_tree(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "SOURCE_ROOT", src)
     bins = tmp_path / "bin"
     bins.mkdir()
-    for name in ("kube", "coredns", "kine", "etcd", "pod-security-check"):
+    for name in (
+        "kube",
+        "kube-previous",
+        "coredns",
+        "kine",
+        "etcd",
+        "pod-security-check",
+        "helm",
+        *images.CAPI_MANAGERS,
+    ):
         (bins / name).write_text(name)
     return src, binaries.Binaries(bins)
 
@@ -121,13 +153,25 @@ def test_a_code_change_rebuilds_only_the_vnest_layer(fake_tree):
     assert {name for name in before if before[name] != after[name]} == {"vnest-app"}
 
 
+def test_a_chart_change_rebuilds_only_the_vnest_layer(fake_tree):
+    src, bins = fake_tree
+    (src / "chart" / "templates").mkdir(parents=True)
+    (src / "chart" / "templates" / "a.yaml").write_text("a: 1\n")
+    before = _keys(bins)
+    (src / "chart" / "templates" / "a.yaml").write_text("a: 2\n")
+    after = _keys(bins)
+    assert {name for name in before if before[name] != after[name]} == {"vnest-app"}
+
+
 def test_a_binary_change_rebuilds_its_layers_only(fake_tree):
     _, bins = fake_tree
     before = _keys(bins)
     (bins.dir / "kube").write_text("a newer kube")
     (bins.dir / "kine").write_text("a newer kine")
+    (bins.dir / "cluster-api-controller").write_text("a newer manager")
     after = _keys(bins)
-    assert {name for name in before if before[name] != after[name]} == {"kube", "vnest-bin"}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"kube", "vnest-bin", "cluster-api-controller"}
 
 
 def test_every_layer_an_image_names_has_a_recipe(fake_tree):
@@ -239,7 +283,7 @@ def test_push_waves_send_each_new_layer_once():
     busybox, vnest_image = _built("busybox", "busybox"), _built("vnest", "base", "app")
     apiserver, scheduler = _built("apiserver", "kube"), _built("scheduler", "kube")
     waves = images.push_waves([nginx, busybox, curl, apiserver, scheduler, vnest_image])
-    assert [[b.image.name for b in wave] for wave in waves] == [
+    assert [[b.image.repository.removeprefix("library/") for b in wave] for wave in waves] == [
         ["nginx", "busybox", "apiserver"],
         ["curl", "scheduler", "vnest"],
     ]

@@ -5,6 +5,6 @@ kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm,
 kine and etcd; it builds them first when the cache for the current pins is empty.
 """
 
-from vnest.binaries.build import Binaries, bin_dir, ensure, pins
+from vnest.binaries.build import Binaries, bin_dir, ensure, helm, pins
 
-__all__ = ["Binaries", "bin_dir", "ensure", "pins"]
+__all__ = ["Binaries", "bin_dir", "ensure", "helm", "pins"]

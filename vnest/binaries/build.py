@@ -67,19 +67,26 @@ class _Target:
     ldflags: tuple[str, ...]
 
 
-def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
-    kube = p["kubernetes"]["version"]
-    major, minor = kube.lstrip("v").split(".")[:2]
-    kube_flags = []
+def _kube_version_flags(version: str) -> tuple[str, ...]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags: list[str] = []
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-        kube_flags += [
-            f"-X {pkg}.gitVersion={kube}",
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
             f"-X {pkg}.gitMajor={major}",
             f"-X {pkg}.gitMinor={minor}",
             f"-X {pkg}.gitTreeState=clean",
         ]
+    return tuple(flags)
+
+
+def _targets(p: dict[str, dict[str, str]]) -> list[_Target]:
     return [
-        _Target("kube", "kube", ".", tuple(kube_flags)),
+        _Target("kube", "kube", ".", _kube_version_flags(p["kubernetes"]["version"])),
+        # The control plane of the release before: what virtual clusters upgrade from.
+        _Target(
+            PREVIOUS_KUBE, "kube-previous", ".", _kube_version_flags(p["kubernetes-previous"]["version"])
+        ),
         # vnest's own: upstream's Pod Security Standards checks, served to the syncer.
         _Target("pod-security-check", "kube", "./cmd/pod-security-check", ()),
         _Target(
@@ -157,6 +164,16 @@ class Binaries:
             raise AttributeError(f"no binary {name!r} in {self.dir}")
         return path
 
+    def for_kubernetes(self, version: str | None) -> Path:
+        """A folder of these binaries whose control plane (kube-apiserver, kube-controller-manager,
+        kube-scheduler) is Kubernetes `version`: the pinned one's or the release before's."""
+        p = pins()
+        if not version or version == p["kubernetes"]["version"]:
+            return self.dir
+        if version == p["kubernetes-previous"]["version"]:
+            return self.dir / f"kubernetes-{version}"
+        raise VnestError(f"no binaries of Kubernetes {version} here")
+
     @property
     def kwok_stages(self) -> list[Path]:
         return sorted((self.dir / "kwok-stages").glob("*.yaml"))
@@ -215,6 +232,13 @@ def ensure() -> Binaries:
         if not _complete(target):
             _build(target)
     return Binaries(target)
+
+
+def helm() -> Path:
+    """The helm binary: $VNEST_HELM (vnest's image carries one, and no Go toolchain), else the pinned one."""
+    if env := os.environ.get("VNEST_HELM"):
+        return Path(env)
+    return ensure().helm
 
 
 def _go() -> str:
@@ -296,6 +320,7 @@ def _build(target: Path) -> None:
             )
         for name in KUBE_COMPONENTS:
             (staging / name).symlink_to("kube")
+        _link_previous(staging, p["kubernetes-previous"]["version"])
         _copy_kwok_stages(staging)
         _render_capi(staging, p)
         manifest = {
@@ -311,6 +336,22 @@ def _build(target: Path) -> None:
         raise
     size = sum(f.stat().st_size for f in target.iterdir() if f.is_file() and not f.is_symlink())
     _log.done("binaries ready", dir=str(target), size=f"{size / 2**20:.0f}MiB")
+
+
+PREVIOUS_KUBE = "kube-previous"
+CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def _link_previous(staging: Path, version: str) -> None:
+    """`kubernetes-<version>/`: the same binaries, with the control plane of the release before
+    (what `vnest controlplane run --bin-dir` takes for a cluster at that version)."""
+    folder = staging / f"kubernetes-{version}"
+    folder.mkdir()
+    for path in staging.iterdir():
+        if path.is_file() and path.name not in CONTROL_PLANE_COMPONENTS and path != folder:
+            (folder / path.name).symlink_to(f"../{path.name}")
+    for name in CONTROL_PLANE_COMPONENTS:
+        (folder / name).symlink_to(f"../{PREVIOUS_KUBE}")
 
 
 # Cluster API's components as its release publishes them (`kustomize build` of each provider's

@@ -797,7 +797,11 @@ class ScopeSelector(_Model):
 class ResourceQuota(_Model):
     """A ResourceQuota on the host namespace."""
 
-    enabled: Bool = _enabled(False, "a ResourceQuota limits the virtual cluster")
+    enabled: Bool | Literal["auto"] = Field(
+        "auto",
+        description="Whether a ResourceQuota limits the virtual cluster: true, false, or auto (vCluster's): "
+        "when limitRange.enabled is true.",
+    )
     quota: dict[str, Quantity] = Field(
         default_factory=lambda: dict(VCLUSTER_QUOTA), description="The quota's hard limits (vCluster's)."
     )
@@ -818,7 +822,12 @@ class ResourceQuota(_Model):
 class LimitRange(_Model):
     """A LimitRange on the host namespace."""
 
-    enabled: Bool = _enabled(False, "a LimitRange sets container defaults")
+    enabled: Bool | Literal["auto"] = Field(
+        "auto",
+        description="Whether a LimitRange sets container defaults: true, false, or auto (vCluster's): "
+        "when resourceQuota.enabled is true, so that pods the quota would refuse for want of limits "
+        "(the control plane's own included) get these defaults.",
+    )
     default: dict[str, Quantity] = Field(
         default_factory=lambda: dict(VCLUSTER_LIMIT_DEFAULT), description="Default limits (vCluster's)."
     )

@@ -49,13 +49,13 @@ class KubernetesDriver(Driver):
     name = "kubernetes"
 
     def _helm(self, t: Target, *args: str) -> str:
-        cmd = [
-            str(binaries.ensure().helm),
-            f"--kubeconfig={kubeconfig.user_path()}",
-            f"--kube-context={t.host_context}",
-            f"--namespace={t.namespace}",
-            *args,
-        ]
+        # In a pod (the Cluster API provider's), helm takes the pod's account as kubectl would.
+        where = (
+            []
+            if kubeconfig.in_cluster()
+            else [f"--kubeconfig={kubeconfig.user_path()}", f"--kube-context={t.host_context}"]
+        )
+        cmd = [str(binaries.helm()), *where, f"--namespace={t.namespace}", *args]
         _log.debug("running", cmd=" ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -96,7 +96,10 @@ class KubernetesDriver(Driver):
         await self._scale(t, 1)
 
     async def endpoint(self, t: Target, published: str) -> str:
-        """A loopback URL forwarded to the cluster's Service, starting the proxy if it is not running."""
+        """A loopback URL forwarded to the cluster's Service, starting the proxy if it is not running;
+        in a pod of the host, the Service itself."""
+        if kubeconfig.in_cluster():
+            return f"https://{naming.service_name(t.name)}.{t.namespace}.svc:{SERVICE_PORT}"
         folder = proxy_dir(t.name, t.namespace)
         procs = ProcessDir(folder)
         record = folder / "proxy.json"
@@ -163,7 +166,21 @@ class KubernetesDriver(Driver):
         ]
         if any(r in ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull") for r in waiting):
             return FAILED
-        return RUNNING if status.get("phase") == "Running" and ready else PENDING
+        if status.get("phase") != "Running" or not ready:
+            return PENDING
+        return RUNNING if await self._pod_is_current(t, pod) else PENDING
+
+    async def _pod_is_current(self, t: Target, pod: Obj) -> bool:
+        """Whether the pod runs the StatefulSet's current spec: after an upgrade the old pod
+        answers until the controller replaces it, and must not pass for the new release."""
+        sts = await t.host.get_or_none("StatefulSet", naming.statefulset(t.name), t.namespace)
+        if sts is None:
+            return True
+        sts_status = sts.get("status", {})
+        if int(sts_status.get("observedGeneration", 0)) < int(sts["metadata"].get("generation", 0)):
+            return False
+        update = sts_status.get("updateRevision")
+        return not update or pod["metadata"].get("labels", {}).get("controller-revision-hash") == update
 
 
 async def _answers(port: int) -> bool:

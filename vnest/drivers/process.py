@@ -60,6 +60,11 @@ def state_dir(name: str, namespace: str) -> Path:
     return vnest_home() / "clusters" / namespace / name
 
 
+def _version(values: dict[str, Any]) -> str | None:
+    version = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
+    return str(version) if version else None
+
+
 class ProcessDriver(Driver):
     name = "process"
 
@@ -77,13 +82,15 @@ class ProcessDriver(Driver):
         return meta
 
     def check(self, values: dict[str, Any]) -> None:
-        """Local processes run the pinned binaries, so a Kubernetes version is that one or none."""
-        pinned = binaries.pins()["kubernetes"]["version"]
-        wanted = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
-        if wanted and wanted != pinned:
+        """Local processes run the pinned binaries: the pinned Kubernetes, or the release before
+        it (built beside it, so that clusters can be upgraded from it), or no version."""
+        p = binaries.pins()
+        served = (p["kubernetes"]["version"], p["kubernetes-previous"]["version"])
+        wanted = _version(values)
+        if wanted and wanted not in served:
             raise UsageError(
                 f"controlPlane.distro.k8s.version {wanted!r}: the process driver runs the pinned "
-                f"Kubernetes binaries, so only {pinned!r} (or no version) is allowed",
+                f"Kubernetes binaries, so only {served[0]!r}, {served[1]!r} or no version is allowed",
                 hint="the kubernetes driver runs other versions from their images",
             )
 
@@ -173,6 +180,8 @@ class ProcessDriver(Driver):
         host_kubeconfig = await self._write_host_kubeconfig(t)
         host_dns = await host_dns_address(t)
         (folder / "data" / "status.json").unlink(missing_ok=True)
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        bin_dir = binaries.ensure().for_kubernetes(_version(config))
         self._procs(t).start(
             SUPERVISOR,
             [
@@ -185,7 +194,7 @@ class ProcessDriver(Driver):
                 f"--namespace={t.namespace}",
                 f"--config={folder / 'config.yaml'}",
                 f"--data-dir={folder / 'data'}",
-                f"--bin-dir={binaries.ensure().dir}",
+                f"--bin-dir={bin_dir}",
                 "--listen-address=127.0.0.1",
                 f"--api-port={meta['apiPort']}",
                 f"--host-kubeconfig={host_kubeconfig}",

@@ -71,6 +71,9 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 BASE_PACKAGES = ("ca-certificates", "curl", "nginx", "python3")
 KUBE_IMAGE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SITE_PACKAGES = "/opt/vnest/site-packages"
+CHART_PATH = "/opt/vnest/chart"  # the chart, for the Cluster API provider's helm
+# Cluster API's managers, each image with its binary at /manager as upstream's images have it.
+CAPI_MANAGERS = ("cluster-api-controller", "kubeadm-bootstrap-controller", "kubeadm-control-plane-controller")
 
 LAYER_FILE = "layer.tar.gz"
 LAYER_INFO = "layer.json"
@@ -158,8 +161,8 @@ class Image:
 
     @property
     def name(self) -> str:
-        """A short unique name, for cache folders and logs."""
-        return self.repository.rsplit("/", 1)[-1]
+        """A short unique name, for cache folders and logs (two releases of a component are two)."""
+        return f"{self.repository.rsplit('/', 1)[-1]}-{self.tag}"
 
 
 def normalize(reference: str) -> str:
@@ -181,6 +184,8 @@ def catalogue() -> list[Image]:
     from vnest.dns.coredns import DEFAULT_IMAGE as COREDNS_IMAGE
 
     kube = binaries.pins()["kubernetes"]["version"]
+    capi = binaries.pins()["cluster-api"]["version"]
+    previous = binaries.pins()["kubernetes-previous"]["version"]
     python_env = ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1")
     images = [
         Image(
@@ -198,15 +203,32 @@ def catalogue() -> list[Image]:
             Image(f"registry.k8s.io/{c}:{kube}", ("kube",), entrypoint=(f"/usr/local/bin/{c}",))
             for c in KUBE_IMAGE_COMPONENTS
         ),
+        # The release before: a virtual cluster can run it, and be upgraded from it in place.
+        *(
+            Image(f"registry.k8s.io/{c}:{previous}", ("kube-previous",), entrypoint=(f"/usr/local/bin/{c}",))
+            for c in KUBE_IMAGE_COMPONENTS
+        ),
         Image(COREDNS_IMAGE, ("coredns",), entrypoint=("/coredns",), ports=("53/tcp", "53/udp")),
         Image(
             f"docker.io/library/vnest:{vnest.__version__}",
-            ("base", "vnest-bin", "vnest-deps", "vnest-app"),
+            ("base", "vnest-bin", "helm", "vnest-deps", "vnest-app"),
             entrypoint=("vnest",),
             cmd=("--help",),
             # The supervisor starts the syncer as `python3 -m vnest`: the package must be on the path.
-            env=(DEFAULT_PATH, *python_env, f"PYTHONPATH={SITE_PACKAGES}"),
+            env=(
+                DEFAULT_PATH,
+                *python_env,
+                f"PYTHONPATH={SITE_PACKAGES}",
+                f"VNEST_CHART_DIR={CHART_PATH}",
+                "VNEST_HELM=/usr/local/bin/helm",
+            ),
             workdir="/",
+        ),
+        *(
+            Image(
+                f"registry.k8s.io/cluster-api/{m}:{capi}", (m,), entrypoint=("/manager",), user="65532:65532"
+            )
+            for m in CAPI_MANAGERS
         ),
     ]
     return images
@@ -253,6 +275,12 @@ def vnest_sources(root: Path | None = None) -> list[Path]:
     files = [root / "pyproject.toml", root / "README.md"]
     files += [p for p in (root / "vnest").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     return sorted(files)
+
+
+def chart_files(root: Path | None = None) -> list[Path]:
+    """The chart, which vnest's image carries for the Cluster API provider's helm."""
+    root = root or SOURCE_ROOT
+    return sorted(p for p in (root / "chart").rglob("*") if p.is_file())
 
 
 # ---- Python dependencies of the vnest image ------------------------------------------------
@@ -512,6 +540,11 @@ def _layer_specs(bins: binaries.Binaries) -> list[_LayerSpec]:
             lambda staging, progress: _build_kube(staging, bins),
         ),
         _LayerSpec(
+            "kube-previous",
+            {"kube": _file_id(bins.dir / "kube-previous"), "components": KUBE_IMAGE_COMPONENTS},
+            lambda staging, progress: _build_kube(staging, bins, "kube-previous"),
+        ),
+        _LayerSpec(
             "coredns",
             {"coredns": _file_id(bins.coredns)},
             lambda staging, progress: _build_coredns(staging, bins),
@@ -524,6 +557,10 @@ def _layer_specs(bins: binaries.Binaries) -> list[_LayerSpec]:
             },
             lambda staging, progress: _build_vnest_bin(staging, bins, _layer_dir("busybox", busybox.key)),
         ),
+        _LayerSpec(
+            "helm", {"helm": _file_id(bins.helm)}, lambda staging, progress: _build_helm(staging, bins)
+        ),
+        *(_manager_layer(bins, m) for m in CAPI_MANAGERS),
         _LayerSpec(
             "vnest-deps",
             {
@@ -538,6 +575,8 @@ def _layer_specs(bins: binaries.Binaries) -> list[_LayerSpec]:
             "vnest-app",
             {
                 "sources": _tree_digest(SOURCE_ROOT, vnest_sources()),
+                "chart": _tree_digest(SOURCE_ROOT, chart_files()),
+                "chart_path": CHART_PATH,
                 "launcher": _VNEST_LAUNCHER,
                 "site": SITE_PACKAGES,
             },
@@ -729,18 +768,30 @@ def _copy_binary(source: Path, dest: Path) -> None:
     dest.chmod(0o755)
 
 
-def _build_kube(staging: Path, bins: binaries.Binaries) -> None:
+def _build_kube(staging: Path, bins: binaries.Binaries, binary: str = "kube") -> None:
     # One multi-call binary under every component's name (hard links, stored once): the three
     # images share this layer, so a node pulls it once.
     bindir = staging / "rootfs" / "usr" / "local" / "bin"
     first = bindir / KUBE_IMAGE_COMPONENTS[0]
-    _copy_binary(bins.dir / "kube", first)
+    _copy_binary(bins.dir / binary, first)
     for component in KUBE_IMAGE_COMPONENTS[1:]:
         os.link(first, bindir / component)
 
 
 def _build_coredns(staging: Path, bins: binaries.Binaries) -> None:
     _copy_binary(bins.coredns, staging / "rootfs" / "coredns")
+
+
+def _build_helm(staging: Path, bins: binaries.Binaries) -> None:
+    _copy_binary(bins.helm, staging / "rootfs" / "usr" / "local" / "bin" / "helm")
+
+
+def _manager_layer(bins: binaries.Binaries, manager: str) -> _LayerSpec:
+    return _LayerSpec(
+        manager,
+        {"binary": _file_id(bins.dir / manager)},
+        lambda staging, progress: _copy_binary(bins.dir / manager, staging / "rootfs" / "manager"),
+    )
 
 
 def _build_vnest_bin(staging: Path, bins: binaries.Binaries, busybox_layer: Path) -> None:
@@ -840,6 +891,11 @@ def _build_vnest_app(staging: Path, progress: log.Progress) -> None:
     launcher.parent.mkdir(parents=True)
     launcher.write_text(_VNEST_LAUNCHER)
     launcher.chmod(0o755)
+    chart = staging / "rootfs" / CHART_PATH.lstrip("/")
+    for path in chart_files():
+        dest = chart / path.relative_to(SOURCE_ROOT / "chart")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
     shutil.rmtree(src)
     shutil.rmtree(dist)
 

@@ -123,7 +123,9 @@ def issue(
     start = at or datetime.datetime.now(datetime.UTC)
     duration = parse_duration(spec["duration"]) if spec.get("duration") else DEFAULT_DURATION
     names = [str(n) for n in spec.get("dnsNames") or []]
-    common = str(spec.get("commonName") or (names[0] if names else ""))
+    # As cert-manager: the subject is spec.commonName or empty, never a DNS name, which may be
+    # longer than a common name can be (64; Cluster API's webhook Services' names are 72).
+    common = str(spec.get("commonName") or "")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else [])
     is_ca = bool(spec.get("isCA"))
     builder = (

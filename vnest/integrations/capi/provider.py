@@ -60,6 +60,9 @@ class VNestClusterController(Controller):
         self.driver = driver
         self.objects = Informer(host, resource_of(api.KIND), api.KIND, name="VNestClusters")
         self.clusters = Informer(host, resource_of("Cluster"), "Cluster", name="Clusters")
+        # The config each cluster was last installed with, as this process knows it: the cache may
+        # not have seen the status write yet, and must not make the next reconcile install again.
+        self.applied: dict[str, str] = {}
 
     def setup(self) -> None:
         self.objects.add_handlers(Handlers.each(self.enqueue))
@@ -134,7 +137,7 @@ class VNestClusterController(Controller):
             return
         digest = config_digest(values)
         secret = await self.session.config_secret(name, namespace)
-        if secret is None or status.get("appliedConfig") != digest:
+        if secret is None or self.applied.get(key, status.get("appliedConfig")) != digest:
             upgrading = secret is not None
             try:
                 await lifecycle.install(
@@ -145,7 +148,7 @@ class VNestClusterController(Controller):
                 await self._write_status(obj, status)
                 return
             _log.info(f"{'upgraded' if upgrading else 'created'} virtual cluster", cluster=key)
-            status["appliedConfig"] = digest
+            self.applied[key] = status["appliedConfig"] = digest
             condition(
                 api.READY,
                 False,
@@ -155,6 +158,7 @@ class VNestClusterController(Controller):
             await self._write_status(obj, status)
             self.queue.add_after(key, PENDING_SECONDS)
             return
+        status["appliedConfig"] = digest
         await self._health(obj, status, cluster, secret, condition)
 
     async def _health(self, obj: Obj, status: api.Status, cluster: Obj, secret: Obj, condition: Any) -> None:
@@ -286,6 +290,7 @@ class VNestClusterController(Controller):
         if secret is not None:
             with log.step(_log, f"deleting virtual cluster {namespace}/{name}"):
                 await lifecycle.remove(self.session, name, namespace, lifecycle.driver_of(secret))
+        self.applied.pop(key_of(obj), None)
         await self._patch_finalizers(obj, [f for f in meta["finalizers"] if f != api.FINALIZER])
 
 

@@ -125,6 +125,8 @@ def _controller_deployment(name: str, namespace: str, account: str, args: list[s
                             "name": "manager",
                             "image": VNEST_IMAGE,
                             "command": ["vnest", *args],
+                            # User 65532 has no home in the image: helm's caches and vnest's state go here.
+                            "env": [{"name": "HOME", "value": "/tmp"}],
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "capabilities": {"drop": ["ALL"]},
