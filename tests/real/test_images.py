@@ -289,9 +289,14 @@ def test_the_other_images_run(containers: Containers, registry: str) -> None:
     assert f"Kubernetes {kube}" in containers.run(f"kube-apiserver:{kube}", ["--version"])
     assert f"Kubernetes {kube}" in containers.run(f"kube-scheduler:{kube}", ["--version"])
     assert f"v{images.PAUSE_VERSION}" in containers.run(f"pause:{images.PAUSE_VERSION}", ["-v"])
-    coredns = images.catalogue()[-2]
-    assert coredns.name == "coredns"
+    previous = binaries.pins()["kubernetes-previous"]["version"]
+    assert f"Kubernetes {previous}" in containers.run(f"kube-apiserver:{previous}", ["--version"])
+    (coredns,) = [i for i in images.catalogue() if i.repository == "coredns/coredns"]
     assert "CoreDNS-" in containers.run(coredns.path, ["-version"])
+    capi = binaries.pins()["cluster-api"]["version"]
+    for manager in images.CAPI_MANAGERS:
+        # Each manager's flags, from the binary at /manager that the components' Deployments run.
+        assert "--webhook-port" in containers.run(f"cluster-api/{manager}:{capi}", ["--help"]), manager
 
 
 def test_vnest_image_has_what_the_chart_copies_and_runs(containers: Containers) -> None:
@@ -303,6 +308,12 @@ def test_vnest_image_has_what_the_chart_copies_and_runs(containers: Containers) 
         ref, ["-c", f"{copy} && /tmp/busybox ls /tmp && /tmp/kine --version"], entrypoint=["sh"]
     )
     assert "pod-security-check" in out and "kine" in out.lower()
+    # helm and the chart, for the Cluster API provider's pod.
+    helm = binaries.pins()["helm"]["version"]
+    out = containers.run(
+        ref, ["-c", "helm version --short && cat $VNEST_CHART_DIR/Chart.yaml"], entrypoint=["sh"]
+    )
+    assert out.startswith(helm) and "name: vnest" in out, out
     # The compiled wheels load with the image's Python and glibc.
     imports = (
         "import pydantic_core, cryptography.hazmat.bindings._rust, psutil, yaml, lightkube, vnest.cli.main"

@@ -309,6 +309,18 @@ def test_config_values_are_checked_as_vnest_create_checks_a_file():
     assert provider.config_digest(pinned) != provider.config_digest(provider.config_values(_vnest_cluster()))
 
 
+def test_a_users_endpoint_is_a_name_of_the_api_servers_certificate_the_providers_own_are_already():
+    def sans(host: str) -> list[str]:
+        obj = _vnest_cluster("controlPlane:\n  proxy:\n    extraSANs: [vc.example]\n")
+        obj["spec"]["controlPlaneEndpoint"] = {"host": host, "port": 443}
+        return provider.config_values(obj)["controlPlane"]["proxy"]["extraSANs"]
+
+    assert sans("lb.example.com") == ["vc.example", "lb.example.com"]
+    assert sans("10.0.0.7") == ["vc.example", "10.0.0.7"]
+    # What the provider fills in itself changes nothing, so it is no config change (no upgrade).
+    assert sans("tenant1.tenant1.svc") == sans("127.0.0.1") == sans("") == ["vc.example"]
+
+
 def _reconciled(server: FakeApiServer, until: Callable[[Obj], bool]) -> Obj:
     async def run() -> Obj:
         async with server.client() as client:

@@ -112,8 +112,13 @@ class ProcessDriver(Driver):
         if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
             await asyncio.to_thread(self._procs(t).stop, SUPERVISOR)  # waits for it to exit
         # After the stop: an upgraded cluster keeps its port, so kubeconfigs handed out stay good.
+        # The group's last processes may hold it a moment after the supervisor is gone.
         meta = self._meta(t)
-        if not meta.get("apiPort") or port_in_use(meta["apiPort"]):
+        port = meta.get("apiPort")
+        deadline = time.monotonic() + 10
+        while port and port_in_use(port) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if not port or port_in_use(port):
             meta["apiPort"] = free_port()
         (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
         await self.start(t)

@@ -299,9 +299,19 @@ def config_values(obj: Obj) -> dict[str, Any]:
     from vnest.config import load_config_text, to_values
 
     spec = obj.get("spec", {})
-    where = f"spec.values of {api.KIND} {obj['metadata']['namespace']}/{obj['metadata']['name']}"
+    meta = obj["metadata"]
+    where = f"spec.values of {api.KIND} {meta['namespace']}/{meta['name']}"
     sets = [f"controlPlane.distro.k8s.version={spec['version']}"] if spec.get("version") else []
-    return to_values(load_config_text(spec.get("values") or "", where, sets))
+    values = to_values(load_config_text(spec.get("values") or "", where, sets))
+    # A user's endpoint (a load balancer's name, say) must be in the API server's certificate,
+    # or clusterctl's kubeconfig fails its TLS check; the provider's own are there already.
+    host = str((spec.get("controlPlaneEndpoint") or {}).get("host") or "")
+    service = naming.service_name(meta["name"])
+    own = {"127.0.0.1", "localhost", f"{service}.{meta['namespace']}.svc"}
+    sans = values.setdefault("controlPlane", {}).setdefault("proxy", {}).setdefault("extraSANs", [])
+    if host and host not in own and host not in sans:
+        sans.append(host)
+    return values
 
 
 def config_digest(values: dict[str, Any]) -> str:
