@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from vnest import __version__, chart, drivers, kubeconfig, log, naming
-from vnest.drivers.base import PAUSED, Driver, Target
+from vnest.drivers.base import PAUSED, Driver, Target, kubernetes_version
 from vnest.errors import UsageError, VnestError
 from vnest.kube.client import ApiError, KubeClient, Obj
 
@@ -290,14 +290,6 @@ async def install(
                 await _patch_namespace_labels(s.host, namespace, labels_before)
         raise
     return driver
-
-
-def kubernetes_version(values: dict[str, Any]) -> str:
-    """The Kubernetes version a config runs: its own, else the pinned one (the chart's default)."""
-    from vnest import binaries
-
-    given = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
-    return str(given or binaries.pins()["kubernetes"]["version"])
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -80,6 +80,27 @@ def _virtual(env: Env, *kubectl_args: str) -> str:
     return env.vnest("connect", NAME, "-n", NS, "--", env.kubectl_path, *kubectl_args).stdout
 
 
+def _generate_and_apply(env: Env, config: str, version: str) -> None:
+    """`clusterctl generate cluster NAME --infrastructure vnest --target-namespace NS | kubectl apply -f -`."""
+    manifest = _clusterctl(
+        env, "generate", "cluster", NAME, "--infrastructure", "vnest", "--target-namespace", NS,
+        "--config", config, variables={"KUBERNETES_VERSION": version},
+    ).stdout  # fmt: skip
+    subprocess.run(
+        [env.kubectl_path, "--context", HOST, "apply", "-f", "-"],
+        input=manifest,
+        env=env.vars,
+        text=True,
+        check=True,
+    )
+
+
+def _initialized(env: Env) -> bool:
+    """The Cluster reports its infrastructure provisioned and its control plane initialized."""
+    init = (_get(env, "cluster.cluster.x-k8s.io") or {}).get("status", {}).get("initialization", {})
+    return bool(init.get("infrastructureProvisioned") and init.get("controlPlaneInitialized"))
+
+
 def _server_version(env: Env) -> str:
     return json.loads(_virtual(env, "version", "-o", "json"))["serverVersion"]["gitVersion"]
 
@@ -110,32 +131,8 @@ def test_seed_flow_clusterctl_init_generate_apply_connect_upgrade_delete(capi_en
 
     # clusterctl generate cluster ... | kubectl apply -f -
     started = time.monotonic()
-    manifest = _clusterctl(
-        env,
-        "generate",
-        "cluster",
-        NAME,
-        "--infrastructure",
-        "vnest",
-        "--target-namespace",
-        NS,
-        "--config",
-        config,
-        variables={"KUBERNETES_VERSION": PREVIOUS},  # the release before: upgraded in place below
-    ).stdout
-    subprocess.run(
-        [env.kubectl_path, "--context", HOST, "apply", "-f", "-"],
-        input=manifest,
-        env=env.vars,
-        text=True,
-        check=True,
-    )
-
-    def initialized() -> bool:
-        init = (_get(env, "cluster.cluster.x-k8s.io") or {}).get("status", {}).get("initialization", {})
-        return bool(init.get("infrastructureProvisioned") and init.get("controlPlaneInitialized"))
-
-    _wait("the Cluster's infrastructure and control plane", initialized, timeout=READY_SECONDS)
+    _generate_and_apply(env, config, PREVIOUS)  # the release before: upgraded in place below
+    _wait("the Cluster's infrastructure and control plane", lambda: _initialized(env), timeout=READY_SECONDS)
     took = time.monotonic() - started
     cluster = _get(env, "cluster.cluster.x-k8s.io")
     assert cluster and cluster["spec"]["controlPlaneEndpoint"]["host"] == "127.0.0.1", took

@@ -13,11 +13,22 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Env
-from tests.e2e.test_capi import PINNED, PREVIOUS, _clusterctl, _condition, _get, _set_version, _wait
+from tests.e2e.test_capi import (
+    PINNED,
+    PREVIOUS,
+    _clusterctl,
+    _condition,
+    _generate_and_apply,
+    _get,
+    _initialized,
+    _ready_at_this_generation,
+    _server_version,
+    _set_version,
+    _wait,
+)
 from tests.e2e.vcluster import VirtualCluster
 from tests.real.pods import page_through_port_forward
 from vnest import binaries, naming
-from vnest.integrations.capi import api
 from vnest.procs import free_port
 
 NAME = NS = "tenant1"
@@ -84,23 +95,8 @@ def test_seed_flow_on_real_nodes_generate_apply_connect_port_forward_upgrade_del
     env, config = capi_real
     _host(env, "create", "namespace", NS)
     started = time.monotonic()
-    manifest = _clusterctl(
-        env, "generate", "cluster", NAME, "--infrastructure", "vnest", "--target-namespace", NS, "--config", config,
-        variables={"KUBERNETES_VERSION": PREVIOUS},
-    ).stdout  # fmt: skip
-    subprocess.run(
-        [env.kubectl_path, "--context", HOST, "apply", "-f", "-"],
-        input=manifest,
-        env=env.vars,
-        text=True,
-        check=True,
-    )
-
-    def initialized() -> bool:
-        init = (_get(env, "cluster.cluster.x-k8s.io") or {}).get("status", {}).get("initialization", {})
-        return bool(init.get("infrastructureProvisioned") and init.get("controlPlaneInitialized"))
-
-    _wait("the Cluster's infrastructure and control plane", initialized, timeout=READY_SECONDS)
+    _generate_and_apply(env, config, PREVIOUS)
+    _wait("the Cluster's infrastructure and control plane", lambda: _initialized(env), timeout=READY_SECONDS)
     took = time.monotonic() - started
     print(f"Cluster {NS}/{NAME} initialized {took:.1f} s after kubectl apply")  # for the README's number
     # The provider made it with the chart: the control plane is pod NAME-0 from vnest's image.
@@ -164,24 +160,14 @@ def test_seed_flow_on_real_nodes_generate_apply_connect_port_forward_upgrade_del
         lambda: _host(env, "get", "resourcequota", "-n", NS, "-o", "name"),
     )
 
-    def ready_again() -> bool:
-        obj = _get(env, "vnestcluster") or {"metadata": {}}
-        ready = _condition(obj, "Ready")
-        return ready.get("reason") == api.REASON_RUNNING and ready.get("observedGeneration") == obj[
-            "metadata"
-        ].get("generation")
-
-    _wait("Ready again", ready_again, timeout=180)
+    _wait("Ready again", lambda: _ready_at_this_generation(env), timeout=180)
     assert vc.kubectl("get", "deployment", "web", "-o", "jsonpath={.metadata.uid}") == web_uid
 
     # A new Kubernetes version: the pod is replaced by one from the new release's images, same data.
-    def server_version() -> str:
-        return json.loads(vc.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]
-
-    assert server_version() == PREVIOUS
+    assert _server_version(env) == PREVIOUS
     _set_version(env, PINNED)
-    _wait("Ready at the new version", ready_again, timeout=240)
-    assert server_version() == PINNED
+    _wait("Ready at the new version", lambda: _ready_at_this_generation(env), timeout=240)
+    assert _server_version(env) == PINNED
     images = {c["image"] for c in _host_pod(env)["spec"]["initContainers"]}
     assert f"registry.k8s.io/kube-apiserver:{PINNED}" in images, images
     assert vc.kubectl("get", "deployment", "web", "-o", "jsonpath={.metadata.uid}") == web_uid

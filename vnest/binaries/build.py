@@ -164,11 +164,11 @@ class Binaries:
             raise AttributeError(f"no binary {name!r} in {self.dir}")
         return path
 
-    def for_kubernetes(self, version: str | None) -> Path:
+    def for_kubernetes(self, version: str) -> Path:
         """A folder of these binaries whose control plane (kube-apiserver, kube-controller-manager,
         kube-scheduler) is Kubernetes `version`: the pinned one's or the release before's."""
         p = pins()
-        if not version or version == p["kubernetes"]["version"]:
+        if version == p["kubernetes"]["version"]:
             return self.dir
         if version == p["kubernetes-previous"]["version"]:
             return self.dir / f"kubernetes-{version}"

@@ -15,6 +15,14 @@ from vnest.kube.client import KubeClient, Obj
 RUNNING, PAUSED, PENDING, FAILED = "Running", "Paused", "Pending", "Failed"
 
 
+def kubernetes_version(values: dict[str, Any]) -> str:
+    """The Kubernetes version a config runs: its own, else the pinned one (the chart's default)."""
+    from vnest import binaries
+
+    given = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
+    return str(given or binaries.pins()["kubernetes"]["version"])
+
+
 @dataclass
 class Target:
     """One virtual cluster on one host."""

@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 import yaml
 
 from vnest import binaries, kubeconfig, log, naming
-from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target
+from vnest.drivers.base import FAILED, PENDING, RUNNING, Driver, Target, kubernetes_version
 from vnest.errors import UsageError, VnestError
 from vnest.host.local import vnest_home
 from vnest.kube.client import ApiError, Obj
@@ -60,11 +60,6 @@ def state_dir(name: str, namespace: str) -> Path:
     return vnest_home() / "clusters" / namespace / name
 
 
-def _version(values: dict[str, Any]) -> str | None:
-    version = values.get("controlPlane", {}).get("distro", {}).get("k8s", {}).get("version")
-    return str(version) if version else None
-
-
 class ProcessDriver(Driver):
     name = "process"
 
@@ -86,8 +81,8 @@ class ProcessDriver(Driver):
         it (built beside it, so that clusters can be upgraded from it), or no version."""
         p = binaries.pins()
         served = (p["kubernetes"]["version"], p["kubernetes-previous"]["version"])
-        wanted = _version(values)
-        if wanted and wanted not in served:
+        wanted = kubernetes_version(values)
+        if wanted not in served:
             raise UsageError(
                 f"controlPlane.distro.k8s.version {wanted!r}: the process driver runs the pinned "
                 f"Kubernetes binaries, so only {served[0]!r}, {served[1]!r} or no version is allowed",
@@ -186,7 +181,7 @@ class ProcessDriver(Driver):
         host_dns = await host_dns_address(t)
         (folder / "data" / "status.json").unlink(missing_ok=True)
         config = yaml.safe_load((folder / "config.yaml").read_text())
-        bin_dir = binaries.ensure().for_kubernetes(_version(config))
+        bin_dir = binaries.ensure().for_kubernetes(kubernetes_version(config))
         self._procs(t).start(
             SUPERVISOR,
             [
