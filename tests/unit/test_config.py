@@ -667,7 +667,8 @@ def test_every_accepted_key_is_read_somewhere_or_refused():
 @pytest.mark.parametrize(
     "setting",
     [
-        "integrations.kubeVirt.enabled=true",
+        "integrations.kubeVirt.webhook.enabled=false",
+        "integrations.kubeVirt.apiService.service.port=8443",
         "integrations.metricsServer.enabled=true",
         "exportKubeConfig.context=mine",
         "networking.advanced.proxyKubelets.byHostname=false",

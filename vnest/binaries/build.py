@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from collections import deque
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from vnest.procs import run_streaming
 _log = log.get("binaries")
 
 # Bump when the recipe below changes in a way that changes the outputs.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = SOURCE_ROOT / "build"
@@ -52,6 +53,8 @@ KWOK_STAGE_FILES = (
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
 MANIFEST = "manifest.json"
+# KubeVirt's and CDI's CRDs, generated from the pinned npm package of their models (kubevirt_api).
+KUBEVIRT_CRDS = "kubevirt-crds.yaml"
 
 
 def pins() -> dict[str, dict[str, str]]:
@@ -175,6 +178,11 @@ class Binaries:
         raise VnestError(f"no binaries of Kubernetes {version} here")
 
     @property
+    def kubevirt_crds(self) -> Path:
+        """KubeVirt's and CDI's CRDs (one multi-document YAML) for the test host's stand-in."""
+        return self.dir / KUBEVIRT_CRDS
+
+    @property
     def kwok_stages(self) -> list[Path]:
         return sorted((self.dir / "kwok-stages").glob("*.yaml"))
 
@@ -211,8 +219,14 @@ def bin_dir() -> Path:
     return _cache_root() / "bin" / build_key()
 
 
+def _missing(folder: Path) -> list[str]:
+    """What a complete folder has that this one lacks: the manifest (written last) and the
+    outputs that are not binaries."""
+    return [name for name in (MANIFEST, KUBEVIRT_CRDS) if not (folder / name).is_file()]
+
+
 def _complete(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file()
+    return not _missing(folder)
 
 
 def ensure() -> Binaries:
@@ -222,7 +236,7 @@ def ensure() -> Binaries:
         return Binaries(target)
     if os.environ.get("VNEST_BIN_DIR"):
         raise VnestError(
-            f"VNEST_BIN_DIR={target} holds no complete set of binaries ({MANIFEST} is missing)",
+            f"VNEST_BIN_DIR={target} holds no complete set of binaries ({', '.join(_missing(target))} missing)",
             hint="unset VNEST_BIN_DIR to build them, or point it at a folder `vnest binaries ensure` made",
         )
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +337,7 @@ def _build(target: Path) -> None:
         _link_previous(staging, p["kubernetes-previous"]["version"])
         _copy_kwok_stages(staging)
         _render_capi(staging, p)
+        _render_kubevirt(staging, p["kubevirt-api"])
         manifest = {
             "key": target.name,
             "recipe": RECIPE_VERSION,
@@ -411,6 +426,19 @@ def _render_capi(staging: Path, p: dict[str, dict[str, str]]) -> None:
     # The chart's version is set by cert-manager's release tool; the module's says v0.0.0.
     version = p["cert-manager"]["version"]
     (out_dir / "cert-manager-crds.yaml").write_text(crds.stdout.replace('"v0.0.0"', f'"{version}"'))
+
+
+def _render_kubevirt(staging: Path, pin: dict[str, str]) -> None:
+    """KubeVirt's and CDI's CRDs, generated from their OpenAPI models in the pinned npm package
+    (`npm pack`, checked against the pinned integrity): KubeVirt's images and Go modules are not
+    within reach, and the test host's stand-in serves the real API from these."""
+    # Imported here: `python -m vnest.binaries.kubevirt_api` must find it not yet imported.
+    from vnest.binaries import kubevirt_api
+
+    what = f"generating KubeVirt's CRDs from {pin['package']}@{pin['version']}"
+    with log.step(_log, what), tempfile.TemporaryDirectory(prefix="vnest-kubevirt-api-") as tmp:
+        root = kubevirt_api.fetch_package(pin["package"], pin["version"], pin["integrity"], Path(tmp))
+        (staging / KUBEVIRT_CRDS).write_text(kubevirt_api.render_crds(root))
 
 
 def _copy_kwok_stages(staging: Path) -> None:

@@ -1008,7 +1008,14 @@ class ExportKubeConfig(_Model):
 # exit 2 (tests/unit/test_config.py fails when a key is neither read somewhere nor listed here).
 NOT_YET: dict[str, str] = {
     "integrations.metricsServer": "the host's metrics are not proxied into the virtual cluster",
-    "integrations.kubeVirt": "KubeVirt's VMs are not served from the host yet",
+    "integrations.kubeVirt.apiService": (
+        "vnest reaches virt-api through the host API server (its APIService "
+        "v1.subresources.kubevirt.io), which knows virt-api's Service"
+    ),
+    "integrations.kubeVirt.webhook": (
+        "the host's KubeVirt webhooks always check the host copies (a refusal comes back as a "
+        "SyncError event on the virtual object); they cannot be turned off from a virtual cluster"
+    ),
     "exportKubeConfig": "use `vnest connect --print` or the vc-NAME Secret for the kubeconfig",
     "networking.advanced.proxyKubelets": "vnest serves the nodes' kubelet API from the syncer itself",
     "sync.fromHost.nodes.syncBackChanges": "synced nodes are read-only in the virtual cluster",
@@ -1053,6 +1060,17 @@ class VClusterConfig(_Model):
                 "must be true when the virtual cluster runs its own scheduler "
                 "(controlPlane.advanced.virtualScheduler or controlPlane.distro.k8s.scheduler): "
                 "it can only place pods on the host nodes it sees",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _kubevirt_runs_in_pods(self) -> VClusterConfig:
+        # KubeVirt runs every VM in a launcher pod of the host namespace, which vnest shows as a
+        # virtual pod; and a VM's disks and keys are the Secrets and claims pods sync.
+        if self.integrations.kube_virt.enabled and not self.sync.to_host.pods.enabled:
+            raise FieldProblem(
+                "integrations.kubeVirt.enabled",
+                "needs sync.toHost.pods.enabled: KubeVirt runs each VM in a pod vnest syncs",
             )
         return self
 

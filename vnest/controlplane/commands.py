@@ -46,6 +46,15 @@ def kube_apiserver(
         f"--authorization-mode={authorization_mode}",
         "--allow-privileged=true",
         "--profiling=false",
+        # The aggregation layer: aggregated API servers (KubeVirt's virt-api, vnest's own KubeVirt
+        # subresources) trust the caller's identity in X-Remote-* only from this client certificate.
+        f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
     ]
     if not reconcile_kubernetes_endpoints:
         argv.append("--endpoint-reconciler-type=none")

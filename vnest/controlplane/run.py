@@ -397,13 +397,6 @@ class ControlPlane:
         )
         argv += [
             f"--runtime-config={RUNTIME_CONFIG}",
-            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-username-headers=X-Remote-User",
-            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
         ]
         level = self.cfg.policies.pod_security_standard
         if level != "privileged":

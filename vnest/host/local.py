@@ -504,9 +504,14 @@ class LocalHost:
         return {"PATH": path, "HOME": str(self.root)}
 
     def _ensure_pki(self) -> None:
-        if (self.pki_dir / "ca.crt").exists():
-            return
         d = self.pki_dir
+        if not (d / "front-proxy-ca.crt").exists():
+            # The aggregation layer's own CA (hosts made before it get it at their next start).
+            front_proxy_ca = certs.new_ca("vnest-host-front-proxy-ca")
+            front_proxy_ca.write(d, "front-proxy-ca")
+            certs.issue(front_proxy_ca, "front-proxy-client", client=True).write(d, "front-proxy-client")
+        if (d / "ca.crt").exists():
+            return
         ca = certs.new_ca("vnest-host-ca")
         ca.write(d, "ca")
         certs.issue(

@@ -1,1 +1,1 @@
-"""What vnest plugs into: Cluster API (capi/)."""
+"""What vnest plugs into: Cluster API (capi/), KubeVirt (kubevirt/)."""

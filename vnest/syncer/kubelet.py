@@ -9,8 +9,8 @@ ways: plain responses (logs, follow or not) and upgraded streams (SPDY or
 WebSocket for exec, attach, port-forward) alike, since after the request
 head the proxy never needs to understand what flows.
 
-Written on asyncio streams rather than an HTTP framework because a framework
-would parse, buffer or terminate the upgraded connection this must splice.
+The relaying itself (request head, response, splicing) is vnest.kube.relay,
+shared with KubeVirt's subresources (vnest.integrations.kubevirt.subresources).
 """
 
 from __future__ import annotations
@@ -24,28 +24,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from vnest import log
 from vnest.kube.client import HostConnection, Obj
+from vnest.kube.relay import read_request, relay, relay_response, respond
+from vnest.kube.relay import upstream_head as upstream_head  # re-exported: tests/unit/test_kubelet_proxy.py
 
 _log = log.get("syncer.kubelet")
 
 KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
-MAX_HEAD = 64 * 1024
+_relay_response = relay_response  # what tests/unit/test_kubelet_proxy.py checks, by its earlier name
 # Kubelet query names -> the API server's pod subresource query names.
 _EXEC_QUERY = {"command": "command", "input": "stdin", "output": "stdout", "error": "stderr", "tty": "tty"}
 _LOG_QUERY = ("follow", "previous", "sinceSeconds", "sinceTime", "timestamps", "tailLines", "limitBytes")
-# The only request headers relayed to the host API: what logs and the stream upgrades (SPDY and
-# WebSocket) need. Nothing else crosses, above all no Authorization, Impersonate-* or X-Remote-*
-# header that could make the host act for anyone but the syncer.
-_RELAYED_HEADERS = {
-    "accept",
-    "accept-encoding",
-    "user-agent",
-    "upgrade",
-    "x-stream-protocol-version",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "sec-websocket-extensions",
-}
 
 
 class KubeletProxy:
@@ -90,24 +78,21 @@ class KubeletProxy:
             peer = writer.get_extra_info("peercert") or {}
             subject = dict(x[0] for x in peer.get("subject", ()))
             if subject.get("commonName") != KUBELET_CLIENT_CN:
-                await _respond(writer, 403, "only the virtual API server may use this kubelet")
+                await respond(writer, 403, "only the virtual API server may use this kubelet")
                 return
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            request = await read_request(reader, writer)
+            if request is None:
                 return
-            if len(head) > MAX_HEAD:
-                await _respond(writer, 431, "request head too large")
-                return
-            method, target, headers = _parse_head(head)
+            method, target, headers = request
             if target in ("/healthz", "/readyz", "/livez"):
-                await _respond(writer, 200, "ok")
+                await respond(writer, 200, "ok")
                 return
             translated = self._translate(target)
             if isinstance(translated, tuple):
-                await _respond(writer, *translated)
+                await respond(writer, *translated)
                 return
-            await self._relay(method, translated, headers, reader, writer)
+            _log.debug("relaying", method=method, path=translated)
+            await relay(self.host, method, translated, headers, reader, writer)
         except (ConnectionError, ssl.SSLError) as e:
             _log.debug("kubelet connection ended", error=str(e))
         finally:
@@ -137,122 +122,3 @@ class KubeletProxy:
         if sub == "attach":
             out = [(k, v) for k, v in out if k != "command"]
         return f"{base}/{sub}?{urlencode(out)}"
-
-    async def _relay(
-        self,
-        method: str,
-        path: str,
-        headers: list[tuple[str, str]],
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(
-            self.host.hostname, self.host.port, ssl=self.host.ssl, server_hostname=self.host.hostname
-        )
-        upgrade = any(k.lower() == "upgrade" for k, _ in headers)
-        token = self.host.token() if self.host.token else None
-        upstream_writer.write(
-            upstream_head(method, path, headers, f"{self.host.hostname}:{self.host.port}", token)
-        )
-        await upstream_writer.drain()
-        _log.debug("relaying", method=method, path=path, upgrade=upgrade)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, ssl.SSLError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    if dst.can_write_eof():
-                        dst.write_eof()
-
-        if not upgrade:
-            try:
-                await _relay_response(upstream_reader, writer)
-            except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):
-                pass
-            finally:
-                upstream_writer.close()
-            return
-        # Whichever side ends first ends the exchange: a closed stream is closed.
-        tasks = [
-            asyncio.create_task(pipe(reader, upstream_writer)),
-            asyncio.create_task(pipe(upstream_reader, writer)),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            upstream_writer.close()
-
-
-async def _relay_response(upstream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A plain response (logs), relayed chunk by chunk with the end of the body in a write of its own.
-
-    The API server serves logs over WebSocket (`wsstream`) by copying the body it reads from
-    the kubelet, and drops the bytes of any read that also returns EOF. Go's chunked reader
-    returns data and EOF together when the last chunk and the terminating zero-size chunk
-    arrive together, as they do when relayed as one buffer, so the log came back empty over
-    WebSocket while plain `kubectl logs` showed it. A kubelet writes the body, flushes, and
-    only then ends it; so does this relay.
-    """
-    head = await upstream.readuntil(b"\r\n\r\n")
-    writer.write(head)
-    await writer.drain()
-    if b"transfer-encoding: chunked" not in head.lower():
-        while data := await upstream.read(65536):
-            writer.write(data)
-            await writer.drain()
-        return
-    while True:
-        size_line = await upstream.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            end = size_line
-            while (line := await upstream.readuntil(b"\r\n")) != b"\r\n":
-                end += line  # trailers, if any
-            writer.write(end + b"\r\n")
-            await writer.drain()
-            return
-        writer.write(size_line + await upstream.readexactly(size + 2))  # the chunk and its CRLF
-        await writer.drain()
-
-
-def upstream_head(
-    method: str, path: str, headers: list[tuple[str, str]], host: str, token: str | None
-) -> bytes:
-    """The request head sent to the host API: the translated path, the relayed headers, the syncer's token."""
-    upgrade = any(k.lower() == "upgrade" for k, _ in headers)
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
-    lines += [f"{k}: {v}" for k, v in headers if k.lower() in _RELAYED_HEADERS]
-    # One request per connection: what follows the head is the stream or nothing.
-    lines.append("Connection: Upgrade" if upgrade else "Connection: close")
-    if token:
-        lines.append(f"Authorization: Bearer {token}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _parse_head(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers = []
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers.append((k.strip(), v.strip()))
-    return method, target, headers
-
-
-async def _respond(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
-    body = reason.encode() + b"\n"
-    writer.write(
-        f"HTTP/1.1 {status} {reason.split(':')[0][:40]}\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
-    with contextlib.suppress(Exception):
-        await writer.drain()

@@ -43,6 +43,8 @@ ANNOTATION_REPLICATED_FROM = naming.ANNOTATION_REPLICATED_FROM
 KIND_POD_TOKEN = "PodToken"  # a pod's own token Secret, as earlier vnest versions made them: only removed
 KIND_SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"  # vnest.syncer.resources.tokens
 ANNOTATION_REFRESH_AFTER = f"{naming.PREFIX}/refresh-after"  # on a token Secret: when to issue it again
+# On a virtual pod vnest made to show a host pod it did not copy (KubeVirt's launchers): that pod.
+ANNOTATION_REFLECTS = f"{naming.PREFIX}/reflects"
 # The flexVolume driver of fake virtual PVs: nothing mounts them.
 FAKE_VOLUME_DRIVER = f"{naming.PREFIX}/host-volume"
 # Controllers that own EndpointSlices vnest writes, named as Kubernetes names its own: a domain.

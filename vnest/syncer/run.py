@@ -23,14 +23,18 @@ from typing import Any
 from vnest import log, naming
 from vnest.config.models import VClusterConfig
 from vnest.dns import DnsIndex, DnsServer, coredns
+from vnest.integrations.kubevirt import kinds as kubevirt
+from vnest.integrations.kubevirt import subresources
+from vnest.integrations.kubevirt.launchers import LauncherPods
 from vnest.kube.client import ApiError, HostConnection, KubeClient, Obj
 from vnest.syncer import registry
 from vnest.syncer.engine import Controller, Handlers, SyncContext
 from vnest.syncer.kubelet import KubeletProxy
-from vnest.syncer.mappings import LABEL_DNS_SERVICE, uid_matches
+from vnest.syncer.mappings import ANNOTATION_REFLECTS, LABEL_DNS_SERVICE, annotations_of, uid_matches
 from vnest.syncer.metrics import MetricsServer, syncer_text
 from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.resources import customresources
+from vnest.syncer.resources.configs import ConfigSyncer
 from vnest.syncer.resources.nodes import FakeNodes, HostNodes
 from vnest.syncer.resources.pods import PodSyncer
 from vnest.syncer.resources.tokens import ServiceAccountTokens
@@ -79,6 +83,8 @@ class Syncer:
             if kubelet is not None
             else None
         )
+        self.kubelet_settings = kubelet  # also how KubeVirt's subresources reach the host
+        self.kubevirt: subresources.SubresourceServer | None = None
         self.host_dns = dns_fallback
         self.dns: DnsServer | None = None
         dns = config.networking.dns
@@ -100,6 +106,7 @@ class Syncer:
             node_selector=self.host_nodes.labels if self.host_nodes is not None else {},
             tokens=ServiceAccountTokens(self.ctx) if config.sync.to_host.pods.enabled else None,
         )
+        self.deps = deps
         self.syncers: list[Controller] = registry.build(config, deps)
         self.pods = next((s for s in self.syncers if isinstance(s, PodSyncer)), None)
         self.metrics = MetricsServer(self.metrics_text, *metrics) if metrics is not None else None
@@ -118,6 +125,17 @@ class Syncer:
         # sync.toHost.customResources: each kind's CRD is copied from the host (and Established in the
         # virtual cluster) before its syncer can exist; a kind that cannot sync stops the syncer here.
         self.syncers.extend(await customresources.syncers(self.ctx))
+        # integrations.kubeVirt: the same, for KubeVirt's kinds (and their launcher pods).
+        self.syncers.extend(
+            await kubevirt.syncers(
+                self.ctx,
+                self.pods,
+                [s for s in self.syncers if isinstance(s, ConfigSyncer)],
+                self.deps.nodes,
+                privileged=self.deps.pod_security is None,
+                node_selector=self.deps.node_selector,
+            )
+        )
         for syncer in self.syncers:
             syncer.setup()
         dns_port = await self._start_dns()
@@ -138,6 +156,15 @@ class Syncer:
         )
         await coredns.reconcile(self.ctx.virtual, self.config, self.host_dns)
         await self._ensure_kube_dns_service()
+        # integrations.kubeVirt: subresources.kubevirt.io served and registered (APIService Available);
+        # without it, a cluster whose config dropped the integration loses the APIService.
+        kube_virt, settings, ctx = self.config.integrations.kube_virt.enabled, self.kubelet_settings, self.ctx
+        if kube_virt and settings is not None:
+            self.kubevirt = await subresources.start(
+                ctx.name, ctx.host_namespace, ctx.virtual, ctx.host, settings.host, settings.pki_dir
+            )
+        elif not kube_virt:
+            await subresources.uninstall(ctx.virtual)
         self.ready.set()
         if ready_file is not None:
             ready = {"ready": True, "time": time.time(), "dnsPort": dns_port, "metricsPort": metrics_port}
@@ -160,7 +187,7 @@ class Syncer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for server in (self.kubelet, self.dns, self.metrics):
+        for server in (self.kubelet, self.dns, self.metrics, self.kubevirt):
             if server is not None:
                 with contextlib.suppress(Exception):
                     await server.close()
@@ -222,6 +249,10 @@ class Syncer:
         if self.pods is None:
             return None
         vpod, hpod = self.pods.pair(f"{namespace}/{name}")
+        if vpod is not None and (reflected := annotations_of(vpod).get(ANNOTATION_REFLECTS)):
+            # A KubeVirt launcher pod's reflection: the host launcher pod of this cluster it shows.
+            launchers = next((s for s in self.syncers if isinstance(s, LauncherPods)), None)
+            return launchers.host.get(f"{self.ctx.host_namespace}/{reflected}") if launchers else None
         if vpod is None or hpod is None or not uid_matches(vpod, hpod):
             return None
         return hpod

@@ -92,7 +92,7 @@ def enabled_keys(config: VClusterConfig) -> list[Key]:
     return [Key.parse(k) for k, v in config.sync.to_host.custom_resources.items() if v.enabled]
 
 
-def chosen_version(crd: Obj, key: Key) -> Obj:
+def chosen_version(crd: Obj, key: Key, where: str = "") -> Obj:
     """The CRD version to serve and store in the virtual cluster: the key's, else the host's storage one."""
     versions = crd["spec"].get("versions") or []
     wanted = key.version or next((v["name"] for v in versions if v.get("storage")), None)
@@ -102,7 +102,7 @@ def chosen_version(crd: Obj, key: Key) -> Obj:
             return chosen
     have = ", ".join(v["name"] for v in versions) or "none"
     raise CustomResourceError(
-        f"{CONFIG_KEY}.{key.key}: the host's CustomResourceDefinition {key.crd_name} has no version "
+        f"{where or CONFIG_KEY + '.' + key.key}: the host's CustomResourceDefinition {key.crd_name} has no version "
         f"{wanted or '(storage)'} (it has: {have})"
     )
 
@@ -251,8 +251,13 @@ class CustomResourceSyncer(ToHostSyncer):
             updated["status"] = hobj["status"]  # the host's to write, never the tenant's
         await self.patcher.update(hobj, updated)
 
+    def virtual_status(self, vobj: Obj, hobj: Obj) -> Obj | None:
+        """The status the virtual object is to show: the host copy's."""
+        status: Obj | None = hobj.get("status") or None
+        return status
+
     async def _status_back(self, vobj: Obj, hobj: Obj) -> None:
-        status = hobj.get("status") or None
+        status = self.virtual_status(vobj, hobj)
         if status == (vobj.get("status") or None):
             return
         body = {k: v for k, v in vobj.items() if k != "status"}
@@ -266,7 +271,7 @@ class CustomResourceSyncer(ToHostSyncer):
 # ---- start-up: the CRDs, from the host into the virtual cluster --------------------------
 
 
-async def _ensure_virtual_crd(ctx: SyncContext, host_crd: Obj, key: Key) -> Obj:
+async def _ensure_virtual_crd(ctx: SyncContext, host_crd: Obj, key: Key, where: str) -> Obj:
     """Creates or updates the CRD copy in the virtual cluster; returns it once Established."""
     name = key.crd_name
     path = resource_of(CRD_KIND).path(None, name)
@@ -285,7 +290,7 @@ async def _ensure_virtual_crd(ctx: SyncContext, host_crd: Obj, key: Key) -> Obj:
         except ApiError as e:
             if not e.conflict:
                 raise CustomResourceError(
-                    f"{CONFIG_KEY}.{key.key}: the virtual API server refused the copy of CRD {name}: {e}"
+                    f"{where}: the virtual API server refused the copy of CRD {name}: {e}"
                 ) from e
     deadline = time.monotonic() + ESTABLISH_TIMEOUT
     while True:
@@ -295,57 +300,80 @@ async def _ensure_virtual_crd(ctx: SyncContext, host_crd: Obj, key: Key) -> Obj:
             return crd
         if names and names.get("status") == "False":
             raise CustomResourceError(
-                f"{CONFIG_KEY}.{key.key}: the virtual cluster does not accept the names of CRD {name}: "
+                f"{where}: the virtual cluster does not accept the names of CRD {name}: "
                 f"{names.get('message', '')}"
             )
         if time.monotonic() > deadline:
             raise CustomResourceError(
-                f"{CONFIG_KEY}.{key.key}: CRD {name} is not Established in the virtual cluster after "
+                f"{where}: CRD {name} is not Established in the virtual cluster after "
                 f"{ESTABLISH_TIMEOUT:.0f}s: {(established or {}).get('message', 'no condition yet')}"
             )
         await asyncio.sleep(0.2)
 
 
-async def _setup(ctx: SyncContext, key: Key, owner: OwnerReference | None) -> CustomResourceSyncer:
-    where = f"{CONFIG_KEY}.{key.key}"
+@dataclass(frozen=True)
+class CopiedKind:
+    """A host kind whose CRD is now served in the virtual cluster."""
+
+    kind: str
+    api_version: str
+    status_subresource: bool
+
+
+async def read_host_crd(ctx: SyncContext, key: Key, where: str) -> Obj | None:
+    """The host's CRD of a key; None when the host has none (raises on any other failure)."""
     try:
-        host_crd = await ctx.host.get(CRD_KIND, key.crd_name)
+        crd: Obj = await ctx.host.get(CRD_KIND, key.crd_name)
+        return crd
     except ApiError as e:
         if e.not_found:
-            raise CustomResourceError(
-                f"{where}: the host has no CustomResourceDefinition {key.crd_name}; the kind must be "
-                "installed on the host first (vnest copies its definition from there, as vCluster does)"
-            ) from None
+            return None
         if e.status == 403:
             raise CustomResourceError(
                 f"{where}: the syncer may not read CustomResourceDefinition {key.crd_name} on the host "
                 "(the chart's ClusterRole grants it; was the cluster created with this config?)"
             ) from None
         raise CustomResourceError(f"{where}: cannot read the host's CRD {key.crd_name}: {e}") from e
+
+
+async def copy_crd(ctx: SyncContext, key: Key, where: str, host_crd: Obj) -> CopiedKind:
+    """Serves a host CRD (one namespaced version of it) in the virtual cluster, Established."""
     if host_crd["spec"].get("scope") != "Namespaced":
         raise CustomResourceError(
             f"{where}: CustomResourceDefinition {key.crd_name} is cluster-scoped on the host; only "
             "namespaced custom resources sync to the host (as in vCluster)"
         )
-    version = chosen_version(host_crd, key)
+    version = chosen_version(host_crd, key, where)
     kind = host_crd["spec"]["names"]["kind"]
     api_version = f"{key.group}/{version['name']}"
     try:
         register(kind, Resource(api_version, key.plural))
     except VnestError as e:
         raise CustomResourceError(f"{where}: {e}") from None
-    await _ensure_virtual_crd(ctx, host_crd, key)
+    await _ensure_virtual_crd(ctx, host_crd, key, where)
     _log.info(
-        "custom resource kind synced to the host",
+        "host kind served in the virtual cluster",
         crd=key.crd_name,
         kind=kind,
         version=version["name"],
         status=has_status(version),
     )
-    return CustomResourceSyncer(ctx, kind, api_version, has_status(version), owner)
+    return CopiedKind(kind, api_version, has_status(version))
 
 
-async def _report(ctx: SyncContext, secret: Obj | None, message: str) -> None:
+async def _setup(ctx: SyncContext, key: Key, owner: OwnerReference | None) -> CustomResourceSyncer:
+    where = f"{CONFIG_KEY}.{key.key}"
+    host_crd = await read_host_crd(ctx, key, where)
+    if host_crd is None:
+        raise CustomResourceError(
+            f"{where}: the host has no CustomResourceDefinition {key.crd_name}; the kind must be "
+            "installed on the host first (vnest copies its definition from there, as vCluster does)"
+        )
+    copied = await copy_crd(ctx, key, where, host_crd)
+    return CustomResourceSyncer(ctx, copied.kind, copied.api_version, copied.status_subresource, owner)
+
+
+async def report(ctx: SyncContext, secret: Obj | None, message: str) -> None:
     """A Warning event on the host's config Secret: where a host admin looks, beside the syncer log."""
     if secret is None:
         return
@@ -389,6 +417,6 @@ async def syncers(ctx: SyncContext) -> list[CustomResourceSyncer]:
             out.append(await _setup(ctx, key, owner))
         except CustomResourceError as e:
             _log.error(str(e))
-            await _report(ctx, secret, str(e))
+            await report(ctx, secret, str(e))
             raise
     return out

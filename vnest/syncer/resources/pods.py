@@ -308,7 +308,7 @@ class PodSyncer(ToHostSyncer):
                 )
             if "downwardAPI" in vol:
                 for item in vol["downwardAPI"].get("items") or []:
-                    self._remap_field(item)
+                    self.remap_field(item)
         ip = ctx.host_service_ip
         for group in _CONTAINER_LISTS:
             for c in spec.get(group) or []:
@@ -320,7 +320,7 @@ class PodSyncer(ToHostSyncer):
                     if "secretKeyRef" in src:
                         src["secretKeyRef"]["name"] = cm(src["secretKeyRef"]["name"])
                     if "fieldRef" in src:
-                        self._remap_field(src)
+                        self.remap_field(src)
                 if ip:
                     env += [
                         {"name": "KUBERNETES_SERVICE_HOST", "value": ip},
@@ -355,10 +355,10 @@ class PodSyncer(ToHostSyncer):
                 }
             )
             spec["hostAliases"] = aliases
-        self._confine_selectors(spec, ns)
+        self.confine_selectors(spec, ns)
         if self.node_selector:
             spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **self.node_selector}
-        self._point_dns_at_the_virtual_cluster(spec, ns)
+        self.point_dns_at_the_virtual_cluster(spec, ns)
         if not spec.get("hostname") and (hostname := pod_hostname(vpod["metadata"]["name"])):
             # Inside its containers the pod is called by its virtual name, not the host copy's.
             spec["hostname"] = hostname
@@ -372,7 +372,7 @@ class PodSyncer(ToHostSyncer):
             metadata["labels"][namespace_label_key(key)] = value
         return metadata
 
-    def _point_dns_at_the_virtual_cluster(self, spec: Obj, ns: str) -> None:
+    def point_dns_at_the_virtual_cluster(self, spec: Obj, ns: str) -> None:
         """ClusterFirst means the *virtual* cluster's DNS, searching the *virtual* namespace."""
         policy = spec.get("dnsPolicy") or "ClusterFirst"
         host_network = bool(spec.get("hostNetwork"))
@@ -397,7 +397,7 @@ class PodSyncer(ToHostSyncer):
         spec["dnsConfig"] = config
 
     @staticmethod
-    def _remap_field(holder: Obj) -> None:
+    def remap_field(holder: Obj) -> None:
         ref = holder.get("fieldRef")
         if ref and ref.get("fieldPath") in _FIELD_ANNOTATIONS:
             ref["fieldPath"] = f"metadata.annotations['{_FIELD_ANNOTATIONS[ref['fieldPath']]}']"
@@ -423,7 +423,7 @@ class PodSyncer(ToHostSyncer):
                 src["secret"]["name"] = self.ctx.host_name(src["secret"]["name"], ns)
             if "downwardAPI" in src:
                 for item in src["downwardAPI"].get("items") or []:
-                    self._remap_field(item)
+                    self.remap_field(item)
             out.append(src)
         return out
 
@@ -444,7 +444,7 @@ class PodSyncer(ToHostSyncer):
         )
         return out
 
-    def _confine_selectors(self, spec: Obj, ns: str) -> None:
+    def confine_selectors(self, spec: Obj, ns: str) -> None:
         affinity = spec.get("affinity") or {}
         for kind in ("podAffinity", "podAntiAffinity"):
             rules = affinity.get(kind) or {}
@@ -475,6 +475,11 @@ class PodSyncer(ToHostSyncer):
                     self.queue.add(key)
 
     # ---- reconcile ----------------------------------------------------------------
+
+    async def handled_elsewhere(self, key: str) -> bool:
+        # A reflection of a host pod vnest did not copy (vnest.integrations.kubevirt.launchers) is
+        # never copied back; a tenant who marks a pod so only keeps it off the host.
+        return mappings.ANNOTATION_REFLECTS in mappings.annotations_of(self.virtual.get(key))
 
     async def deleting(self, vpod: Obj, hpod: Obj | None) -> bool:
         if hpod is not None and mappings.uid_matches(vpod, hpod):

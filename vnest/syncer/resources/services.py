@@ -25,7 +25,9 @@ from __future__ import annotations
 import copy
 
 from vnest import log, naming
+from vnest.integrations.kubevirt import subresources as kubevirt_subresources
 from vnest.kube.client import ApiError, Obj
+from vnest.syncer import mappings
 from vnest.syncer.addresses import AllowList
 from vnest.syncer.engine import SyncContext, ToHostSyncer, is_subset
 from vnest.syncer.engine.patcher import REFUSALS
@@ -104,7 +106,11 @@ class ServiceSyncer(ToHostSyncer):
         if key == KUBERNETES:
             await self._point_kubernetes_at_host()
             return True
-        return False
+        # The way KubeVirt's subresources reach the syncer (an ExternalName to `localhost`): vnest's
+        # own, for the virtual API server only.
+        return key == kubevirt_subresources.SERVICE_KEY and mappings.carries(
+            self.virtual.get(key), {mappings.LABEL_MANAGED_BY: self.ctx.name}
+        )
 
     async def deleting(self, vsvc: Obj, hsvc: Obj | None) -> bool:
         return True  # the copy goes with the virtual Service itself
