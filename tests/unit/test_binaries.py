@@ -1,8 +1,10 @@
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
-from vnest.binaries import build
+from vnest.binaries import build, conformance
 
 
 def _go_mod(module: str) -> str:
@@ -35,7 +37,7 @@ def test_go_modules_follow_the_pins_file():
     # Cluster API's own api module is versioned with it (its go.mod points at ./api).
     assert _required(capi_mod, "sigs.k8s.io/cluster-api/api") == pins["cluster-api"]["version"]
     # Every pinned module builds with the Go the README asks for, without fetching a newer toolchain.
-    for module in ("kube", "kube-previous", "kine", "etcd", "coredns", "crane", "capi"):
+    for module in ("kube", "kube-previous", "kine", "etcd", "coredns", "crane", "capi", "conformance"):
         go = re.search(r"^go (\S+)$", _go_mod(module), re.M)
         assert go and tuple(int(n) for n in go.group(1).split(".")[:2]) <= (1, 26), module
         assert not re.search(r"^toolchain ", _go_mod(module), re.M), module
@@ -53,6 +55,50 @@ def test_go_modules_follow_the_pins_file():
     # One minor release back: the skew Kubernetes supports for an in-place control plane upgrade.
     minor = lambda v: int(v.split(".")[1])  # noqa: E731
     assert minor(previous) == minor(pins["kubernetes"]["version"]) - 1
+
+
+def test_the_conformance_module_builds_from_the_pinned_kubernetes():
+    pins = build.pins()
+    mod = _go_mod("conformance")
+    assert _required(mod, "k8s.io/kubernetes") == pins["kubernetes"]["version"]
+    # The same staging replace block as build/go/kube: the pinned release's staging modules.
+    replaces = dict(re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", mod, re.M))
+    kube = dict(re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", _go_mod("kube"), re.M))
+    assert replaces == kube
+    # ginkgo's CLI at the version the Kubernetes module requires (read from Go's module cache,
+    # which holds that go.mod once anything of Kubernetes was built).
+    ginkgo = _required(mod, "github.com/onsi/ginkgo/v2")
+    cache = Path(os.environ.get("GOMODCACHE") or Path.home() / "go" / "pkg" / "mod")
+    upstream = (
+        cache / "cache" / "download" / "k8s.io" / "kubernetes" / "@v" / f"{pins['kubernetes']['version']}.mod"
+    )
+    if upstream.is_file():
+        assert _required(upstream.read_text(), "github.com/onsi/ginkgo/v2") == ginkgo
+
+
+def test_the_conformance_tools_are_keyed_apart_from_the_binaries(tmp_path, monkeypatch):
+    go = tmp_path / "go"
+    for module in ("kube", "conformance"):
+        (go / module).mkdir(parents=True)
+        (go / module / "go.mod").write_text(f"module {module}\n")
+    (tmp_path / "versions.toml").write_text(build.VERSIONS_FILE.read_text())
+    monkeypatch.setattr(build, "VERSIONS_FILE", tmp_path / "versions.toml")
+    monkeypatch.setattr(build, "BUILD_DIR", tmp_path)
+    monkeypatch.setattr(build, "GO_DIR", go)
+    monkeypatch.setenv("VNEST_CACHE_DIR", str(tmp_path / "cache"))
+    keys = build.build_key(), conformance.conformance_key()
+    # A change to the conformance module leaves the binaries' key (and the demo's build) alone.
+    (go / "conformance" / "tools.go").write_text("package tools\n")
+    assert build.build_key() == keys[0]
+    assert conformance.conformance_key() != keys[1]
+    assert conformance.conformance_dir() == tmp_path / "cache" / "conformance" / conformance.conformance_key()
+    keys = build.build_key(), conformance.conformance_key()
+    (go / "kube" / "main.go").write_text("package main\n")
+    assert build.build_key() != keys[0] and conformance.conformance_key() == keys[1]
+    # A pin change moves both.
+    keys = build.build_key(), conformance.conformance_key()
+    (tmp_path / "versions.toml").write_text(build.VERSIONS_FILE.read_text().replace("v1.36.3", "v1.36.4"))
+    assert build.build_key() != keys[0] and conformance.conformance_key() != keys[1]
 
 
 def test_build_key_follows_the_build_inputs(tmp_path, monkeypatch):
@@ -90,3 +136,17 @@ def test_coredns_is_a_custom_build_with_a_small_plugin_set():
     assert imported == {"metrics" if d == "prometheus" else d for d in directives}
     target = next(t for t in build._targets(build.pins()) if t.output == "coredns")
     assert target.module == "coredns"
+
+
+def test_binaries_path_tells_the_conformance_folder_apart(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from vnest.cli.main import cli
+
+    monkeypatch.setenv("VNEST_CACHE_DIR", str(tmp_path))
+    main = CliRunner().invoke(cli, ["binaries", "path"])
+    tools = CliRunner().invoke(cli, ["binaries", "path", "--conformance"])
+    assert main.exit_code == tools.exit_code == 0
+    assert main.output.strip() == str(tmp_path / "bin" / build.build_key())
+    assert tools.output.strip() == str(tmp_path / "conformance" / conformance.conformance_key())
+    assert list(tmp_path.iterdir()) == []  # `path` builds nothing

@@ -34,6 +34,8 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = SOURCE_ROOT / "build"
 GO_DIR = BUILD_DIR / "go"
 VERSIONS_FILE = BUILD_DIR / "versions.toml"
+# Kubernetes' e2e.test and ginkgo, built on demand only (vnest.binaries.conformance).
+CONFORMANCE_MODULE = "conformance"
 
 # Names the multi-call binary `kube` answers to (see build/go/kube/main.go).
 KUBE_COMPONENTS = (
@@ -199,17 +201,24 @@ def _cache_root() -> Path:
     return Path(base) / "vnest"
 
 
-def build_key() -> str:
+def _go_sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".mod", ".sum", ".go"))
+
+
+def _hash(recipe: str, inputs: list[Path]) -> str:
     digest = hashlib.sha256()
-    digest.update(f"recipe={RECIPE_VERSION} {platform.system()} {platform.machine()}\n".encode())
-    inputs = [
-        VERSIONS_FILE,
-        *sorted(p for p in GO_DIR.rglob("*") if p.is_file() and p.suffix in (".mod", ".sum", ".go")),
-    ]
+    digest.update(f"recipe={recipe} {platform.system()} {platform.machine()}\n".encode())
     for path in inputs:
         digest.update(str(path.relative_to(BUILD_DIR)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def build_key() -> str:
+    # The conformance module is keyed apart (conformance_key): it builds only test tools, lazily.
+    conformance = GO_DIR / CONFORMANCE_MODULE
+    sources = [p for p in _go_sources(GO_DIR) if not p.is_relative_to(conformance)]
+    return _hash(RECIPE_VERSION, [VERSIONS_FILE, *sources])
 
 
 def bin_dir() -> Path:

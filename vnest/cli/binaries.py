@@ -13,17 +13,26 @@ def binaries() -> None:
     """Build or locate the pinned upstream binaries (Kubernetes, kine, etcd, KWOK, helm)."""
 
 
+CONFORMANCE = click.option(
+    "--conformance",
+    is_flag=True,
+    help="Kubernetes' e2e.test and ginkgo instead (for conformance runs; built only on demand).",
+)
+
+
 @binaries.command()
-def ensure() -> None:
+@CONFORMANCE
+def ensure(conformance: bool) -> None:
     """Build whatever is missing for the current pins, then print their folder."""
     from vnest import binaries as bins
 
-    click.echo(bins.ensure().dir)
+    click.echo(bins.ensure_conformance().dir if conformance else bins.ensure().dir)
 
 
 @binaries.command()
-def path() -> None:
+@CONFORMANCE
+def path(conformance: bool) -> None:
     """Print the folder that holds (or will hold) the binaries for the current pins."""
     from vnest import binaries as bins
 
-    click.echo(bins.bin_dir())
+    click.echo(bins.conformance_dir() if conformance else bins.bin_dir())
