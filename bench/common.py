@@ -113,12 +113,13 @@ def run_vnest(*args: str, timeout: float = 600) -> float:
     return seconds
 
 
-def kubectl_host(*args: str, timeout: float = 120) -> str:
+def kubectl_host(*args: str, timeout: float = 120, stdin: str | None = None) -> str:
     """The pinned kubectl against the local host (context vnest-host); returns its stdout."""
     from vnest import binaries
 
     proc = subprocess.run(
         [str(binaries.ensure().kubectl), "--context", "vnest-host", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -93,6 +93,23 @@ NAME = "conformance"  # the virtual cluster, and its host namespace
 # Ginkgo matches --focus and --skip against "<suite description> <spec text>".
 SUITE = "Kubernetes e2e suite"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
+# The RuntimeClass specs make a class for handler `test-handler`, which upstream's test clusters
+# configure on every node. The host offers it to the tenant as a platform team would: a host
+# class for that handler, selected by the virtual cluster's sync.fromHost.runtimeClasses
+# (vnest/syncer/resources/runtimeclasses.py); the host side needs nothing (KWOK runs any handler).
+RUNTIME_HANDLER = "test-handler"
+OFFER_LABEL = "conformance.vnest.io/offered"
+OFFERED_RUNTIME_CLASS: dict[str, Any] = {
+    "apiVersion": "node.k8s.io/v1",
+    "kind": "RuntimeClass",
+    "metadata": {"name": "conformance-test-handler", "labels": {OFFER_LABEL: "true"}},
+    "handler": RUNTIME_HANDLER,
+}
+VALUES: dict[str, Any] = {
+    "sync": {
+        "fromHost": {"runtimeClasses": {"enabled": True, "selector": {"matchLabels": {OFFER_LABEL: "true"}}}}
+    }
+}
 NODE_PLACEHOLDER = "vnest-conformance-node"
 
 # The CI smoke subset (tests/e2e/test_conformance.py, `--smoke` here): fast, API-level
@@ -698,7 +715,10 @@ def main() -> int:
         local_host(args.port, nodes=args.nodes, runtime=runtime) as up_seconds,
         virtual_clusters() as clusters,
     ):
-        extra = [f"--set={s}" for s in args.set]
+        kubectl_host("apply", "-f", "-", stdin=json.dumps(OFFERED_RUNTIME_CLASS))
+        values_file = env.root / "values.yaml"
+        values_file.write_text(json.dumps(VALUES))  # JSON is YAML
+        extra = ["-f", str(values_file), *(f"--set={s}" for s in args.set)]
         create_seconds = clusters.create(NAME, NAME, *extra)
         kubeconfigs = {
             "host": host_kubeconfig(bins.kubectl, env.kubeconfig, "vnest-host", env.root / "host.kubeconfig"),
@@ -779,6 +799,8 @@ def main() -> int:
         },
         "virtual_cluster": {
             "command": " ".join(["vnest create", NAME, "-n", NAME, *extra]),
+            "values": VALUES,
+            "host_offers": OFFERED_RUNTIME_CLASS,
             "create_seconds": round(create_seconds, 1),
             "nodes": nodes,
             "nodes_ready_seconds": round(nodes_seconds, 1),

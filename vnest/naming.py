@@ -29,6 +29,10 @@ ANNOTATION_KIND = f"{PREFIX}/object-kind"
 # On a virtual pod: the uid of its host copy, once that was seen on a node. A pod carrying it
 # whose host copy is gone ran and stopped (its virtual pod goes); one without it never ran.
 ANNOTATION_HOST_UID = f"{PREFIX}/host-uid"
+# On a host pod whose virtual pod a Job controls: `Job` (vCluster's vcluster.loft.sh/owner-set-kind).
+# The host copy has no owner of that kind, and hosts that finish pods by their owner's kind (KWOK's
+# pod-complete stage; vnest/host/kwok.py) read this instead.
+ANNOTATION_OWNER_SET_KIND = f"{PREFIX}/owner-set-kind"
 
 # On the config Secret: facts `vnest list` reports without asking anything else.
 ANNOTATION_DRIVER = f"{PREFIX}/driver"

@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 from tests.conftest import SESSION_HOST_PORT
 from vnest import naming
@@ -64,6 +65,27 @@ def test_deployment_runs_with_distinct_pod_ips_behind_a_service(host_env):
     assert logs == SIMULATED_LOG
     out = k("--context", CONTEXT, "exec", pod, "-n", ns, "--", "echo", "hello from exec").stdout
     assert out == "hello from exec\n"
+    # A pod's command runs on this machine, so as nobody, in a scratch folder nobody owns:
+    # what a tenant or a conformance spec runs cannot write outside it.
+    probe = "/vnest-kwok-exec-probe"
+    unconfined = k(
+        "--context",
+        CONTEXT,
+        "exec",
+        pod,
+        "-n",
+        ns,
+        "--",
+        "sh",
+        "-c",
+        f"id -u; pwd; touch {probe}",
+        check=False,
+    )
+    uid, workdir = unconfined.stdout.split()[:2]
+    assert uid == "65534" and Path(workdir).name.startswith("vnest-kwok-exec-")
+    assert unconfined.returncode != 0 and not Path(probe).exists()
+    written = k("--context", CONTEXT, "exec", pod, "-n", ns, "--", "sh", "-c", "echo ok > here && cat here")
+    assert written.stdout == "ok\n"
     k("--context", CONTEXT, "delete", "namespace", ns, "--wait=false")
 
 

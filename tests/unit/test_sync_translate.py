@@ -393,3 +393,92 @@ def test_a_pods_hostname_is_its_virtual_name_as_kubelet_would_cut_it():
     assert pod_hostname("nginx-vcluster1-b9c66cb6b-7kg6h") == "nginx-vcluster1-b9c66cb6b-7kg6h"
     assert pod_hostname("a" * 62 + "-b") == "a" * 62  # 63 characters, the trailing dash cut
     assert pod_hostname("web.v1") is None  # a dot is no label: kubelet's own rule applies
+
+
+def _runtime_class(name: str, handler: str, **labels: str) -> dict:
+    return {"metadata": {"name": name, "labels": labels}, "handler": handler}
+
+
+OFFERING = {"sync": {"fromHost": {"runtimeClasses": {"enabled": True}}}}
+
+
+def _offering(host: list[dict], virtual: list[dict]) -> PodSyncer:
+    pods = _pods(_ctx(OFFERING))
+    assert pods.runtime_classes.offered is not None and pods.runtime_classes.virtual is not None
+    pods.runtime_classes.offered.store.update({c["metadata"]["name"]: c for c in host})
+    pods.runtime_classes.virtual.store.update({c["metadata"]["name"]: c for c in virtual})
+    return pods
+
+
+def _with_class(name: str, overhead: dict | None = None) -> dict:
+    vpod = _vpod()
+    vpod["spec"]["runtimeClassName"] = name
+    if overhead:
+        vpod["spec"]["overhead"] = overhead
+    return vpod
+
+
+def test_without_an_offer_a_runtime_class_name_passes_as_vcluster_passes_it():
+    spec = _pods(_ctx()).translate(_with_class("gvisor", {"cpu": "10m"}))["spec"]
+    assert spec["runtimeClassName"] == "gvisor"
+    assert "overhead" not in spec  # the host's RuntimeClass admission sets it from the host's class
+
+
+def test_a_tenants_runtime_class_maps_to_the_offered_host_class_of_its_handler():
+    host = [
+        _runtime_class("b-runc", "runc"),
+        _runtime_class("a-runc", "runc"),
+        _runtime_class("kata", "kata"),
+    ]
+    pods = _offering(host, [_runtime_class("mine", "runc"), _runtime_class("kata", "kata")])
+    assert pods.translate(_with_class("mine"))["spec"]["runtimeClassName"] == "a-runc"  # first by name
+    assert pods.translate(_with_class("kata"))["spec"]["runtimeClassName"] == "kata"  # its own name first
+    assert pods.runtime_classes.host_class("mine").problem is None
+
+
+def test_a_runtime_class_no_offered_class_serves_is_refused_by_name_and_handler():
+    # The tenant names its class like a host class the offer leaves out: it gets nothing of it.
+    pods = _offering([_runtime_class("runc", "runc")], [_runtime_class("nvidia", "nvidia")])
+    outcome = pods.runtime_classes.host_class("nvidia")
+    assert outcome.name is None and outcome.problem is not None
+    assert "'nvidia'" in outcome.problem and "sync.fromHost.runtimeClasses" in outcome.problem
+    assert pods.runtime_classes.host_class("unknown").unseen  # not in the cache yet: tried again
+
+
+def test_only_a_virtual_jobs_pods_are_marked_for_completion():
+    job = {"apiVersion": "batch/v1", "kind": "Job", "name": "once", "uid": "u", "controller": True}
+    vpod = _vpod()
+    vpod["metadata"]["ownerReferences"] = [job]
+    hpod = _pods(_ctx()).translate(vpod)
+    assert hpod["metadata"]["annotations"][naming.ANNOTATION_OWNER_SET_KIND] == "Job"
+    assert "ownerReferences" not in hpod["metadata"]
+    for other in ({**job, "controller": False}, {**job, "apiVersion": "example.com/v1"}):
+        vpod["metadata"]["ownerReferences"] = [other]
+        assert (
+            naming.ANNOTATION_OWNER_SET_KIND not in _pods(_ctx()).translate(vpod)["metadata"]["annotations"]
+        )
+    vpod["metadata"]["ownerReferences"] = []
+    vpod["metadata"]["annotations"] = {naming.ANNOTATION_OWNER_SET_KIND: "Job"}  # forged by the tenant
+    assert naming.ANNOTATION_OWNER_SET_KIND not in _pods(_ctx()).translate(vpod)["metadata"]["annotations"]
+
+
+def test_kwoks_completion_stage_for_virtual_jobs_selects_by_the_annotation():
+    from vnest.host.kwok import virtual_job_pod_complete
+
+    upstream: dict[str, Any] = {
+        "metadata": {"name": "pod-complete"},
+        "spec": {
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                    {"key": ".metadata.ownerReferences.[].kind", "operator": "In", "values": ["Job"]},
+                ]
+            },
+            "next": {"statusTemplate": "phase: Succeeded"},
+        },
+    }
+    stage = virtual_job_pod_complete(upstream)
+    assert stage["metadata"]["name"] != "pod-complete" and stage["spec"]["next"] == upstream["spec"]["next"]
+    keys = [e["key"] for e in stage["spec"]["selector"]["matchExpressions"]]
+    assert keys == [".status.phase", '.metadata.annotations["vnest.io/owner-set-kind"]']
+    assert upstream["spec"]["selector"]["matchExpressions"][1]["key"].startswith(".metadata.ownerReferences")

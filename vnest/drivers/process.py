@@ -106,16 +106,6 @@ class ProcessDriver(Driver):
         await self._drop_policies(t, keep=manifests)
         if self._procs(t).running(SUPERVISOR):  # --upgrade: take the new config
             await asyncio.to_thread(self._procs(t).stop, SUPERVISOR)  # waits for it to exit
-        # After the stop: an upgraded cluster keeps its port, so kubeconfigs handed out stay good.
-        # The group's last processes may hold it a moment after the supervisor is gone.
-        meta = self._meta(t)
-        port = meta.get("apiPort")
-        deadline = time.monotonic() + 10
-        while port and port_in_use(port) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if not port or port_in_use(port):
-            meta["apiPort"] = free_port()
-        (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
         await self.start(t)
 
     async def _drop_cluster_roles(self, t: Target, keep: list[Obj]) -> None:
@@ -173,10 +163,7 @@ class ProcessDriver(Driver):
                 f"virtual cluster {t.name} runs with the process driver, and its state is not on this machine",
                 hint=f"it lives in {folder} on the machine that created it",
             )
-        meta = self._meta(t)
-        if port_in_use(meta["apiPort"]):
-            meta["apiPort"] = free_port()
-            (folder / "cluster.json").write_text(json.dumps(meta) + "\n")
+        meta = await self._keep_port(t)
         host_kubeconfig = await self._write_host_kubeconfig(t)
         host_dns = await host_dns_address(t)
         (folder / "data" / "status.json").unlink(missing_ok=True)
@@ -203,6 +190,21 @@ class ProcessDriver(Driver):
                 *([f"--host-dns={host_dns}"] if host_dns else []),
             ],
         )
+
+    async def _keep_port(self, t: Target) -> ClusterMeta:
+        """A cluster started again (upgrade, or after its control plane died) keeps its port, so the
+        kubeconfigs handed out stay good. The old group's last processes (a killed API server
+        exits after its supervisor) may hold the port a moment; only a port still taken after
+        that is given up for a free one."""
+        meta = self._meta(t)
+        port = meta.get("apiPort")
+        deadline = time.monotonic() + 10
+        while port and port_in_use(port) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if not port or port_in_use(port):
+            meta["apiPort"] = free_port()
+            (self._dir(t) / "cluster.json").write_text(json.dumps(meta) + "\n")
+        return meta
 
     def _status_file(self, t: Target) -> dict[str, Any]:
         """What the control plane last wrote (vnest.controlplane.run.ControlPlane.write_status)."""

@@ -27,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -706,6 +707,7 @@ class LocalHost:
         p = self.pki_dir
         kwok_dir = self.root / "kwok"
         config = kwok.render_config(
+            exec_dir=self._kwok_exec_dir(),
             stages=bins.kwok_stages,
             folder=kwok_dir,
             node_port=ports.kwok,
@@ -723,6 +725,26 @@ class LocalHost:
             ],
             env=env,
         )
+
+    def _kwok_exec_dir(self) -> Path:
+        """A fresh scratch folder for KWOK's exec, owned by the user it runs commands as. It is
+        under /tmp because nobody cannot reach into the host's folder (0700, often under /root);
+        its path is kept in the host's folder so that `down` removes it."""
+        self._remove_kwok_exec_dir()
+        folder = Path(tempfile.mkdtemp(prefix="vnest-kwok-exec-"))
+        if kwok.exec_uid() is not None:
+            os.chown(folder, kwok.EXEC_UID, kwok.EXEC_UID)
+        (self.root / "kwok").mkdir(parents=True, exist_ok=True)
+        (self.root / "kwok" / "exec-dir").write_text(f"{folder}\n")
+        return folder
+
+    def _remove_kwok_exec_dir(self) -> None:
+        try:
+            recorded = Path((self.root / "kwok" / "exec-dir").read_text().strip())
+        except OSError:
+            return
+        if recorded.name.startswith("vnest-kwok-exec-"):
+            shutil.rmtree(recorded, ignore_errors=True)
 
     def _check_alive(self, progress: log.Progress, waiting_for: str) -> None:
         for name in self.procs.names():
@@ -900,6 +922,7 @@ class LocalHost:
                 user = kubeconfig.load(path)
                 kubeconfig.remove_context(user, CONTEXT)
                 kubeconfig.save(path, user)
+        self._remove_kwok_exec_dir()
         if not keep_data and self.root.exists():
             shutil.rmtree(self.root)
         if left:

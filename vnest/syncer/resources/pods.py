@@ -47,7 +47,7 @@ import copy
 import re
 from typing import Protocol
 
-from vnest import log
+from vnest import log, naming
 from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import Obj
 from vnest.syncer import mappings
@@ -62,6 +62,7 @@ from vnest.syncer.mappings import (
 )
 from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.resources.priorityclasses import pod_priority_class
+from vnest.syncer.resources.runtimeclasses import RuntimeClasses
 from vnest.syncer.resources.serviceaccounts import host_service_account, pod_service_account
 from vnest.syncer.resources.tokens import ServiceAccountTokens, account_key, token_secret_name
 
@@ -159,6 +160,14 @@ def pin_to_node(spec: Obj, node: str) -> None:
     node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
 
 
+def owner_set_kind(vpod: Obj) -> str | None:
+    """The kind of the batch controller of a pod (Job), as vCluster's owner-set-kind names it."""
+    for ref in vpod["metadata"].get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "Job" and ref.get("apiVersion") == "batch/v1":
+            return "Job"
+    return None
+
+
 def pod_token_secret_name(ctx: SyncContext, pod_key: str) -> str:
     """The host Secret earlier vnest versions made for the token of virtual pod `pod_key` ("ns/name")."""
     ns, name = split_key(pod_key)
@@ -229,6 +238,7 @@ class PodSyncer(ToHostSyncer):
         self.token_secrets = Patcher(ctx, "Secret", ctx.host, self.mapping.owns, ctx.host_namespace)
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
+        self.runtime_classes = RuntimeClasses(ctx)
         self.sync_service_accounts = ctx.config.sync.to_host.service_accounts.enabled
         self.host_service_accounts = (
             ctx.informer("host", "ServiceAccount") if self.sync_service_accounts else None
@@ -242,6 +252,8 @@ class PodSyncer(ToHostSyncer):
         if self.host_service_accounts is not None:
             self.host_service_accounts.add_handlers(Handlers(on_add=self._on_host_service_account))
         self.namespaces.add_handlers(Handlers(on_update=self._on_namespace_update))
+        if self.runtime_classes.offered is not None:
+            self.runtime_classes.offered.add_handlers(Handlers(on_add=self._on_offered_runtime_class))
 
     def resync(self) -> None:
         super().resync()
@@ -257,6 +269,12 @@ class PodSyncer(ToHostSyncer):
         if old["metadata"].get("labels") != new["metadata"].get("labels"):
             ns = new["metadata"]["name"]
             for key in [k for k in self.virtual.store if k.startswith(ns + "/")]:
+                self.queue.add(key)
+
+    def _on_offered_runtime_class(self, _: Obj) -> None:
+        # A handler the host offers now: pods kept off the host for want of it try again.
+        for key, vpod in list(self.virtual.store.items()):
+            if vpod["spec"].get("runtimeClassName") and self.pair(key)[1] is None:
                 self.queue.add(key)
 
     # ---- translation -------------------------------------------------------------
@@ -280,6 +298,12 @@ class PodSyncer(ToHostSyncer):
             # (vnest.syncer.resources.priorityclasses); the host computes priority and preemption from it.
             spec["priorityClassName"] = priority_class
         spec.pop("schedulerName", None)
+        # The host's RuntimeClass admission sets the overhead from the host's class (runtimeclasses).
+        spec.pop("overhead", None)
+        if spec.get("runtimeClassName"):
+            runtime_class = self.runtime_classes.host_class(spec["runtimeClassName"]).name
+            if runtime_class:
+                spec["runtimeClassName"] = runtime_class
         node = spec.pop("nodeName", None)
         if node:
             pin_to_node(spec, node)
@@ -367,6 +391,8 @@ class PodSyncer(ToHostSyncer):
     def _host_metadata(self, vpod: Obj) -> Obj:
         """The host pod's metadata: the copy's, with the labels of its virtual namespace."""
         metadata = self.ctx.host_metadata(vpod)
+        if owner_set_kind(vpod) == "Job":
+            metadata["annotations"][naming.ANNOTATION_OWNER_SET_KIND] = "Job"
         namespace = self.namespaces.get(vpod["metadata"]["namespace"])
         for key, value in ((namespace or {}).get("metadata", {}).get("labels") or {}).items():
             metadata["labels"][namespace_label_key(key)] = value
@@ -508,6 +534,13 @@ class PodSyncer(ToHostSyncer):
             # Never on the host, whatever the tenant's namespace labels say; its next change
             # (or a new pod from its controller) is checked again.
             await self.ctx.warn_once(vpod, "PodSecurity", problem)
+            return
+        runtime_class = self.runtime_classes.host_class(vpod["spec"].get("runtimeClassName"))
+        if runtime_class.unseen:
+            self.queue.add_after(key_of(vpod), 1.0)
+            return
+        if runtime_class.problem:
+            await self.ctx.warn_once(vpod, "RuntimeClass", runtime_class.problem)
             return
         await self.tokens.ensure(vpod)
         await self.patcher.create(vpod, self.translate(vpod))
