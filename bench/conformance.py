@@ -15,7 +15,8 @@ version that module requires). The script:
      few labelled [Slow], which wait out schedules by design) and each side at --timeout;
      progress (specs done of the total, per side) is printed as they finish;
   4. writes each side's JUnit report (bench/results/conformance/{virtual,host}.xml, the selected
-     specs only) and bench/results/conformance.json: pass/fail/skip per SIG and side, the totals,
+     specs only; beside --out, in a folder named after it) and bench/results/conformance.json
+     (--out): pass/fail/skip per SIG and side, the totals,
      the run times, and the specs that pass on the host and fail in the virtual cluster, with the
      first lines of their failure;
   5. deletes the virtual cluster, stops the host and every process it started (by pid), and
@@ -45,8 +46,9 @@ run; among the conformance specs only AppArmor's skip reads it).
 
 The runtime: --runtime kwok (the default) or containerd (real nodes, where `vnest host up` can
 run them; auto picks them where possible). On real nodes the specs' images
-(registry.k8s.io/e2e-test-images/...) are not in the local host's registry, which serves only
-vnest's own images, so every spec that starts a container fails on both sides until they are.
+(registry.k8s.io/e2e-test-images/agnhost and the others) come from the local host's registry,
+built from the pinned modules and Debian packages before the host starts
+(vnest.host.e2e_images; `VNEST_E2E_IMAGES=1` makes the host serve them).
 
 Run: .venv/bin/python bench/conformance.py [--runtime kwok] [--nodes 3] [--procs N] [--focus RE]
      [--skip RE] [--smoke] [--spec-timeout 180] [--slow-spec-timeout 1200] [--timeout 14400] [--set KEY=VALUE]... [--sides virtual,host]
@@ -249,6 +251,24 @@ def by_sig(sides: dict[str, list[SpecResult]]) -> dict[str, dict[str, dict[str, 
         sig: {side: tally(s for s in specs if sig_of(s.name) == sig) for side, specs in sides.items()}
         for sig in sigs
     }
+
+
+def outcomes(sides: dict[str, list[SpecResult]]) -> dict[str, dict[str, str]]:
+    """{spec: {side: its outcome}}, specs in name order: the run's record in a few tens of KB (the
+    JUnit reports, with every spec's timeline, are megabytes and stay beside the results)."""
+    table: dict[str, dict[str, str]] = {}
+    for side, specs in sides.items():
+        for spec in specs:
+            table.setdefault(spec.name, {})[side] = spec.outcome
+    return dict(sorted(table.items()))
+
+
+def differences_by_sig(sigs: Iterable[str], diff: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """{sig: how many of its specs pass on the host and fail in the virtual cluster}: 0 is parity."""
+    counts = dict.fromkeys(sigs, 0)
+    for d in diff:
+        counts[sig_of(d["name"])] = counts.get(sig_of(d["name"]), 0) + 1
+    return counts
 
 
 def failure_lines(message: str, limit: int = 3) -> list[str]:
@@ -699,6 +719,11 @@ def main() -> int:
     facts = machine_facts()
     load_before = os.getloadavg()
     bins = binaries.ensure()
+    if runtime == "containerd":
+        from vnest.host import e2e_images, images
+
+        e2e_images.ensure_e2e_images()  # built before the host's timer starts
+        os.environ[images.E2E_IMAGES_ENV] = "1"  # `vnest host up` then pushes them with its own
     cached = binaries.conformance_dir().joinpath("manifest.json").is_file()
     started = time.monotonic()
     tools = binaries.ensure_conformance()
@@ -708,7 +733,7 @@ def main() -> int:
         "dir": str(tools.dir),
         "versions": tools.versions,
     }
-    results_dir = args.out.parent / "conformance"
+    results_dir = args.out.parent / args.out.stem  # conformance.json: bench/results/conformance/
 
     with (
         isolated_env(prefix="vnest-conf-") as env,
@@ -818,12 +843,16 @@ def main() -> int:
         },
         "by_sig": by_sig(specs),
         "junit": {name: str(results_dir / f"{name}.xml") for name in reports},
+        "specs": outcomes(specs),
     }
     if "virtual" in specs and "host" in specs:
         result["pass_on_host_fail_in_virtual"] = differences(
             specs["virtual"], specs["host"], args.spec_timeout, args.slow_spec_timeout
         )
         result["fail_on_host_pass_in_virtual"] = only_in_virtual(specs["virtual"], specs["host"])
+        result["pass_on_host_fail_in_virtual_by_sig"] = differences_by_sig(
+            result["by_sig"], result["pass_on_host_fail_in_virtual"]
+        )
     print_summary(result)
     write_json(args.out, result)
     print(f"\nwritten to {args.out}")
@@ -835,7 +864,8 @@ def print_summary(r: dict[str, Any]) -> None:
     print(
         f"\nKubernetes {r['machine']['pins']['kubernetes']} conformance, {r['params']['runtime']} host, focus {r['params']['focus']!r}"
     )
-    header = "".join(f" | {side:^23}" for side in sides)
+    gaps: dict[str, int] | None = r.get("pass_on_host_fail_in_virtual_by_sig")
+    header = "".join(f" | {side:^23}" for side in sides) + (" | host-only passes" if gaps is not None else "")
     print(f"{'SIG':<22}{header}")
     print(f"{'':<22}" + "".join(f" | {'pass':>7}{'fail':>8}{'skip':>8}" for _ in sides))
     rows = [*r["by_sig"].items(), ("total", r["totals"])]
@@ -844,6 +874,8 @@ def print_summary(r: dict[str, Any]) -> None:
             f" | {per_side[s]['passed']:>7}{per_side[s]['failed']:>8}{per_side[s]['skipped']:>8}"
             for s in sides
         )
+        if gaps is not None:
+            cells += f" | {sum(gaps.values()) if sig == 'total' else gaps.get(sig, 0):>17}"
         print(f"{sig:<22}{cells}")
     print("run time: " + ", ".join(f"{s} {r['run_seconds'][s] / 60:.1f} min" for s in sides))
     for side, failures in r["suite_failures"].items():

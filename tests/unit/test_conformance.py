@@ -283,3 +283,25 @@ def test_the_smoke_subset_is_about_twenty_conformance_specs_across_the_sigs():
         "sig-scheduling",
         "sig-storage",
     }
+
+
+def test_differences_by_sig_counts_every_sig_and_zero_is_parity():
+    diff = [
+        {"name": "[sig-apps] Job should do a thing [Conformance]"},
+        {"name": "[sig-apps] CronJob should do another [Conformance]"},
+        {"name": "[sig-node] Pods should run [Conformance]"},
+    ]
+    counts = conformance.differences_by_sig(["sig-apps", "sig-auth", "sig-node"], diff)
+    assert counts == {"sig-apps": 2, "sig-auth": 0, "sig-node": 1}
+
+
+def test_outcomes_list_every_spec_once_with_each_sides_outcome():
+    spec = conformance.SpecResult
+    sides = {
+        "virtual": [spec("[sig-b] y", "passed", 1.0, ""), spec("[sig-a] x", "failed", 2.0, "boom")],
+        "host": [spec("[sig-a] x", "passed", 1.0, "")],
+    }
+    table = conformance.outcomes(sides)
+    assert list(table) == ["[sig-a] x", "[sig-b] y"]
+    assert table["[sig-a] x"] == {"virtual": conformance.FAILED, "host": conformance.PASSED}
+    assert table["[sig-b] y"] == {"virtual": conformance.PASSED}

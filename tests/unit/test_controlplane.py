@@ -44,23 +44,26 @@ def _plane(tmp_path: Path, values: str = "") -> run.ControlPlane:
     return run.ControlPlane(opts)
 
 
-def test_the_api_server_does_not_serve_dra_and_a_users_flag_comes_after(tmp_path):
-    values = "controlPlane:\n  distro:\n    k8s:\n      apiServer:\n        extraArgs: [--runtime-config=resource.k8s.io/v1=true]\n"
-    argv = _plane(tmp_path, values)._apiserver_argv("unix:///kine.sock", "10.96.0.0/12")
-    ours = argv.index("--runtime-config=resource.k8s.io/v1=false")
-    assert argv.index("--runtime-config=resource.k8s.io/v1=true") > ours  # the last one wins
+def test_the_api_server_serves_upstreams_default_groups_and_a_users_flag_counts(tmp_path):
+    assert not [
+        a
+        for a in _plane(tmp_path / "default")._apiserver_argv("unix:///kine.sock", "10.96.0.0/12")
+        if a.startswith("--runtime-config")
+    ]
+    values = "controlPlane:\n  distro:\n    k8s:\n      apiServer:\n        extraArgs: [--runtime-config=resource.k8s.io/v1=false]\n"
+    argv = _plane(tmp_path / "users", values)._apiserver_argv("unix:///kine.sock", "10.96.0.0/12")
+    assert [a for a in argv if a.startswith("--runtime-config")] == [
+        "--runtime-config=resource.k8s.io/v1=false"
+    ]
 
 
-def test_the_controller_manager_runs_no_dra_controller_and_what_workloads_need(tmp_path):
+def test_the_controller_manager_runs_what_workloads_need_and_not_the_hosts_controllers(tmp_path):
     argv = _plane(tmp_path)._controller_manager_argv("10.96.0.0/12")
     (controllers,) = [a for a in argv if a.startswith("--controllers=")]
     disabled = {c[1:] for c in controllers.removeprefix("--controllers=").split(",") if c.startswith("-")}
-    assert {
-        "resourceclaim-controller",
-        "device-taint-eviction-controller",
-        "node-lifecycle-controller",
-    } <= disabled
+    assert {"node-lifecycle-controller", "persistentvolume-binder-controller"} <= disabled
     for needed in (
+        "resourceclaim-controller",  # Dynamic Resource Allocation's API is served
         "deployment-controller",
         "garbage-collector-controller",
         "serviceaccount-token-controller",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tomllib
 from pathlib import Path
 
@@ -114,31 +113,6 @@ def test_keys_follow_their_inputs():
     assert images.image_key(nginx, ["k1"]) != images.image_key(nginx, ["k2"])
     other = images.Image(nginx.reference, nginx.layers, cmd=("nginx",))
     assert images.image_key(nginx, ["k1"]) != images.image_key(other, ["k1"])
-
-
-@pytest.fixture
-def fake_tree(tmp_path, monkeypatch):
-    """A copy of vnest's sources and a folder of stand-in binaries."""
-    src = tmp_path / "src"
-    (src / "vnest").mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(images.SOURCE_ROOT / name, src / name)
-    (src / "vnest" / "__init__.py").write_text("x = 1\n")
-    monkeypatch.setattr(images, "SOURCE_ROOT", src)
-    bins = tmp_path / "bin"
-    bins.mkdir()
-    for name in (
-        "kube",
-        "kube-previous",
-        "coredns",
-        "kine",
-        "etcd",
-        "pod-security-check",
-        "helm",
-        *images.CAPI_MANAGERS,
-    ):
-        (bins / name).write_text(name)
-    return src, binaries.Binaries(bins)
 
 
 def _keys(b: binaries.Binaries) -> dict[str, str]:

@@ -14,6 +14,9 @@ code change rebuilds the small vnest layer and never the Debian base. Each image
 OCI layout whose layer blobs are hard links to the cached layers; pushing a layout sends only
 the blobs a registry lacks and never recompresses anything, which keeps the push that every
 ``vnest host up`` does (the registry forgets manifests when it stops) to about a second.
+
+The images upstream's conformance specs pull are built the same way (vnest.host.e2e_images), only
+when asked: ``VNEST_E2E_IMAGES=1`` adds them to what ``ensure_built`` builds and the host serves.
 """
 
 from __future__ import annotations
@@ -141,6 +144,7 @@ class Image:
     workdir: str = ""
     user: str = ""
     ports: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # "key=value"; tells apart two tags of the same content
 
     @property
     def registry(self) -> str:
@@ -939,6 +943,8 @@ def image_key(image: Image, layer_keys: Iterable[str]) -> str:
         "user": image.user,
         "ports": image.ports,
     }
+    if image.labels:  # only when set, so that the keys of images without labels stay as they were
+        spec["labels"] = image.labels
     return key_of(f"image-{image.name}", spec)
 
 
@@ -955,12 +961,45 @@ def _load_image(image: Image, key: str, layers: tuple[BuiltLayer, ...]) -> Built
     return BuiltImage(image, key, folder, info["digest"], layers)
 
 
+# Set to 1 (e.g. for `vnest host up`), the local host also builds and serves the images upstream's
+# conformance specs pull (vnest.host.e2e_images); never by default, since they take minutes to build.
+E2E_IMAGES_ENV = "VNEST_E2E_IMAGES"
+
+
+def e2e_images_wanted() -> bool:
+    return os.environ.get(E2E_IMAGES_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def ensure_built() -> BuiltImages:
-    """Every image of the catalogue, building the layers and images the cache lacks."""
+    """Every image of the catalogue (and, when $VNEST_E2E_IMAGES asks, the conformance specs'),
+    building the layers and images the cache lacks."""
     bins = binaries.ensure()
     specs = _layer_specs(bins)
+    wanted = catalogue()
+    if e2e_images_wanted():
+        from vnest.host import e2e_images
+
+        specs += e2e_images.layer_specs(bins)
+        wanted += e2e_images.catalogue()
+    return ensure_images(wanted, specs)
+
+
+def ensure_images(wanted_images: Iterable[Image], all_specs: Iterable[_LayerSpec]) -> BuiltImages:
+    """``wanted_images``, building the layers (of ``all_specs``, those the images use) and the
+    images the cache lacks."""
+    bins = binaries.ensure()
+    wanted_images = list(wanted_images)
+    used = {name for image in wanted_images for name in image.layers}
+    by_name: dict[str, _LayerSpec] = {}
+    for spec in all_specs:
+        if spec.name in used:
+            by_name.setdefault(spec.name, spec)  # the first recipe of a name (lists may repeat one)
+    specs = list(by_name.values())
     keys = {spec.name: spec.key for spec in specs}
-    wanted = [(image, image_key(image, [keys[n] for n in image.layers])) for image in catalogue()]
+    missing_recipes = used - set(keys)
+    if missing_recipes:
+        raise VnestError(f"no recipe for the image layers {', '.join(sorted(missing_recipes))}")
+    wanted = [(image, image_key(image, [keys[n] for n in image.layers])) for image in wanted_images]
     loaded = _load_all(specs, wanted)
     if loaded is not None:
         return loaded
@@ -1015,6 +1054,7 @@ def mutate_flags(image: Image) -> list[str]:
         flags.append(f"--user={image.user}")
     if image.ports:
         flags.append(f"--exposed-ports={_csv(image.ports)}")
+    flags += [f"--label={label}" for label in image.labels]
     return flags
 
 
