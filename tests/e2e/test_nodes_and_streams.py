@@ -232,9 +232,14 @@ def test_logs_exec_and_attach_over_websocket_through_the_virtual_api(env):
         vout = _ws_read(
             virtual, f"{vurl}/api/v1/namespaces/default/pods/web/attach?{attach}", "v5.channel.k8s.io", 2
         )
-        hout = _ws_read(
-            host, f"{hurl}/api/v1/namespaces/ws-host/pods/{hname}/attach?{attach}", "v5.channel.k8s.io", 2
-        )
+        # The host's own attach is the baseline, not what is tested. Its TLS handshake has at least
+        # twice, in clean-clone runs, got a reply that was not TLS from the host API server, which
+        # vnest does not change; the cause is not found, so the baseline gets a second try.
+        host_attach = f"{hurl}/api/v1/namespaces/ws-host/pods/{hname}/attach?{attach}"
+        try:
+            hout = _ws_read(host, host_attach, "v5.channel.k8s.io", 2)
+        except httpx.ConnectError:
+            hout = _ws_read(host, host_attach, "v5.channel.k8s.io", 2)
         assert vout == hout and vout.startswith(b"\x01")
         # port-forward over WebSocket is what kubectl 1.36 speaks by default: tests/e2e/test_syncer.py.
     finally:

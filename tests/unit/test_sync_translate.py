@@ -442,7 +442,11 @@ def test_a_runtime_class_no_offered_class_serves_is_refused_by_name_and_handler(
     outcome = pods.runtime_classes.host_class("nvidia")
     assert outcome.name is None and outcome.problem is not None
     assert "'nvidia'" in outcome.problem and "sync.fromHost.runtimeClasses" in outcome.problem
-    assert pods.runtime_classes.host_class("unknown").unseen  # not in the cache yet: tried again
+    gone = pods.runtime_classes.host_class("deleted-since")  # tried again when a class of that name comes
+    assert (
+        gone.name is None
+        and gone.problem == "spec.runtimeClassName: there is no RuntimeClass 'deleted-since'"
+    )
 
 
 def test_only_a_virtual_jobs_pods_are_marked_for_completion():

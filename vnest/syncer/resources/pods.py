@@ -252,8 +252,9 @@ class PodSyncer(ToHostSyncer):
         if self.host_service_accounts is not None:
             self.host_service_accounts.add_handlers(Handlers(on_add=self._on_host_service_account))
         self.namespaces.add_handlers(Handlers(on_update=self._on_namespace_update))
-        if self.runtime_classes.offered is not None:
-            self.runtime_classes.offered.add_handlers(Handlers(on_add=self._on_offered_runtime_class))
+        for classes in (self.runtime_classes.offered, self.runtime_classes.virtual):
+            if classes is not None:
+                classes.add_handlers(Handlers(on_add=self._on_runtime_class))
 
     def resync(self) -> None:
         super().resync()
@@ -271,8 +272,8 @@ class PodSyncer(ToHostSyncer):
             for key in [k for k in self.virtual.store if k.startswith(ns + "/")]:
                 self.queue.add(key)
 
-    def _on_offered_runtime_class(self, _: Obj) -> None:
-        # A handler the host offers now: pods kept off the host for want of it try again.
+    def _on_runtime_class(self, _: Obj) -> None:
+        # A class the host offers now, or one the tenant made: pods kept off the host try again.
         for key, vpod in list(self.virtual.store.items()):
             if vpod["spec"].get("runtimeClassName") and self.pair(key)[1] is None:
                 self.queue.add(key)
@@ -536,9 +537,6 @@ class PodSyncer(ToHostSyncer):
             await self.ctx.warn_once(vpod, "PodSecurity", problem)
             return
         runtime_class = self.runtime_classes.host_class(vpod["spec"].get("runtimeClassName"))
-        if runtime_class.unseen:
-            self.queue.add_after(key_of(vpod), 1.0)
-            return
         if runtime_class.problem:
             await self.ctx.warn_once(vpod, "RuntimeClass", runtime_class.problem)
             return

@@ -29,7 +29,6 @@ class HostClass:
 
     name: str | None
     problem: str | None = None
-    unseen: bool = False  # the virtual class is not in the cache yet: try again shortly
 
 
 class RuntimeClasses:
@@ -48,8 +47,8 @@ class RuntimeClasses:
         if not name or self.offered is None or self.virtual is None:
             return HostClass(name)  # vCluster's: the name as it is
         vclass = self.virtual.get(name)
-        if vclass is None:
-            return HostClass(None, unseen=True)
+        if vclass is None:  # deleted after the pod was admitted, or its event not here yet (it requeues)
+            return HostClass(None, f"spec.runtimeClassName: there is no RuntimeClass {name!r}")
         handler = vclass.get("handler")
         # Only offered classes, looked up by the virtual class's handler: a tenant's class named like
         # a host class the offer leaves out (or labelled as a copy) gets nothing of it.
