@@ -79,31 +79,28 @@ def ensure_conformance() -> Conformance:
     return Conformance(target)
 
 
-def _test_imports() -> list[str]:
-    """The packages e2e.test imports (upstream's test sources and framework)."""
+def _go_list(*args: str) -> str:
+    """`go list ARGS` in the conformance module: its output, or an error naming the call."""
     out = subprocess.run(
-        [build._go(), "list", "-f", '{{join .TestImports "\\n"}}', E2E_PACKAGE],
+        [build._go(), "list", *args],
         cwd=build.GO_DIR / MODULE,
         env=build._go_env(),
         capture_output=True,
         text=True,
     )
     if out.returncode != 0:
-        raise VnestError(f"go list of {E2E_PACKAGE}'s imports failed: {out.stderr.strip()}")
-    return sorted({p for p in out.stdout.split() if "." in p.split("/")[0]})
+        raise VnestError(f"go list {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def _test_imports() -> list[str]:
+    """The packages e2e.test imports (upstream's test sources and framework)."""
+    out = _go_list("-f", '{{join .TestImports "\\n"}}', E2E_PACKAGE)
+    return sorted({p for p in out.split() if "." in p.split("/")[0]})
 
 
 def _ginkgo_version() -> str:
-    out = subprocess.run(
-        [build._go(), "list", "-m", "-f", "{{.Version}}", GINKGO_MODULE],
-        cwd=build.GO_DIR / MODULE,
-        env=build._go_env(),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise VnestError(f"go list -m {GINKGO_MODULE} failed: {out.stderr.strip()}")
-    return out.stdout.strip()
+    return _go_list("-m", "-f", "{{.Version}}", GINKGO_MODULE).strip()
 
 
 def _build(target: Path) -> None:
