@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -52,13 +53,21 @@ cli.add_command(syncer)
 cli.add_command(capi)
 
 
-@cli.command("port-forward", hidden=True, context_settings={"ignore_unknown_options": True})
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def port_forward(argv: tuple[str, ...]) -> None:
-    """The kubernetes driver's background proxy: `kubectl port-forward ARGV`, kept running."""
-    from vnest.drivers.kubernetes import port_forward_forever
+@cli.command("port-forward", hidden=True)
+@click.option("--kubeconfig", type=click.Path(path_type=Path), required=True)
+@click.option("--context", required=True)
+@click.option("--namespace", required=True)
+@click.option("--pod", required=True)
+@click.option("--port", type=int, required=True, help="The pod's port.")
+@click.option("--local-port", type=int, required=True, help="The port on 127.0.0.1.")
+def port_forward(
+    kubeconfig: Path, context: str, namespace: str, pod: str, port: int, local_port: int
+) -> None:
+    """The kubernetes driver's background proxy: each connection to 127.0.0.1:LOCAL_PORT, a
+    port-forward stream of its own to POD:PORT."""
+    from vnest.drivers import portforward
 
-    port_forward_forever(list(argv))
+    portforward.run(kubeconfig, context, namespace, pod, port, local_port)
 
 
 def main() -> None:

@@ -5,8 +5,8 @@
 
 The control plane publishes a kubeconfig for its pod's own loopback; this machine reaches it
 through a background proxy, as `vcluster connect` does: a port-forward to the cluster's Service
-on a loopback port of this machine, kept running (and re-established when the pod restarts)
-until the cluster is deleted or the local host goes down.
+on a loopback port of this machine (vnest.drivers.portforward: a stream of its own per
+connection), kept running until the cluster is deleted or the local host goes down.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ _log = log.get("driver.kubernetes")
 PROXY = "proxy"  # the background port-forward's process name
 
 SERVICE_PORT = 443  # the chart's Service port for the API server
-GIVE_UP_SECONDS = 600.0  # a port-forward failing this long stops trying
 
 
 def proxy_dir(name: str, namespace: str) -> Path:
@@ -127,8 +126,9 @@ class KubernetesDriver(Driver):
                 f"--kubeconfig={kubeconfig.user_path()}",
                 f"--context={t.host_context}",
                 f"--namespace={t.namespace}",
-                f"service/{naming.service_name(t.name)}",
-                f"{port}:{SERVICE_PORT}",
+                f"--pod={naming.statefulset(t.name)}-0",
+                f"--port={await self._api_port(t)}",
+                f"--local-port={port}",
             ],
         )
         deadline = time.monotonic() + 60
@@ -141,6 +141,16 @@ class KubernetesDriver(Driver):
             await asyncio.sleep(0.1)
         _log.debug("background proxy started", port=port, cluster=t.name)
         return _with_port(published, port)
+
+    async def _api_port(self, t: Target) -> int:
+        """The pod's port behind the Service's: the one the port-forward streams reach."""
+        service = await t.host.get("Service", naming.service_name(t.name), t.namespace)
+        for p in service["spec"]["ports"]:
+            if p["port"] == SERVICE_PORT and isinstance(p.get("targetPort"), int):
+                return int(p["targetPort"])
+        raise VnestError(
+            f"Service {naming.service_name(t.name)} has no numbered target for port {SERVICE_PORT}"
+        )
 
     async def uninstall(self, t: Target, keep_data: bool) -> None:
         folder = proxy_dir(t.name, t.namespace)
@@ -196,24 +206,6 @@ async def _answers(port: int) -> bool:
 def _with_port(published: str, port: int) -> str:
     """The published URL (its host is in the API server's certificate) on the local port."""
     return f"https://{urlsplit(published).hostname}:{port}"
-
-
-def port_forward_forever(argv: list[str]) -> None:
-    """Runs `kubectl port-forward` again whenever it ends (a restarted pod ends it), until stopped."""
-    kubectl = str(binaries.ensure().kubectl)
-    delay, failed_since = 0.5, None
-    while True:
-        started = time.monotonic()
-        code = subprocess.run([kubectl, "port-forward", "--address=127.0.0.1", *argv]).returncode
-        # A forward that held for a while was fine: reconnect at once; else back off up to 5s.
-        held = time.monotonic() - started > 30
-        delay = 0.5 if held else min(delay * 2, 5.0)
-        failed_since = None if held else (failed_since or started)
-        if failed_since is not None and time.monotonic() - failed_since > GIVE_UP_SECONDS:
-            # The cluster is gone (or paused for long): the next `vnest` command starts a new one.
-            sys.exit(f"port-forward failing for {GIVE_UP_SECONDS:.0f}s; giving up")
-        print(f"port-forward exited {code}; again in {delay:.1f}s", file=sys.stderr, flush=True)
-        time.sleep(delay)
 
 
 def _vnests(secret: Obj | None, name: str) -> bool:

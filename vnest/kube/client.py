@@ -120,7 +120,7 @@ class HostConnection:
         from lightkube.config.kubeconfig import KubeConfig
         from lightkube.config.models import User
 
-        single = _context(KubeConfig.from_file(path) if path else KubeConfig.from_env(), context)
+        single = context_of(KubeConfig.from_file(path) if path else KubeConfig.from_env(), context)
         url = urlsplit(single.cluster.server)
         user = single.user
         # A context without a user: the cluster's CA only, no client certificate.
@@ -135,7 +135,7 @@ class HostConnection:
         return cls(url.hostname or "127.0.0.1", url.port or 443, ctx, token)
 
 
-def _context(config: KubeConfig, context: str | None) -> SingleConfig:
+def context_of(config: KubeConfig, context: str | None) -> SingleConfig:
     """The named (or current) context; lightkube's get() raises rather than return None here."""
     single = config.get(context)
     if single is None:
@@ -218,7 +218,7 @@ class KubeClient:
         from lightkube.config.kubeconfig import KubeConfig
 
         try:
-            single = _context(KubeConfig.from_file(path) if path else KubeConfig.from_env(), context)
+            single = context_of(KubeConfig.from_file(path) if path else KubeConfig.from_env(), context)
         except Exception as e:  # lightkube raises several kinds for bad files
             raise VnestError(
                 f"cannot use kubeconfig {path or ''} context {context or '(current)'}: {e}"
@@ -229,7 +229,7 @@ class KubeClient:
     def from_dict(cls, kubeconfig: Obj, context: str | None = None, timeout: float = 30.0) -> KubeClient:
         from lightkube.config.kubeconfig import KubeConfig
 
-        single = _context(KubeConfig.from_dict(kubeconfig), context)
+        single = context_of(KubeConfig.from_dict(kubeconfig), context)
         return cls(transport_for(single, timeout), context=single.context_name)
 
     @property
