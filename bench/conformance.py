@@ -110,7 +110,13 @@ OFFERED_RUNTIME_CLASS: dict[str, Any] = {
 VALUES: dict[str, Any] = {
     "sync": {
         "fromHost": {"runtimeClasses": {"enabled": True, "selector": {"matchLabels": {OFFER_LABEL: "true"}}}}
-    }
+    },
+    # The suite labels its namespaces `pod-security.kubernetes.io/enforce: privileged`, and some
+    # specs run hostPort, hostNetwork and privileged pods. The host side honours the label; in a
+    # virtual cluster a tenant's namespace labels decide nothing on the host, vnest's policy does,
+    # and its default (baseline) keeps those pods off the host by design. The platform team's
+    # setting that lets a trusted tenant run them (vCluster has no such policy at all):
+    "policies": {"podSecurityStandard": "privileged"},
 }
 NODE_PLACEHOLDER = "vnest-conformance-node"
 

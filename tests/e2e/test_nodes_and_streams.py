@@ -51,6 +51,10 @@ def _running(vc: VirtualCluster, name: str) -> dict | None:
     return pod if pod and pod["status"].get("phase") == "Running" else None
 
 
+def _addresses(node: dict) -> dict[str, str]:
+    return {a["type"]: a["address"] for a in node["status"].get("addresses") or []}
+
+
 def test_synced_nodes_carry_the_host_nodes_taints_and_the_virtual_scheduler_schedules(env):
     taint = {"key": "vnest-e2e", "value": "tainted", "effect": "NoSchedule"}
     env.kubectl("--context", HOST, "taint", "node", "worker2", "vnest-e2e=tainted:NoSchedule", "--overwrite")
@@ -68,6 +72,10 @@ def test_synced_nodes_carry_the_host_nodes_taints_and_the_virtual_scheduler_sche
         wait_until(
             lambda: _taints(vc.json("get", "nodes")["items"]) == host_taints, 30, "the host's taints, exactly"
         )
+        for vnode in vc.json("get", "nodes")["items"]:  # the host's InternalIP, the syncer's kubelet
+            host_node = _host(env, "get", "node", vnode["metadata"]["name"])
+            assert _addresses(vnode)["InternalIP"] == _addresses(host_node)["InternalIP"]
+            assert "InternalDNS" in _addresses(vnode) and "Hostname" not in _addresses(vnode)
         jsonpath = vc.kubectl("get", "nodes", "-o", "jsonpath={..taints}")
         assert jsonpath == env.kubectl("--context", HOST, "get", "nodes", "-o", "jsonpath={..taints}").stdout
 
@@ -114,7 +122,19 @@ def test_a_pod_created_on_a_named_node_runs_there_and_goes_when_its_host_pod_goe
         # A fake node for it, with no taint the host node lacks.
         node = vc.json("get", "node", "worker2")
         assert not node["spec"].get("taints")
-        assert not _host(env, "get", "node", "worker2")["spec"].get("taints")
+        host_node = _host(env, "get", "node", "worker2")
+        assert not host_node["spec"].get("taints")
+        # At the host node's InternalIP (NodePorts answer there); its kubelet API, the syncer's,
+        # at InternalDNS. Without the fix the InternalIP was the syncer's.
+        host_ip = _addresses(host_node)["InternalIP"]
+        node = wait_until(
+            lambda: (
+                (n := vc.json("get", "node", "worker2")) and _addresses(n).get("InternalIP") == host_ip and n
+            ),
+            30,
+            "the fake node at its host node's InternalIP",
+        )
+        assert _addresses(node)["InternalDNS"] not in ("", host_ip)
 
         # A node the host cannot give it: the host's scheduler says why, in the virtual cluster.
         vc.apply(_pod("nowhere", nodeName="no-such-node"))

@@ -17,7 +17,8 @@ Established as soon as it is written):
 - POST (generateName, uid, creationTimestamp, generation, one resourceVersion counter for all
   kinds, 409 AlreadyExists, 404 when the namespace is missing, 403 when it is terminating);
 - PUT (409 on a stale resourceVersion or another uid; custom resources need a resourceVersion);
-- PATCH: merge patch; strategic merge patch as a merge patch whose lists of containers,
+- PATCH: JSON patch (add, replace, remove, test); merge patch; strategic merge patch as a
+  merge patch whose lists of containers,
   volumes, env, ... (`MERGE_KEYS`) merge by key (`$patch: delete|replace` understood); server-side
   apply (`application/apply-patch+yaml`) as "the fields given replace what is there", creating
   the object when missing;
@@ -26,7 +27,8 @@ Established as soon as it is written):
   empties them; a Pod on a node with a grace period > 0 waits for a second delete with grace 0;
   a deleted Namespace goes at once with everything in it;
 - subresources: `status` (writes only status; writes to the object keep the stored status, for
-  kinds that have one), `pods/binding`, `pods/ephemeralcontainers`, `serviceaccounts/token`;
+  kinds that have one), `pods/binding`, `pods/ephemeralcontainers`, `pods/resize` (containers'
+  and the pod's resources only), `serviceaccounts/token`;
   `GET /version`;
 - Status answers for every error, List objects with metadata.resourceVersion;
 - `requests` records every request; `fail_next()` makes the next matching one fail;
@@ -89,7 +91,10 @@ INITIAL_STATUS: dict[str, Obj] = {
     "Pod": {"phase": "Pending"},
     "Service": {"loadBalancer": {}},
 }
-SUBRESOURCES = {"Pod": frozenset({"binding", "ephemeralcontainers"}), "ServiceAccount": frozenset({"token"})}
+SUBRESOURCES = {
+    "Pod": frozenset({"binding", "ephemeralcontainers", "resize"}),
+    "ServiceAccount": frozenset({"token"}),
+}
 # Strategic merge patch: these lists merge by key; all others are replaced, as in a merge patch.
 MERGE_KEYS = {
     "containers": "name",
@@ -281,6 +286,56 @@ def field_value(obj: Obj, path: str) -> str | None:
 
 
 # ---- patches ---------------------------------------------------------------------------------
+
+
+def json_patch(target: Obj, ops: list[Obj]) -> Obj:
+    """RFC 6902's add, replace, remove and test; a failed test or a missing path is a 422."""
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = target
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            key: Any = int(last) if isinstance(node, list) and last != "-" else last
+            if op["op"] == "test":
+                if node[key] != op["value"]:
+                    raise Refused(422, f"the server rejected our request: test of {op['path']} failed")
+            elif op["op"] == "remove":
+                del node[key]
+            elif op["op"] in ("add", "replace"):
+                if isinstance(node, list) and op["op"] == "add":
+                    node.insert(len(node) if last == "-" else key, copy.deepcopy(op["value"]))
+                else:
+                    node[key] = copy.deepcopy(op["value"])
+            else:
+                raise Refused(400, f"unsupported JSON patch operation {op['op']!r}")
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise Refused(422, f"the server rejected our request: no path {op['path']}") from None
+    return target
+
+
+def _resized(current: Obj, proposed: Obj) -> Obj:
+    """A write through `pods/resize`: the containers' and the pod's resources, nothing else."""
+
+    def without_resources(pod: Obj) -> Obj:
+        spec = copy.deepcopy(pod.get("spec") or {})
+        spec.pop("resources", None)
+        for containers in ("containers", "initContainers"):
+            for c in spec.get(containers) or []:
+                c.pop("resources", None)
+        return spec
+
+    if without_resources(proposed) != without_resources(current):
+        raise Refused(
+            422,
+            f'Pod "{current["metadata"]["name"]}" is invalid: spec: Forbidden: only cpu and memory '
+            "resources are mutable",
+        )
+    out = copy.deepcopy(current)
+    out["spec"] = copy.deepcopy(proposed["spec"])
+    if out["spec"] != current.get("spec"):
+        out["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
+    return out
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -933,6 +988,13 @@ class FakeApiServer:
         return self._write(route, current, new)
 
     def _patch(self, route: Route, body: Any, content_type: str, query: dict[str, str]) -> tuple[int, Obj]:
+        if content_type == "application/json-patch+json":
+            if not isinstance(body, list):
+                raise Refused(400, "a JSON patch is a list of operations")
+            current = self._existing(route)
+            return 200, self._write(
+                route, current, self._body_for(route, json_patch(copy.deepcopy(current), body))
+            )
         if not isinstance(body, dict):
             raise Refused(400, "the body of the request was not a JSON object")
         if content_type == "application/apply-patch+yaml":
@@ -981,6 +1043,8 @@ class FakeApiServer:
                 out["status"] = proposed["status"]
         elif route.subresource == "ephemeralcontainers":
             out.setdefault("spec", {})["ephemeralContainers"] = self._ephemeral(current, proposed)
+        elif route.subresource == "resize":
+            out = _resized(current, proposed)
         else:
             out = proposed
             meta, have = out["metadata"], current["metadata"]

@@ -176,7 +176,7 @@ class RecordingNodes:
     def __init__(self) -> None:
         self.ensured: list[str] = []
 
-    async def ensure(self, name: str) -> None:
+    async def ensure(self, name: str, host_ip: str = "") -> None:
         if name not in self.ensured:
             self.ensured.append(name)
 

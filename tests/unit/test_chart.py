@@ -167,6 +167,7 @@ def test_role_is_limited_to_what_the_syncer_needs(helm):
         expected[("", r)] = ["create", "get"]  # SPDY and WebSocket
     expected[("", "events")] = ["create", "get", "list", "watch"]
     expected[("", "pods/ephemeralcontainers")] = ["patch"]  # kubectl debug, checked by Pod Security
+    expected[("", "pods/resize")] = ["patch"]  # in-place resize
     expected[("discovery.k8s.io", "endpointslices")] = ROLE_MANAGE
     assert rules == expected
     # Never: minting tokens for the namespace's ServiceAccounts, or more than the syncers use.

@@ -57,7 +57,7 @@ def _ctx(*sets: str, virtual: FakeApiServer | None = None, host: FakeApiServer |
 
 
 class _NoNodes:
-    async def ensure(self, name: str) -> None:
+    async def ensure(self, name: str, host_ip: str = "") -> None:
         raise AssertionError("translation binds no node")
 
 

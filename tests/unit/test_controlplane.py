@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vnest import log
-from vnest.controlplane import commands, run, supervisor
+from vnest.controlplane import commands, pki, run, supervisor
 from vnest.controlplane.supervisor import Supervisor, TaskChild, Unrecoverable
 
 
@@ -55,6 +55,16 @@ def test_the_api_server_serves_upstreams_default_groups_and_a_users_flag_counts(
     assert [a for a in argv if a.startswith("--runtime-config")] == [
         "--runtime-config=resource.k8s.io/v1=false"
     ]
+
+
+def test_service_account_keys_are_published_at_a_name_the_serving_certificate_has(tmp_path):
+    plane = _plane(tmp_path)
+    plane.opts.advertise_address = "10.244.2.2"  # a pod IP: not in the certificate
+    argv = plane._apiserver_argv("unix:///kine.sock", "10.96.0.0/12")
+    (jwks,) = [a for a in argv if a.startswith("--service-account-jwks-uri=")]
+    assert jwks == "--service-account-jwks-uri=https://kubernetes.default.svc.cluster.local/openid/v1/jwks"
+    names = pki.serving_names("vc", "ns", "cluster.local", "10.96.5.5", "10.96.0.1", [])
+    assert "kubernetes.default.svc.cluster.local" in names.dns
 
 
 def test_the_controller_manager_runs_what_workloads_need_and_not_the_hosts_controllers(tmp_path):

@@ -264,8 +264,16 @@ def test_patches(virtual_api: FakeApiServer) -> None:
         ]  # a merge patch replaces lists
         stale = {"metadata": {"resourceVersion": "1"}, "spec": {"restartPolicy": "Never"}}
         assert (await _refused(kube.patch("Pod", "a", stale, "default"))).status == 409
-        json_patch = kube.request("PATCH", PODS + "/a", body={}, content_type="application/json-patch+json")
-        assert (await _refused(json_patch)).status == 415
+        jp = "application/json-patch+json"
+        wrong_name = [{"op": "test", "path": "/spec/containers/0/name", "value": "other"}]
+        assert (
+            await _refused(kube.request("PATCH", PODS + "/a", body=wrong_name, content_type=jp))
+        ).status == 422
+        image = [{"op": "replace", "path": "/spec/containers/0/image", "value": "nginx:4"}]
+        patched = await kube.request("PATCH", PODS + "/a", body=image, content_type=jp)
+        assert patched["spec"]["containers"][0]["image"] == "nginx:4"
+        other = kube.request("PATCH", PODS + "/a", body={}, content_type="application/yaml")
+        assert (await _refused(other)).status == 415
         assert (await _refused(kube.patch("Pod", "absent", {}, "default"))).status == 404
 
         config = {

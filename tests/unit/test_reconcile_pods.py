@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ from vnest.syncer.mappings import (
     hashed_label_key,
     namespace_label_key,
 )
+from vnest.syncer.resources.pods import resize_patch, virtual_status
 
 pytestmark = pytest.mark.unit
 
@@ -80,6 +82,15 @@ def sa_token(sa: dict = DEFAULT_SA, refresh_after: str = FUTURE) -> dict:
 def _token_volume_to(secret: str) -> dict:
     source = {"secret": {"name": secret, "items": [{"key": "token", "path": "token"}]}}
     return {"spec": {"volumes": [{"name": "kube-api-access", "projected": {"sources": [source]}}]}}
+
+
+def _sized(p: dict, cpu: str, observed: int | None = None) -> dict:
+    """`p` with container c requesting `cpu` (and its status observing generation `observed`)."""
+    out = copy.deepcopy(p)
+    out["spec"]["containers"][0]["resources"] = {"requests": {"cpu": cpu}}
+    if observed is not None:
+        out["status"]["observedGeneration"] = observed
+    return out
 
 
 DELETING = {"deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 10}
@@ -453,6 +464,84 @@ ROWS = [
         ),
         id="references-name-the-host-copies",
     ),
+    pytest.param(
+        Row(
+            virtual=[with_meta(_sized(WEB, "200m"), generation=2)],
+            host=[_sized(ON_NODE, "100m", observed=1)],
+            host_has={
+                ("Pod", hn("web")): {
+                    "metadata": {"generation": 2},
+                    "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "200m"}}}]},
+                }
+            },
+            # The host has not observed its resize yet, so neither has the virtual pod.
+            virtual_has={("Pod", "default/web"): {"status": {"observedGeneration": 1}}},
+            host_writes=[f"PATCH pods/{hn('web')}/resize"],
+        ),
+        id="resized-in-place-through-the-hosts-resize",
+    ),
+    pytest.param(
+        Row(
+            virtual=[with_meta(pod(labels={"app": "web"}, activeDeadlineSeconds=5), generation=2)],
+            host=[ON_NODE],
+            host_has={("Pod", hn("web")): {"spec": {"activeDeadlineSeconds": 5}}},
+            host_writes=[f"PATCH pods/{hn('web')}"],
+        ),
+        id="a-deadline-set-on-a-running-pod-reaches-the-copy",
+    ),
+    pytest.param(
+        Row(
+            virtual=[
+                obj("Service", "db-main", spec={"clusterIP": "10.96.0.9", "ports": [{"port": 5432}]}),
+                obj("Service", "elsewhere", "shop", spec={"clusterIP": "10.96.0.8", "ports": [{"port": 80}]}),
+                pod(
+                    containers=[
+                        {"name": "c", "image": "nginx", "env": [{"name": "DB_MAIN_PORT", "value": "own"}]}
+                    ]
+                ),
+            ],
+            host_has={
+                ("Pod", hn("web")): {
+                    "spec": {
+                        "enableServiceLinks": False,
+                        "containers": [
+                            {
+                                "env": [
+                                    {"name": "DB_MAIN_SERVICE_HOST", "value": "10.96.0.9"},
+                                    {"name": "DB_MAIN_SERVICE_PORT", "value": "5432"},
+                                    {"name": "DB_MAIN_PORT_5432_TCP", "value": "tcp://10.96.0.9:5432"},
+                                    {"name": "DB_MAIN_PORT_5432_TCP_PROTO", "value": "tcp"},
+                                    {"name": "DB_MAIN_PORT_5432_TCP_PORT", "value": "5432"},
+                                    {"name": "DB_MAIN_PORT_5432_TCP_ADDR", "value": "10.96.0.9"},
+                                    {"name": "DB_MAIN_PORT", "value": "own"},  # the container's own wins
+                                ]
+                            }
+                        ],
+                    }
+                }
+            },
+        ),
+        id="service-links-of-the-virtual-namespace-as-a-kubelet-makes-them",
+    ),
+    pytest.param(
+        Row(
+            virtual=[
+                obj("Service", "db", spec={"clusterIP": "10.96.0.9", "ports": [{"port": 5432}]}),
+                pod(enableServiceLinks=False),
+            ],
+            host_has={("Pod", hn("web")): {"spec": {"containers": [{"env": []}]}}},
+        ),
+        id="no-service-links-when-the-pod-turns-them-off",
+    ),
+    pytest.param(
+        Row(
+            virtual=[pod()],
+            host=[ON_NODE],
+            host_has={("Pod", hn("web")): {"metadata": {"labels": {"app": ABSENT}}}},
+            host_writes=[f"PATCH pods/{hn('web')}"],
+        ),
+        id="a-label-the-virtual-pod-lost-goes-from-the-copy",
+    ),
 ]
 
 
@@ -461,3 +550,50 @@ test_pods = table("Pod", SHARED, ROWS)
 
 def test_a_restarted_pod_syncer_writes_nothing() -> None:
     restarted_writes_nothing("Pod", Row(virtual=[DEFAULT_SA, SHOP, WITH_TOKEN]))
+
+
+def test_observed_generations_are_counted_in_the_virtual_pods_generation() -> None:
+    vpod = with_meta(WEB, generation=5)
+    hpod_ = with_meta(ON_NODE, generation=3)
+    status = {
+        "phase": "Running",
+        "observedGeneration": 3,
+        "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}, {"type": "Old"}],
+    }
+    assert virtual_status(status, vpod, hpod_) == {
+        "phase": "Running",
+        "observedGeneration": 5,  # the host caught up with its own: so has the virtual pod
+        "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 4}, {"type": "Old"}],
+    }
+    assert virtual_status(status, with_meta(WEB, generation=3), hpod_) is status  # same generations
+    # Never ahead of the virtual pod, never below zero.
+    assert virtual_status({"observedGeneration": 9}, vpod, hpod_)["observedGeneration"] == 5
+    assert (
+        virtual_status({"observedGeneration": 1}, with_meta(WEB, generation=1), hpod_)["observedGeneration"]
+        == 0
+    )
+
+
+def test_a_disruption_the_virtual_cluster_marked_stays_on_the_pod_the_host_reports_failed() -> None:
+    # An eviction through the virtual API marks the pod; the host copy, merely deleted, fails
+    # without the mark, and a Job's podFailurePolicy would count it. Without the fix it was lost.
+    mark = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    vpod = {**WEB, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}, mark]}}
+    failed = {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]}
+    assert virtual_status(failed, vpod, ON_NODE)["conditions"] == [{"type": "Ready", "status": "False"}, mark]
+    host_marked = {"phase": "Failed", "conditions": [{**mark, "reason": "TerminationByKubelet"}]}
+    assert virtual_status(host_marked, vpod, ON_NODE) == host_marked  # the host's own mark wins
+
+
+def test_a_resize_patch_tests_each_containers_name_and_sets_the_pod_level_resources() -> None:
+    vpod = pod(
+        containers=[{"name": "a", "resources": {"limits": {"memory": "1Gi"}}}, {"name": "b"}],
+        resources={"requests": {"cpu": "1"}},
+    )
+    hpod_ = pod(containers=[{"name": "b"}, {"name": "a", "resources": {"limits": {"memory": "512Mi"}}}])
+    assert resize_patch(vpod, hpod_) == [
+        {"op": "test", "path": "/spec/containers/1/name", "value": "a"},
+        {"op": "add", "path": "/spec/containers/1/resources", "value": {"limits": {"memory": "1Gi"}}},
+        {"op": "add", "path": "/spec/resources", "value": {"requests": {"cpu": "1"}}},
+    ]
+    assert resize_patch(vpod, vpod) == []

@@ -198,10 +198,21 @@ ROWS = [
         Row(
             virtual=[svc("kubernetes", ip="10.96.0.1", selector=None)],
             host_service_ip="10.96.5.5",
-            virtual_has={("Service", "default/kubernetes"): {"spec": {"clusterIP": "10.96.5.5"}}},
+            virtual_has={
+                ("Service", "default/kubernetes"): {"spec": {"clusterIP": "10.96.5.5"}},
+                # Without the fix the virtual cluster had none (its API server does not reconcile them).
+                ("Endpoints", "default/kubernetes"): {
+                    "subsets": [
+                        {
+                            "addresses": [{"ip": "10.96.5.5"}],
+                            "ports": [{"name": "https", "port": 443, "protocol": "TCP"}],
+                        }
+                    ]
+                },
+            },
             host_lacks=[("Service", hn("kubernetes"))],
             host_writes=[],
-            virtual_writes=["DELETE services/kubernetes", "POST services"],
+            virtual_writes=["DELETE services/kubernetes", "POST services", "POST endpoints"],
         ),
         id="kubernetes-service-carries-the-host-services-ip",
     ),

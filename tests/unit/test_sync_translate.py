@@ -39,7 +39,7 @@ def _ctx(values: dict | None = None) -> SyncContext:
 
 
 class _NoNodes:
-    async def ensure(self, name: str) -> None:
+    async def ensure(self, name: str, host_ip: str = "") -> None:
         raise AssertionError("translation binds no node")
 
 

@@ -40,9 +40,10 @@ def kube_apiserver(
         f"--service-account-issuer=https://kubernetes.default.svc.{cluster_domain}",
         f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-        # A virtual node's kubelet is the syncer's kubelet API, at the InternalIP the syncer writes;
-        # a local host's real node has its own in its network namespace.
-        "--kubelet-preferred-address-types=InternalIP",
+        # A virtual node's kubelet is the syncer's kubelet API, at the InternalDNS address the
+        # syncer writes (its InternalIP is the host node's: vnest.syncer.resources.nodes); a local
+        # host's real node has none, and its own kubelet at its InternalIP.
+        "--kubelet-preferred-address-types=InternalDNS,InternalIP",
         f"--authorization-mode={authorization_mode}",
         "--allow-privileged=true",
         "--profiling=false",

@@ -385,6 +385,12 @@ class ControlPlane:
             # The syncer points default/kubernetes at the host Service instead.
             reconcile_kubernetes_endpoints=False,
         )
+        # The service-account keys where in-pod clients find the issuer (a name in the serving
+        # certificate, reached through default/kubernetes), not upstream's default, the advertise
+        # address: a pod IP the certificate does not name (OIDC discovery failed to verify).
+        argv.append(
+            f"--service-account-jwks-uri=https://kubernetes.default.svc.{self.cluster_domain}/openid/v1/jwks"
+        )
         # Every API group upstream serves by default, Dynamic Resource Allocation's included: it cost
         # 3.5 MiB of live heap to leave off, and upstream's conformance specs use its API.
         level = self.cfg.policies.pod_security_standard

@@ -251,7 +251,7 @@ class KubeClient:
         path: str,
         *,
         params: dict[str, Any] | None = None,
-        body: Obj | None = None,
+        body: Obj | list[Obj] | None = None,  # a list: a JSON patch
         content_type: str = "application/json",
     ) -> Obj:
         if self.limiter is not None:

@@ -149,7 +149,7 @@ class Controller:
         return await self.client.request(
             "PATCH",
             path,
-            body=ops,  # type: ignore[arg-type]
+            body=ops,
             content_type=JSON_PATCH,
         )
 

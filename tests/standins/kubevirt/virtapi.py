@@ -330,7 +330,7 @@ class VirtApi:
             await self.client.request(
                 "PATCH",
                 path + ("?dryRun=All" if dry_run else ""),
-                body=ops,  # type: ignore[arg-type]
+                body=ops,
                 content_type=JSON_PATCH,
             )
         except ApiError as e:

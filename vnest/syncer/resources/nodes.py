@@ -40,7 +40,7 @@ class FakeNodes:
         # Where the syncer serves the fake nodes' kubelet API (vnest.syncer.kubelet).
         self.kubelet_address = "127.0.0.1"
         self.kubelet_port = 0
-        self.known: set[str] = set()
+        self.known: dict[str, str] = {}  # node name -> the host IP its status was written with
         # One lock per node: the first pods on ten new nodes make their ten nodes at once, not in turn.
         self._locks: dict[str, asyncio.Lock] = {}
         self.pods = ctx.informer("virtual", "Pod")
@@ -61,7 +61,14 @@ class FakeNodes:
             "spec": {},
         }
 
-    def _status(self) -> Obj:
+    def addresses(self, host_ip: str) -> list[Obj]:
+        """InternalIP: the host node's (the syncer's until known); InternalDNS: the syncer's kubelet API."""
+        return [
+            {"type": "InternalIP", "address": host_ip or self.kubelet_address},
+            {"type": "InternalDNS", "address": self.kubelet_address},
+        ]
+
+    def _status(self, host_ip: str) -> Obj:
         stamp = now()
         status: Obj = {
             "conditions": [
@@ -74,7 +81,7 @@ class FakeNodes:
                     "lastTransitionTime": stamp,
                 }
             ],
-            "addresses": [{"type": "InternalIP", "address": self.kubelet_address}],
+            "addresses": self.addresses(host_ip),
             "capacity": CAPACITY,
             "allocatable": CAPACITY,
             "nodeInfo": {
@@ -93,12 +100,14 @@ class FakeNodes:
             status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.kubelet_port}}
         return status
 
-    async def ensure(self, name: str) -> None:
-        if name in self.known:
+    async def ensure(self, name: str, host_ip: str = "") -> None:
+        """The fake node `name` exists, schedulable, at `host_ip` once a pod there has one."""
+        if self._current(name, host_ip):
             return
         async with self._locks.setdefault(name, asyncio.Lock()):
-            if name in self.known:
+            if self._current(name, host_ip):
                 return
+            host_ip = host_ip or self.known.get(name, "")
             node = await self.ctx.virtual.get_or_none("Node", name)
             if node is None:
                 try:
@@ -113,16 +122,20 @@ class FakeNodes:
                 # Admission's not-ready taint; a tenant's own taints on its fake node stay.
                 node = await self.ctx.virtual.replace({**node, "spec": {**node["spec"], "taints": kept}})
             updated = copy.deepcopy(node)
-            updated["status"] = self._status()
+            updated["status"] = self._status(host_ip)
             await self.ctx.virtual.replace(updated, "status")
-            self.known.add(name)
-            _log.info("fake node ready", node=name)
+            self.known[name] = host_ip
+            _log.info("fake node ready", node=name, host_ip=host_ip)
+
+    def _current(self, name: str, host_ip: str) -> bool:
+        return name in self.known and (not host_ip or self.known[name] == host_ip)
 
     async def refresh(self) -> None:
         """Rewrites every fake node's status, for the kubelet endpoint this syncer serves."""
-        self.known.clear()
+        known, self.known = self.known, {}
         for node in await self.ctx.virtual.list("Node", label_selector=f"{FAKE_LABEL}=true"):
-            await self.ensure(node["metadata"]["name"])
+            name = node["metadata"]["name"]
+            await self.ensure(name, known.get(name) or _internal_ip(node, self.kubelet_address))
 
     async def collect_garbage(self) -> None:
         """Removes fake nodes no virtual pod is bound to any more."""
@@ -130,7 +143,7 @@ class FakeNodes:
         for node in await self.ctx.virtual.list("Node", label_selector=f"{FAKE_LABEL}=true"):
             name = node["metadata"]["name"]
             if name not in in_use:
-                self.known.discard(name)
+                self.known.pop(name, None)
                 self._locks.pop(name, None)
                 await self.ctx.virtual.delete("Node", name)
                 _log.info("fake node removed", node=name)
@@ -145,6 +158,14 @@ class FakeNodes:
 
 
 SYNCED_LABEL = LABEL_HOST_NODE
+
+
+def _internal_ip(node: Obj, other_than: str) -> str:
+    """The node's first InternalIP, unless it is `other_than` (the syncer's own); else ""."""
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address.get("type") == "InternalIP" and address.get("address") != other_than:
+            return str(address["address"])
+    return ""
 
 
 class HostNodes(Syncer):
@@ -184,7 +205,7 @@ class HostNodes(Syncer):
         # pods were bound to before real node sync was turned on included).
         return self.virtual.get(key), self.host.get(key)
 
-    async def ensure(self, name: str) -> None:
+    async def ensure(self, name: str, host_ip: str = "") -> None:
         """Pods bind only to selected nodes, which exist once synced; nothing to make up."""
 
     def _virtual(self, hnode: Obj) -> tuple[Obj, Obj]:
@@ -203,8 +224,9 @@ class HostNodes(Syncer):
             },
         }
         status = copy.deepcopy(hnode.get("status") or {})
-        # Only the syncer's address: a Hostname entry would send the API server to the host's kubelet.
-        status["addresses"] = [{"type": "InternalIP", "address": self.fake.kubelet_address}]
+        # The host node's InternalIP, and the syncer's kubelet API as the only InternalDNS: no host
+        # name or DNS address, which would send the virtual API server to the host's kubelet.
+        status["addresses"] = self.fake.addresses(_internal_ip(hnode, ""))
         status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.fake.kubelet_port}}
         if self.clear_images:
             status.pop("images", None)

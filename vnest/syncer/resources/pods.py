@@ -198,6 +198,104 @@ POD_STATUS_FIELDS = (
 )
 
 
+def service_link_env(svc: Obj) -> list[Obj]:
+    """A Service's environment variables, as the kubelet's `envvars.FromServices` makes them."""
+    spec = svc.get("spec") or {}
+    ip, ports = spec.get("clusterIP"), spec.get("ports") or []
+    if not ip or ip == "None" or not ports:
+        return []
+    prefix = svc["metadata"]["name"].upper().replace("-", "_")
+    env = [
+        {"name": f"{prefix}_SERVICE_HOST", "value": ip},
+        {"name": f"{prefix}_SERVICE_PORT", "value": str(ports[0]["port"])},
+    ]
+    env += [
+        {"name": f"{prefix}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}", "value": str(p["port"])}
+        for p in ports
+        if p.get("name")
+    ]
+    host = f"[{ip}]" if ":" in ip else ip
+    for i, p in enumerate(ports):
+        proto = (p.get("protocol") or "TCP").upper()
+        url = f"{proto.lower()}://{host}:{p['port']}"
+        if i == 0:
+            env.append({"name": f"{prefix}_PORT", "value": url})
+        at = f"{prefix}_PORT_{p['port']}_{proto}"
+        env += [
+            {"name": at, "value": url},
+            {"name": f"{at}_PROTO", "value": proto.lower()},
+            {"name": f"{at}_PORT", "value": str(p["port"])},
+            {"name": f"{at}_ADDR", "value": ip},
+        ]
+    return env
+
+
+def resize_patch(vpod: Obj, hpod: Obj) -> list[Obj]:
+    """The JSON patch of the host pod's `resize` subresource that gives its containers (and the pod)
+    the virtual pod's resources; empty when they match. Each replaced container is tested by name
+    first, so a host pod whose containers are not where the patch expects refuses it."""
+    ops: list[Obj] = []
+    for field in ("initContainers", "containers"):
+        wanted = {c["name"]: c.get("resources") or {} for c in vpod["spec"].get(field) or []}
+        for i, container in enumerate(hpod["spec"].get(field) or []):
+            name = container["name"]
+            if name in wanted and wanted[name] != (container.get("resources") or {}):
+                ops.append({"op": "test", "path": f"/spec/{field}/{i}/name", "value": name})
+                ops.append({"op": "add", "path": f"/spec/{field}/{i}/resources", "value": wanted[name]})
+    pod_level = vpod["spec"].get("resources")
+    if pod_level != hpod["spec"].get("resources"):
+        if pod_level is None:
+            ops.append({"op": "remove", "path": "/spec/resources"})
+        else:
+            ops.append({"op": "add", "path": "/spec/resources", "value": pod_level})
+    return ops
+
+
+# Pod conditions the virtual control plane sets and the host never sees: an eviction through the
+# virtual API (or the virtual scheduler's preemption) marks the pod before it is deleted, and a
+# Job's podFailurePolicy reads the mark once the host copy's status says it failed.
+VIRTUAL_CONDITIONS = frozenset({"DisruptionTarget"})
+
+
+def virtual_status(status: Obj, vpod: Obj, hpod: Obj) -> Obj:
+    """The host pod's status as the virtual pod's: its observed generations counted in the virtual
+    pod's generation, and the conditions only the virtual cluster sets kept.
+
+    The two pods' generations differ (the host copy's spec changes when vnest's, not the
+    tenant's, do), while clients compare `observedGeneration` with their own pod's `generation`
+    (a resize is done when the kubelet observed it). The host's lag behind its own generation is
+    the virtual pod's lag behind its own; `hpod` must count every write just made to the host.
+    """
+    if not status:
+        return status
+    host_types = {c.get("type") for c in status.get("conditions") or []}
+    kept = [
+        c
+        for c in (vpod.get("status") or {}).get("conditions") or []
+        if c.get("type") in VIRTUAL_CONDITIONS and c.get("type") not in host_types
+    ]
+    vgen = int(vpod["metadata"].get("generation") or 0)
+    offset = vgen - int(hpod["metadata"].get("generation") or 0)
+    if not offset and not kept:
+        return status
+
+    def shifted(observed: int) -> int:
+        return max(0, min(observed + offset, vgen))
+
+    status = dict(status)
+    if offset and "observedGeneration" in status:
+        status["observedGeneration"] = shifted(int(status["observedGeneration"]))
+    conditions = [
+        {**c, "observedGeneration": shifted(int(c["observedGeneration"]))}
+        if offset and "observedGeneration" in c
+        else c
+        for c in status.get("conditions") or []
+    ]
+    if conditions or kept:
+        status["conditions"] = [*conditions, *kept]
+    return status
+
+
 def _revision(obj: Obj) -> int:
     """An object's resourceVersion as a number: an etcd (or kine) revision, which only grows. The
     API calls it opaque; one that is not a number compares as 0 (never newer), so nothing is skipped."""
@@ -210,7 +308,7 @@ def _revision(obj: Obj) -> int:
 class Nodes(Protocol):
     """The virtual cluster's nodes (fake or copied from the host): the node a pod runs on must exist."""
 
-    async def ensure(self, name: str) -> None: ...
+    async def ensure(self, name: str, host_ip: str = "") -> None: ...
 
 
 class PodSyncer(ToHostSyncer):
@@ -280,6 +378,15 @@ class PodSyncer(ToHostSyncer):
 
     # ---- translation -------------------------------------------------------------
 
+    def _service_links(self, namespace: str) -> list[Obj]:
+        """The variables a kubelet makes for the Services of the pod's namespace (`enableServiceLinks`)."""
+        env: list[Obj] = []
+        for key, svc in sorted(self.services.store.items()):
+            if not key.startswith(namespace + "/") or key == "default/kubernetes":
+                continue  # default/kubernetes: the KUBERNETES_* variables, set below
+            env += service_link_env(svc)
+        return env
+
     def translate(self, vpod: Obj) -> Obj:
         ctx = self.ctx
         meta = vpod["metadata"]
@@ -335,9 +442,14 @@ class PodSyncer(ToHostSyncer):
                 for item in vol["downwardAPI"].get("items") or []:
                     self.remap_field(item)
         ip = ctx.host_service_ip
+        # The host copy runs with service links off (the host namespace's Services are other
+        # names); the virtual namespace's Services give the variables a kubelet would.
+        links = self._service_links(ns) if vpod["spec"].get("enableServiceLinks", True) else []
         for group in _CONTAINER_LISTS:
             for c in spec.get(group) or []:
                 env = [e for e in c.get("env") or [] if not e["name"].startswith("KUBERNETES_")]
+                own = {e["name"] for e in env}
+                env = [e for e in links if e["name"] not in own] + env  # the container's own win
                 for e in env:
                     src = e.get("valueFrom") or {}
                     if "configMapKeyRef" in src:
@@ -544,15 +656,18 @@ class PodSyncer(ToHostSyncer):
         await self.patcher.create(vpod, self.translate(vpod))
 
     async def sync(self, vpod: Obj, hpod: Obj) -> None:
-        await self._update_host(vpod, hpod)
+        hpod = await self._update_host(vpod, hpod)
         await self._sync_status(vpod, hpod)
 
     async def _delete_virtual(self, vpod: Obj) -> None:
         await self.ctx.virtual.delete_exact("Pod", vpod, grace=0)
 
-    async def _update_host(self, vpod: Obj, hpod: Obj) -> None:
-        # Only metadata and images of a running pod may change: the whole translation (deep copies
-        # of the spec) is made only for new ephemeral containers, not on every status change.
+    async def _update_host(self, vpod: Obj, hpod: Obj) -> Obj:
+        """Brings the host pod's mutable parts to the virtual pod's; returns the host pod as it is
+        now (the response of the last write: its generation counts the writes just made)."""
+        # Only metadata, images, activeDeadlineSeconds and (through `resize`) resources of a
+        # running pod may change: the whole translation (deep copies of the spec) is made only for
+        # new ephemeral containers, not on every status change.
         desired = self._host_metadata(vpod)
         patch: Obj = {}
         if not (
@@ -561,19 +676,41 @@ class PodSyncer(ToHostSyncer):
                 hpod["metadata"].get("annotations", {}).get(k) == v for k, v in desired["annotations"].items()
             )
         ):
-            patch["metadata"] = {"labels": desired["labels"], "annotations": desired["annotations"]}
+            # A label the virtual pod lost goes from the copy too (a ReplicaSet releasing it).
+            gone = dict.fromkeys(set(hpod["metadata"].get("labels") or {}) - set(desired["labels"]))
+            patch["metadata"] = {
+                "labels": {**gone, **desired["labels"]},
+                "annotations": desired["annotations"],
+            }
+        spec: Obj = {}
         images = {c["name"]: c["image"] for c in vpod["spec"].get("containers", [])}
         if any(images.get(c["name"], c["image"]) != c["image"] for c in hpod["spec"].get("containers", [])):
-            # Images are the one part of a running pod's spec that may change.
-            patch["spec"] = {"containers": [{"name": n, "image": i} for n, i in images.items()]}
+            spec["containers"] = [{"name": n, "image": i} for n, i in images.items()]
+        # Set or shortened on a running pod (the virtual API server allows nothing else); the
+        # host's kubelet then ends the pod, and its status comes back.
+        deadline = vpod["spec"].get("activeDeadlineSeconds")
+        if deadline is not None and deadline != hpod["spec"].get("activeDeadlineSeconds"):
+            spec["activeDeadlineSeconds"] = deadline
+        if spec:
+            patch["spec"] = spec
         if patch:
-            await self.ctx.host.request(
+            hpod = await self.ctx.host.request(
                 "PATCH",
                 self.resource.path(self.ctx.host_namespace, hpod["metadata"]["name"]),
                 body=patch,
                 content_type="application/strategic-merge-patch+json",
             )
+        if resize := resize_patch(vpod, hpod):
+            # In-place resize: resources change only through the `resize` subresource, where the
+            # host's quota and its kubelet decide, as for any pod of the host namespace.
+            hpod = await self.ctx.host.request(
+                "PATCH",
+                self.resource.path(self.ctx.host_namespace, hpod["metadata"]["name"], "resize"),
+                body=resize,
+                content_type="application/json-patch+json",
+            )
         await self._add_ephemeral_containers(vpod, hpod)
+        return hpod
 
     async def _add_ephemeral_containers(self, vpod: Obj, hpod: Obj) -> None:
         """`kubectl debug`: ephemeral containers added to the virtual pod join its host pod, when the
@@ -598,7 +735,7 @@ class PodSyncer(ToHostSyncer):
         meta = vpod["metadata"]
         key = key_of(vpod)
         if node:
-            await self.nodes.ensure(node)
+            await self.nodes.ensure(node, (hpod.get("status") or {}).get("hostIP", ""))
             host_uid = hpod["metadata"]["uid"]
             ran = {ANNOTATION_HOST_UID: host_uid}
             if vpod["spec"].get("nodeName"):
@@ -629,7 +766,7 @@ class PodSyncer(ToHostSyncer):
                     },
                 )
                 self._bound[key] = meta["uid"]
-        status = hpod.get("status") or {}
+        status = virtual_status(hpod.get("status") or {}, vpod, hpod)
         if not status or vpod.get("status") == status or self._wrote_already(vpod, status):
             return
         # A merge patch of the status alone, at no resourceVersion: the host's status is the truth

@@ -13,7 +13,9 @@ same virtual namespace only. Endpoints come from each side's own controllers
 (the virtual pods carry their host pods' IPs). LoadBalancer status and
 NodePorts the host assigned flow back. `default/kubernetes` is the virtual API
 server's own and stays virtual, but carries the ClusterIP of host Service
-NAME, where in-pod clients reach the virtual API server.
+NAME, where in-pod clients reach the virtual API server; its Endpoints (which the
+virtual API server, not reconciling them, leaves to the syncer) name that address
+too, and the virtual endpointslice-mirroring controller makes its EndpointSlice.
 
 `spec.externalIPs` cross only within `policies.allowedExternalIPs` (none by default):
 an external IP makes every node of the host route that address to the tenant's pods
@@ -171,6 +173,19 @@ class ServiceSyncer(ToHostSyncer):
         if vsvc is not None and ip and vsvc["spec"].get("clusterIP") != ip:
             # The API server creates this Service only when it is missing, so ours stays once made.
             await self._recreate_virtual(vsvc, ip, [ip])
+        if vsvc is not None and ip:
+            await self._kubernetes_endpoints(ip)
+
+    async def _kubernetes_endpoints(self, ip: str) -> None:
+        """Endpoints of `default/kubernetes`: as upstream's API servers write theirs (clients and
+        conformance read them), at the address in-pod clients use."""
+        subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}]
+        current = await self.ctx.virtual.get_or_none("Endpoints", "kubernetes", "default")
+        if current is None:
+            endpoints = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes"}}
+            await self.ctx.virtual.create({**endpoints, "subsets": subsets}, namespace="default")
+        elif current.get("subsets") != subsets:
+            await self.ctx.virtual.replace({**current, "subsets": subsets})
 
     async def _recreate_virtual(self, vsvc: Obj, ip: str, ips: list[str]) -> None:
         meta = vsvc["metadata"]
