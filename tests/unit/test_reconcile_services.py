@@ -101,6 +101,49 @@ SHARED = engine_rows(
 ROWS = [
     pytest.param(
         Row(
+            virtual=[
+                svc(
+                    type="ExternalName",
+                    externalName="db.example.com",
+                    ip="",
+                    clusterIPs=None,
+                    ipFamilies=None,
+                )
+            ],
+            host=[hsvc(WEB, ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack")],
+            host_has={
+                ("Service", hn("web")): {
+                    "spec": {
+                        "type": "ExternalName",
+                        "externalName": "db.example.com",
+                        "clusterIP": ABSENT,
+                        "clusterIPs": ABSENT,
+                        "ipFamilies": ABSENT,
+                        "ipFamilyPolicy": ABSENT,
+                    }
+                }
+            },
+        ),
+        id="a-clusterip-service-turned-externalname-loses-its-ip-on-the-host",
+    ),
+    pytest.param(
+        Row(
+            virtual=[WEB],
+            host=[
+                host_copy(
+                    WEB, spec={"type": "ExternalName", "externalName": "db.example.com", "ports": PORTS}
+                )
+            ],
+            host_has={
+                ("Service", hn("web")): {
+                    "spec": {"type": "ClusterIP", "clusterIP": IP, "clusterIPs": [IP], "externalName": ABSENT}
+                }
+            },
+        ),
+        id="an-externalname-turned-clusterip-gets-the-virtual-ip-on-the-host",
+    ),
+    pytest.param(
+        Row(
             virtual=[svc("web", "shop")],
             host_has={
                 ("Service", "web-x-shop-x-vc"): {
@@ -263,6 +306,27 @@ ROWS = [
             virtual_writes=["PATCH services/web"],
         ),
         id="node-port-the-host-assigned-comes-back",
+    ),
+    pytest.param(
+        Row(
+            # Clients read the NodePort from the virtual Service the moment it is made: without
+            # the fix the host picked its own, and the virtual one's port answered nowhere.
+            virtual=[svc(type="NodePort", ports=[{**PORTS[0], "nodePort": 30950}])],
+            host_has={("Service", hn("web")): {"spec": {"ports": [{"port": 80, "nodePort": 30950}]}}},
+            host_writes=["POST services"],
+            virtual_writes=[],
+        ),
+        id="node-port-the-virtual-cluster-chose-asked-of-the-host",
+    ),
+    pytest.param(
+        Row(
+            virtual=[svc(type="NodePort", ports=[{**PORTS[0], "nodePort": 30950}])],
+            host=[hsvc(svc(type="NodePort"), ports=[{**PORTS[0], "nodePort": 30080}])],
+            host_has={("Service", hn("web")): {"spec": {"ports": [{"port": 80, "nodePort": 30080}]}}},
+            virtual_has={("Service", "default/web"): {"spec": {"ports": [{"port": 80, "nodePort": 30080}]}}},
+            host_writes=[],
+        ),
+        id="node-port-the-host-assigned-stays-and-the-virtual-service-follows",
     ),
     pytest.param(
         Row(

@@ -11,7 +11,8 @@ so in-pod clients that resolve the virtual name reach the host Service.
 The selector selects the same labels among this virtual cluster's pods of the
 same virtual namespace only. Endpoints come from each side's own controllers
 (the virtual pods carry their host pods' IPs). LoadBalancer status and
-NodePorts the host assigned flow back. `default/kubernetes` is the virtual API
+NodePorts too are the same on both sides: the virtual one's is asked for, and when the host
+has it (or the IP) taken, the host's choice flows back. `default/kubernetes` is the virtual API
 server's own and stays virtual, but carries the ClusterIP of host Service
 NAME, where in-pod clients reach the virtual API server; its Endpoints (which the
 virtual API server, not reconciling them, leaves to the syncer) name that address
@@ -83,9 +84,10 @@ class ServiceSyncer(ToHostSyncer):
             if spec.get("type", "ClusterIP") == "ClusterIP":
                 # Defaulted for the external IPs; the host refuses it on a Service without any.
                 spec.pop("externalTrafficPolicy", None)
-        for port in spec.get("ports") or []:
-            # The host assigns NodePorts from its own range; they flow back to the virtual Service.
-            port.pop("nodePort", None)
+        if not with_ip:
+            for port in spec.get("ports") or []:
+                # Taken on the host: the host assigns another, which flows back to the virtual Service.
+                port.pop("nodePort", None)
         if vspec.get("selector"):
             spec["selector"] = self.ctx.host_selector(vspec["selector"], ns)
         if labels_of(vsvc).get(LABEL_DNS_SERVICE) == "true" and (
@@ -143,8 +145,15 @@ class ServiceSyncer(ToHostSyncer):
 
     async def sync(self, vsvc: Obj, hsvc: Obj) -> None:
         await self._warn_dropped_external_ips(vsvc)
-        if not headless(vsvc) and hsvc["spec"].get("clusterIP") != vsvc["spec"].get("clusterIP"):
-            ip = hsvc["spec"]["clusterIP"]
+        ip = hsvc["spec"].get("clusterIP")
+        # The host chose another IP at create: the virtual Service follows. Not while either side
+        # is an ExternalName, which has none: that is a type change, for the update to carry.
+        if (
+            ip
+            and not headless(vsvc)
+            and "ExternalName" not in (vsvc["spec"].get("type"), hsvc["spec"].get("type"))
+            and ip != vsvc["spec"].get("clusterIP")
+        ):
             await self._recreate_virtual(vsvc, ip, hsvc["spec"].get("clusterIPs") or [ip])
             return
         await self._update_host(vsvc, hsvc)
@@ -153,7 +162,7 @@ class ServiceSyncer(ToHostSyncer):
     async def to_host(self, vsvc: Obj) -> None:
         await self._warn_dropped_external_ips(vsvc)
         try:
-            # A taken IP is no refusal: the host chooses another (below).
+            # A taken IP or NodePort is no refusal: the host chooses others (below).
             refusals = REFUSALS if headless(vsvc) else REFUSALS - {422}
             await self.patcher.create(vsvc, self.translate(vsvc), refusals)
         except ApiError as e:
@@ -214,13 +223,15 @@ class ServiceSyncer(ToHostSyncer):
     async def _update_host(self, vsvc: Obj, hsvc: Obj) -> None:
         desired = self.translate(vsvc)
         spec = {k: v for k, v in desired["spec"].items() if k not in ("clusterIP", "clusterIPs")}
-        # NodePorts the host chose are not the tenant's to lose on the next update.
+        # NodePorts the host chose are not the tenant's to lose on the next update (while the type
+        # has them: a ClusterIP Service may not name one).
         host_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in hsvc["spec"].get("ports") or []}
-        for port in spec.get("ports") or []:
-            if not port.get("nodePort"):
-                assigned = host_ports.get((port.get("port"), port.get("protocol", "TCP")), {}).get("nodePort")
-                if assigned:
-                    port["nodePort"] = assigned
+        for port in spec.get("ports") or [] if spec.get("type") in ("NodePort", "LoadBalancer") else []:
+            # Once the host assigned a NodePort it stays (it flows back to the virtual Service);
+            # the virtual one asks for its own only where the host has none yet.
+            assigned = host_ports.get((port.get("port"), port.get("protocol", "TCP")), {}).get("nodePort")
+            if assigned:
+                port["nodePort"] = assigned
         meta = desired["metadata"]
         if (
             is_subset(spec, hsvc["spec"])
@@ -237,9 +248,22 @@ class ServiceSyncer(ToHostSyncer):
             **meta["annotations"],
         }
         updated["spec"].update(spec)
-        for field in ("selector", "externalIPs"):
+        # What the virtual Service no longer has goes from the copy too (a type change clears
+        # the fields the new type may not have: an ExternalName's IP families, say).
+        for field in ("selector", *_SPEC_FIELDS):
             if field not in spec:
                 updated["spec"].pop(field, None)
+        was_external, external = (
+            hsvc["spec"].get("type") == "ExternalName",
+            spec.get("type") == "ExternalName",
+        )
+        if external:
+            updated["spec"].pop("clusterIP", None)
+            updated["spec"].pop("clusterIPs", None)
+        elif was_external and desired["spec"].get("clusterIP"):
+            # An ExternalName becoming a Service with an IP: the virtual one's, as at create.
+            updated["spec"]["clusterIP"] = desired["spec"]["clusterIP"]
+            updated["spec"]["clusterIPs"] = desired["spec"]["clusterIPs"]
         await self.patcher.update(hsvc, updated)
 
     async def _status_back(self, vsvc: Obj, hsvc: Obj) -> None:
