@@ -299,6 +299,31 @@ ROWS = [
     ),
     pytest.param(
         Row(
+            # A Job's pod: its tracking finalizer holds it until its phase is terminal. Without
+            # the fix it stayed Running and deleting for ever, its Job never counting it.
+            virtual=[
+                {
+                    **with_meta(
+                        pod(nodeName="node-1"),
+                        finalizers=["batch.kubernetes.io/job-tracking"],
+                        annotations=RAN,
+                        **DELETING,
+                    ),
+                    "status": {"phase": "Running"},
+                }
+            ],
+            virtual_has={
+                ("Pod", "default/web"): {
+                    "metadata": {"finalizers": ["batch.kubernetes.io/job-tracking"]},
+                    "status": {"phase": "Failed"},
+                }
+            },
+            host_writes=[],
+        ),
+        id="a-deleting-pod-whose-copy-went-ends-failed-for-its-finalizers",
+    ),
+    pytest.param(
+        Row(
             virtual=[_deleting(WEB)],
             virtual_lacks=[("Pod", "default/web")],
             host_writes=[],

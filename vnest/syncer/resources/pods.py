@@ -251,6 +251,7 @@ def resize_patch(vpod: Obj, hpod: Obj) -> list[Obj]:
     return ops
 
 
+TERMINAL = frozenset({"Succeeded", "Failed"})
 # Pod conditions the virtual control plane sets and the host never sees: an eviction through the
 # virtual API (or the virtual scheduler's preemption) marks the pod before it is deleted, and a
 # Job's podFailurePolicy reads the mark once the host copy's status says it failed.
@@ -624,7 +625,19 @@ class PodSyncer(ToHostSyncer):
         if hpod is not None and mappings.uid_matches(vpod, hpod):
             if not hpod["metadata"].get("deletionTimestamp"):
                 await self.patcher.delete(hpod, grace=vpod["metadata"].get("deletionGracePeriodSeconds"))
+            if vpod["spec"].get("nodeName"):
+                # Its last status too (the kubelet ends a deleted pod Failed): a Job's tracking
+                # finalizer holds the virtual pod until its phase is terminal.
+                await self._sync_status(vpod, hpod)
             return True
+        phase = (vpod.get("status") or {}).get("phase")
+        if vpod["metadata"].get("finalizers") and vpod["spec"].get("nodeName") and phase not in TERMINAL:
+            # Its host copy went before its end was seen: ended as a kubelet ends a deleted pod, so
+            # the controllers whose finalizers hold it (a Job's tracking) let it go.
+            meta = vpod["metadata"]
+            await self.ctx.virtual.patch(
+                "Pod", meta["name"], {"status": {"phase": "Failed"}}, meta["namespace"], "status"
+            )
         await self._delete_virtual(vpod)  # acting as its kubelet: nothing runs it any more
         await self._delete_pod_token_secret(key_of(vpod))
         return True
