@@ -107,6 +107,46 @@ def test_nginx_answers_a_host_pod_on_the_clusterip_and_a_virtual_pod_by_its_virt
     )
 
 
+def test_a_virtual_nodeport_answers_at_the_virtual_nodes_address_and_port(seed):
+    """Where upstream clients look (conformance's NodePort specs): the virtual Service's nodePort
+    on the virtual node's InternalIP. Without the fix the node's address was the control-plane
+    pod's, and the host picked a nodePort of its own."""
+    seed.kubectl("create", "service", "nodeport", "nginx-np", "--tcp=80:80", "-n", "nginx1")
+    seed.kubectl("set", "selector", "service", "nginx-np", "app=nginx-vcluster1", "-n", "nginx1")
+    node_port = seed.kubectl(
+        "get", "service", "nginx-np", "-n", "nginx1", "-o", "jsonpath={.spec.ports[0].nodePort}"
+    )
+    host_service = f"nginx-np-x-nginx1-x-{NAME}"
+    host_port = wait_until(
+        lambda: _kubectl(
+            seed.env,
+            "get",
+            "service",
+            host_service,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ),
+        30,
+        "the host copy of the NodePort Service",
+    )
+    assert node_port and host_port == node_port
+    pod = json.loads(seed.kubectl("get", "pods", "-n", "nginx1", "-o", "json"))["items"][0]
+    node = json.loads(seed.kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json"))
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    control_plane_ip = _kubectl(
+        seed.env, "get", "pod", f"{NAME}-0", "-n", NAMESPACE, "-o", "jsonpath={.status.podIP}"
+    )
+    assert addresses["InternalIP"] == pod["status"]["hostIP"] != control_plane_ip
+    assert addresses["InternalDNS"] == control_plane_ip  # the syncer's kubelet API: logs, exec
+    answer = _virtual_run(
+        seed, "curl-nodeport", "curlimages/curl", "curl", "-sS", "--max-time", "10",
+        f"http://{addresses['InternalIP']}:{node_port}",
+    )  # fmt: skip
+    assert "Welcome to nginx!" in answer
+
+
 def test_dns_falls_back_to_the_host_cluster_from_a_real_pod(seed):
     # fallbackHostCluster: a name the virtual cluster lacks is asked of the host's DNS.
     env = seed.env
