@@ -381,12 +381,15 @@ class PodSyncer(ToHostSyncer):
 
     def _service_links(self, namespace: str) -> list[Obj]:
         """The variables a kubelet makes for the Services of the pod's namespace (`enableServiceLinks`)."""
-        env: list[Obj] = []
-        for key, svc in sorted(self.services.store.items()):
-            if not key.startswith(namespace + "/") or key == "default/kubernetes":
-                continue  # default/kubernetes: the KUBERNETES_* variables, set below
-            env += service_link_env(svc)
-        return env
+        prefix = namespace + "/"
+        # default/kubernetes: the KUBERNETES_* variables, set in translate. Only the namespace's
+        # Services are sorted (for a stable host spec), not every Service of the cluster.
+        ours = sorted(
+            (key, svc)
+            for key, svc in self.services.store.items()
+            if key.startswith(prefix) and key != "default/kubernetes"
+        )
+        return [env for _, svc in ours for env in service_link_env(svc)]
 
     def translate(self, vpod: Obj) -> Obj:
         ctx = self.ctx
