@@ -175,3 +175,70 @@ def test_without_an_offer_a_pods_runtime_class_name_goes_to_the_host_as_it_is(en
     finally:
         vc.delete()
         host_delete(env, "runtimeclass", "vnest-e2e-unoffered")
+
+
+def _on_node(name: str, node: str, labels: dict | None = None) -> dict:
+    """A pod spec that names its node and takes host port 21017 there (the conformance spec's)."""
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {"name": "c", "image": "nginx", "ports": [{"containerPort": 21017, "hostPort": 21017}]}
+            ],
+        },
+    }
+
+
+def test_a_pod_whose_named_node_cannot_take_it_fails_as_its_kubelet_would(env):
+    """A pod that names its node is refused by that node's kubelet when its host port is taken: it
+    ends Failed and its StatefulSet makes it again, until the port comes free."""
+    # Host ports are for privileged pods (vnest's Pod Security check, as the host's admission).
+    vc = Cluster(env, "rejects", "rejects-host", {"policies": {"podSecurityStandard": "privileged"}})
+    try:
+        vc.kubectl("run", "first", "--image=nginx")
+        node = wait_until(lambda: vc.json("get", "pod", "first")["spec"].get("nodeName"), 60, "a node")
+        vc.apply({"apiVersion": "v1", "kind": "Pod", **_on_node("holder", node)})
+        wait_until(
+            lambda: vc.json("get", "pod", "holder")["status"].get("phase") == "Running", 60, "the holder"
+        )
+        template = _on_node("", node, {"app": "ss"})
+        del template["metadata"]["name"]
+        vc.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {"name": "ss"},
+                "spec": {
+                    "serviceName": "ss",
+                    "selector": {"matchLabels": {"app": "ss"}},
+                    "template": template,
+                },
+            }
+        )
+
+        def rejections() -> list[dict]:
+            events = vc.json("get", "events", "--field-selector", "involvedObject.name=ss-0")["items"]
+            return [e for e in events if e["reason"] == "NodePorts"]
+
+        rejected = wait_until(rejections, 60, "ss-0 refused for its host port")
+        assert "didn't have free ports" in rejected[0]["message"]
+        first_uid = rejected[0]["involvedObject"]["uid"]
+        # Never pending on the host meanwhile: the host copy of a refused pod goes with it.
+        wait_until(
+            lambda: len({e["involvedObject"]["uid"] for e in rejections()}) >= 2, 60, "ss-0 made again"
+        )
+
+        vc.kubectl("delete", "pod", "holder", "--wait=true")
+
+        def replaced_and_running() -> bool:
+            pod = vc.get("pod", "ss-0")
+            return bool(
+                pod and pod["metadata"]["uid"] != first_uid and pod["status"].get("phase") == "Running"
+            )
+
+        wait_until(replaced_and_running, 90, "ss-0 running once the port is free")
+        copy = _host_pod(vc, "ss-0")
+        assert copy is not None and copy["spec"]["nodeName"] == node
+    finally:
+        vc.delete()

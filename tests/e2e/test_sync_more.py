@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -209,6 +210,83 @@ def test_service_accounts_do_not_sync_by_default(defaults_cluster):
     assert vc.host_list("serviceaccounts", f"{naming.LABEL_MANAGED_BY}={vc.name}") == []
 
 
+def _token_review(vc: Cluster, token: str, audiences: list[str] | None = None) -> dict:
+    review: dict = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    if audiences:
+        review["spec"]["audiences"] = audiences
+    path = vc.env.root / f"{vc.name}-review.json"
+    path.write_text(json.dumps(review))
+    return json.loads(vc.kubectl("create", "-f", str(path), "-o", "json"))["status"]
+
+
+def test_a_pods_tokens_are_bound_to_it_with_its_audience_and_go_with_it(defaults_cluster):
+    """The tokens a synced pod mounts are the virtual API server's, bound to the virtual pod and its
+    node, with each projection's audience: what a kubelet asks for (conformance checks the claims)."""
+    vc = defaults_cluster
+    vc.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "bound", "namespace": "default"},
+            "spec": {
+                "containers": [{"name": "c", "image": "nginx"}],
+                "volumes": [
+                    {
+                        "name": "oidc",
+                        "projected": {
+                            "sources": [
+                                {
+                                    "serviceAccountToken": {
+                                        "path": "t",
+                                        "audience": "oidc-test",
+                                        "expirationSeconds": 600,
+                                    }
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    vpod = wait_until(
+        lambda: (p := vc.get("pod", "bound")) and p["spec"].get("nodeName") and p, WAIT, "the binding"
+    )
+    node = vc.get_existing("node", vpod["spec"]["nodeName"])
+    secret = wait_until(
+        lambda: vc.host("secret", vc.host_name("vnest-token-bound")), WAIT, "the token Secret"
+    )
+    hpod = vc.host("pod", vc.host_name("bound"))
+    assert hpod is not None
+    keys = {
+        src["secret"]["items"][0]["path"]: src["secret"]["items"][0]["key"]
+        for vol in hpod["spec"]["volumes"]
+        for src in (vol.get("projected") or {}).get("sources") or []
+        if src.get("secret", {}).get("name") == secret["metadata"]["name"]
+    }
+    assert set(keys) == {"token", "t"}  # admission's kube-api-access projection, and the pod's own
+    tokens = {path: base64.b64decode(secret["data"][key]).decode() for path, key in keys.items()}
+
+    status = _token_review(vc, tokens["token"])
+    assert status["authenticated"] is True
+    assert status["user"]["username"] == "system:serviceaccount:default:default"
+    extra = status["user"]["extra"]
+    assert extra["authentication.kubernetes.io/pod-name"] == ["bound"]
+    assert extra["authentication.kubernetes.io/pod-uid"] == [vpod["metadata"]["uid"]]
+    assert extra["authentication.kubernetes.io/node-name"] == [node["metadata"]["name"]]
+    assert extra["authentication.kubernetes.io/node-uid"] == [node["metadata"]["uid"]]
+    # The pod's own projection: its audience, not the API server's.
+    assert _token_review(vc, tokens["t"]).get("authenticated") is not True
+    assert _token_review(vc, tokens["t"], ["oidc-test"])["audiences"] == ["oidc-test"]
+
+    vc.kubectl("delete", "pod", "bound", "--wait=true")
+    wait_until(lambda: vc.host("secret", secret["metadata"]["name"]) is None, WAIT, "the Secret to go")
+    # Bound to the pod: it ended with it (once the API server's 10 s cache of good tokens forgets it).
+    wait_until(
+        lambda: _token_review(vc, tokens["token"]).get("authenticated") is not True, 30, "the token to end"
+    )
+
+
 def test_service_accounts_sync_when_enabled_and_pods_run_as_their_copy(host_env):
     vc = _make(host_env, "sm-sa", "sm-sa-host", {"sync": {"toHost": {"serviceAccounts": {"enabled": True}}}})
     try:
@@ -245,7 +323,7 @@ def test_service_accounts_sync_when_enabled_and_pods_run_as_their_copy(host_env)
             s for v in spec.get("volumes") or [] for s in (v.get("projected") or {}).get("sources") or []
         ]
         assert not any("serviceAccountToken" in s for s in sources)
-        assert naming.host_name("vnest-sa-token-runner", "default", vc.name) in {
+        assert naming.host_name("vnest-token-worker", "default", vc.name) in {
             s["secret"]["name"] for s in sources if "secret" in s
         }
 

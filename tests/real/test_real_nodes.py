@@ -176,6 +176,41 @@ def test_the_seed_demo_on_real_nodes_with_a_virtual_cluster(real_host_env):
         )
         pod = vc.kubectl("get", "pods", "-n", "nginx1", "-o", "jsonpath={.items[0].metadata.name}")
         assert "nginx" in vc.kubectl("exec", "-n", "nginx1", pod, "--", "cat", "/etc/nginx/nginx.conf")
+
+        # A StatefulSet-style pod: its /etc/hosts names its virtual FQDN (vnest's init container),
+        # and its token, mounted from a Secret made after the kubelet got the pod, is bound to it.
+        vc.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web-0", "namespace": "nginx1"},
+                "spec": {
+                    "hostname": "web-0",
+                    "subdomain": "nginx",
+                    "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}],
+                },
+            }
+        )
+        vc.kubectl("wait", "-n", "nginx1", "pod/web-0", "--for=condition=Ready", "--timeout=180s")
+        hosts = vc.kubectl("exec", "-n", "nginx1", "web-0", "--", "cat", "/etc/hosts")
+        assert "web-0.nginx.nginx1.svc.cluster.local\tweb-0" in hosts and "vcluster1" not in hosts, hosts
+        token = vc.kubectl(
+            "exec",
+            "-n",
+            "nginx1",
+            "web-0",
+            "--",
+            "cat",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        )
+        review = env.root / "review.json"
+        review.write_text(
+            json.dumps(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+            )
+        )
+        status = json.loads(vc.kubectl("create", "-f", str(review), "-o", "json"))["status"]
+        assert status["user"]["extra"]["authentication.kubernetes.io/pod-name"] == ["web-0"]
     finally:
         env.vnest("delete", "my-vcluster", "--namespace", "vcluster1", check=False, timeout=300)
         _kubectl(env, "delete", "pod", "curl-pod", "--ignore-not-found", check=False)

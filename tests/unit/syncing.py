@@ -35,7 +35,6 @@ from vnest.kube.client import RESOURCES, Obj, resource_of
 from vnest.syncer import mappings, registry
 from vnest.syncer.engine import Controller, SyncContext
 from vnest.syncer.podsecurity import PodSecurityChecker
-from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 NAME, NS = "vc", "team-host"  # the virtual cluster, and its host namespace
 ROLE = naming.cluster_role(NAME, NS)  # owner of cluster-scoped copies (seeded on the host)
@@ -140,7 +139,7 @@ def host_copy(
 
 
 def token_secret(vpod: Obj) -> Obj:
-    """The pod syncer's Secret of `vpod`'s service account token (a PodToken, named after the pod)."""
+    """The Secret of `vpod`'s service-account tokens (a PodToken, named after the pod)."""
     meta = vpod["metadata"]
     name = hn(f"vnest-token-{meta['name']}", meta["namespace"])
     out = host_copy(vpod, kind="Secret", name=name, type="Opaque", data={"token": b64("old")})
@@ -233,6 +232,14 @@ class Result:
     def events(self) -> list[Obj]:
         """The Warning events told to the tenant."""
         return [e for e in self.virtual_api.objects("Event") if e.get("type") == "Warning"]
+
+    def virtual_bodies(self, subresource: str) -> list[Any]:
+        """The bodies of the writes to a subresource of the virtual cluster (`token`), in order."""
+        return [
+            r.body
+            for r in self.requests["virtual"]
+            if r.method == "POST" and r.path.endswith("/" + subresource)
+        ]
 
     @property
     def host_writes(self) -> list[str]:
@@ -358,9 +365,9 @@ async def converge(
         host_api.fail_next(f.method, f.plural, name=f.name, status=f.status, message=f.message)
     nodes = RecordingNodes()
     ctx = context(*sets, virtual=virtual_api, host=host_api, host_service_ip=host_service_ip)
-    deps = registry.Deps(ctx, pod_security, nodes, None, {}, ServiceAccountTokens(ctx))
-    if "Pod" in names and "ServiceAccountToken" not in names:
-        names.append("ServiceAccountToken")  # the pods' token Secrets run beside them, as in the syncer
+    deps = registry.Deps(ctx, pod_security, nodes, None, {})
+    if "Pod" in names and "PodToken" not in names:
+        names.append("PodToken")  # the pods' token Secrets run beside them, as in the syncer
     by_name = {k.name: k for k in registry.KINDS}
     controllers = [by_name[n].make(deps) for n in names]
     tasks: list[asyncio.Task[None]] = []

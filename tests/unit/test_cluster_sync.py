@@ -37,7 +37,6 @@ from vnest.syncer.resources.pods import PodSyncer
 from vnest.syncer.resources.priorityclasses import PriorityClassSyncer, pod_priority_class
 from vnest.syncer.resources.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.resources.storageclasses import StorageClassSyncer, host_storage_class
-from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 NAME, NS = "vc", "team-host"
 OWNER: OwnerReference = {
@@ -62,12 +61,12 @@ class _NoNodes:
 
 
 def _pods(ctx: SyncContext) -> PodSyncer:
-    return PodSyncer(ctx, None, _NoNodes(), {}, ServiceAccountTokens(ctx))
+    return PodSyncer(ctx, None, _NoNodes(), {})
 
 
 def _from_host_syncers(ctx: SyncContext) -> list[FromHostClasses]:
     """The registry's from-host class kinds, built as the syncer builds them."""
-    deps = registry.Deps(ctx, None, _NoNodes(), None, {}, None)
+    deps = registry.Deps(ctx, None, _NoNodes(), None, {})
     made = [k.make(deps) for k in registry.KINDS if k.scope == "from-host" and k.name.startswith("FromHost")]
     return [s for s in made if isinstance(s, FromHostClasses)]
 

@@ -24,6 +24,7 @@ def test_catalogue_sits_at_the_paths_containerd_asks_a_mirror_for():
     assert _paths() == {
         "docker.io/library/nginx:latest": "library/nginx:latest",
         "docker.io/library/busybox:latest": "library/busybox:latest",
+        "docker.io/library/busybox:1.37": "library/busybox:1.37",  # sync.toHost.pods.rewriteHosts
         "docker.io/curlimages/curl:latest": "curlimages/curl:latest",
         f"registry.k8s.io/pause:{images.PAUSE_VERSION}": f"pause:{images.PAUSE_VERSION}",
         f"registry.k8s.io/kube-apiserver:{kube}": f"kube-apiserver:{kube}",

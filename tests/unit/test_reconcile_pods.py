@@ -39,6 +39,7 @@ from vnest.syncer.mappings import (
     namespace_label_key,
 )
 from vnest.syncer.resources.pods import resize_patch, virtual_status
+from vnest.syncer.resources.tokens import Projection, token_key
 
 pytestmark = pytest.mark.unit
 
@@ -64,14 +65,51 @@ TOKEN_VOLUME = {
     "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]},
 }
 WITH_TOKEN = pod(volumes=[TOKEN_VOLUME])
-OLD_TOKEN = hn("vnest-token-web")  # a pod's own token Secret, as earlier vnest versions made them
-SA_TOKEN = hn("vnest-sa-token-default")
+AUDIENCE_VOLUME = {
+    "name": "oidc",
+    "projected": {
+        "sources": [
+            {"serviceAccountToken": {"path": "sa-token", "audience": "oidc-test", "expirationSeconds": 600}}
+        ]
+    },
+}
+POD_TOKEN = hn("vnest-token-web")
+DEFAULT_TOKEN_KEY = token_key(Projection("", 3607))
+AUDIENCE_TOKEN_KEY = token_key(Projection("oidc-test", 600))
+SA_TOKEN = hn("vnest-sa-token-default")  # shared by the pods of an account, as earlier vnest versions made it
 DEFAULT_SA = obj("ServiceAccount", "default")
 PAST, FUTURE = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
 
 
+def pod_token(vpod: dict = WITH_TOKEN, refresh_after: str = FUTURE) -> dict:
+    """The host Secret of `vpod`'s tokens, as vnest.syncer.resources.tokens writes it."""
+    out = token_secret(vpod)
+    out["data"] = {DEFAULT_TOKEN_KEY: b64("earlier-token")}
+    out["metadata"]["annotations"][ANNOTATION_REFRESH_AFTER] = refresh_after
+    return out
+
+
+def _token_requests(wanted: list[dict]) -> Callable[[Result], None]:
+    """A check that the virtual API server was asked for exactly these tokens, in this order."""
+
+    def check(result: Result) -> None:
+        asked = [
+            {
+                "kind": body["spec"]["boundObjectRef"]["kind"],
+                "name": body["spec"]["boundObjectRef"]["name"],
+                "uid": body["spec"]["boundObjectRef"]["uid"],
+                "audiences": body["spec"].get("audiences"),
+                "seconds": body["spec"]["expirationSeconds"],
+            }
+            for body in result.virtual_bodies("token")
+        ]
+        assert asked == wanted
+
+    return check
+
+
 def sa_token(sa: dict = DEFAULT_SA, refresh_after: str = FUTURE) -> dict:
-    """The host Secret of `sa`'s token, as vnest.syncer.resources.tokens writes it."""
+    """A ServiceAccount's shared token Secret, as earlier vnest versions wrote it."""
     out = host_copy(sa, kind="Secret", name=hn(f"vnest-sa-token-{sa['metadata']['name']}"), type="Opaque")
     out["data"] = {"token": b64("earlier-token")}
     out["metadata"]["annotations"][ANNOTATION_KIND] = "ServiceAccountToken"
@@ -80,7 +118,7 @@ def sa_token(sa: dict = DEFAULT_SA, refresh_after: str = FUTURE) -> dict:
 
 
 def _token_volume_to(secret: str) -> dict:
-    source = {"secret": {"name": secret, "items": [{"key": "token", "path": "token"}]}}
+    source = {"secret": {"name": secret, "items": [{"key": DEFAULT_TOKEN_KEY, "path": "token"}]}}
     return {"spec": {"volumes": [{"name": "kube-api-access", "projected": {"sources": [source]}}]}}
 
 
@@ -91,6 +129,20 @@ def _sized(p: dict, cpu: str, observed: int | None = None) -> dict:
     if observed is not None:
         out["status"]["observedGeneration"] = observed
     return out
+
+
+NAMED_NODE = pod(nodeName="node-1")
+PORTS_TAKEN = (
+    "0/2 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, 1 node(s) "
+    "didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 2 No preemption "
+    "victims found for incoming pod."
+)
+
+
+def _unschedulable(vpod: dict, message: str) -> dict:
+    """`vpod`'s host copy, which the host scheduler could not place, saying why."""
+    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    return hpod(vpod, status={"phase": "Pending", "conditions": [condition]})
 
 
 DELETING = {"deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 10}
@@ -357,63 +409,137 @@ ROWS = [
     pytest.param(
         Row(
             virtual=[DEFAULT_SA, WITH_TOKEN],
+            host=[hpod(WITH_TOKEN, node="node-1")],
             host_has={
-                ("Secret", SA_TOKEN): {
+                ("Secret", POD_TOKEN): {
                     "type": "Opaque",
-                    "data": {"token": b64("fake-token.default.default.1")},
+                    "data": {DEFAULT_TOKEN_KEY: b64("fake-token.default.default.1")},
                     "metadata": {
                         "labels": {LABEL_MANAGED_BY: "vc"},
-                        "annotations": {ANNOTATION_KIND: "ServiceAccountToken", ANNOTATION_NAME: "default"},
+                        "annotations": {
+                            ANNOTATION_KIND: "PodToken",
+                            ANNOTATION_NAME: "web",
+                            ANNOTATION_UID: "web-uid",
+                        },
                     },
                 },
-                ("Pod", hn("web")): _token_volume_to(SA_TOKEN),
             },
-            host_writes=["POST secrets", "POST pods"],
-            virtual_writes=["POST serviceaccounts/default/token", "PATCH pods/web/status"],
+            host_writes=["POST secrets"],
+            virtual_writes=[
+                "POST pods/web/binding",
+                "POST serviceaccounts/default/token",
+            ],
+            also=_token_requests(
+                [{"kind": "Pod", "name": "web", "uid": "web-uid", "audiences": None, "seconds": 3607}]
+            ),
         ),
-        id="token-secret-made-before-the-pod",
-    ),
-    pytest.param(
-        Row(
-            virtual=[DEFAULT_SA, WITH_TOKEN, with_meta(WITH_TOKEN, name="api", uid="api-uid")],
-            host_has={("Secret", SA_TOKEN): {}, ("Pod", hn("web")): {}, ("Pod", hn("api")): {}},
-            host_writes=["POST secrets", "POST pods", "POST pods"],
-        ),
-        id="pods-of-one-service-account-share-one-token",
+        id="token-issued-once-bound-to-the-pod",
     ),
     pytest.param(
         Row(
             virtual=[DEFAULT_SA, WITH_TOKEN],
-            host=[sa_token()],
-            host_has={("Secret", SA_TOKEN): {"data": {"token": b64("earlier-token")}}},
+            host_has={("Pod", hn("web")): _token_volume_to(POD_TOKEN)},
+            host_lacks=[("Secret", POD_TOKEN)],
             host_writes=["POST pods"],
-            virtual_writes=["PATCH pods/web/status"],  # no TokenRequest
+            virtual_writes=["PATCH pods/web/status"],
+        ),
+        id="unbound-pod-goes-to-the-host-before-its-token",
+        # Its kubelet waits for the Secret; the token is asked for once the pod is bound.
+    ),
+    pytest.param(
+        Row(
+            virtual=[DEFAULT_SA, pod(volumes=[TOKEN_VOLUME, AUDIENCE_VOLUME], nodeName="node-1")],
+            host_has={
+                ("Secret", POD_TOKEN): {
+                    "data": {
+                        DEFAULT_TOKEN_KEY: b64("fake-token.default.default.1"),
+                        AUDIENCE_TOKEN_KEY: b64("fake-token.default.default.2"),
+                    }
+                },
+                ("Pod", hn("web")): {
+                    "spec": {
+                        "volumes": [
+                            _token_volume_to(POD_TOKEN)["spec"]["volumes"][0],
+                            {
+                                "name": "oidc",
+                                "projected": {
+                                    "sources": [
+                                        {
+                                            "secret": {
+                                                "name": POD_TOKEN,
+                                                "items": [{"key": AUDIENCE_TOKEN_KEY, "path": "sa-token"}],
+                                            }
+                                        }
+                                    ]
+                                },
+                            },
+                        ]
+                    }
+                },
+            },
+            also=_token_requests(
+                [
+                    {"kind": "Pod", "name": "web", "uid": "web-uid", "audiences": None, "seconds": 3607},
+                    {
+                        "kind": "Pod",
+                        "name": "web",
+                        "uid": "web-uid",
+                        "audiences": ["oidc-test"],
+                        "seconds": 600,
+                    },
+                ]
+            ),
+        ),
+        id="each-projection-its-audience-and-expiry",
+    ),
+    pytest.param(
+        Row(
+            virtual=[DEFAULT_SA, WITH_TOKEN],
+            host=[hpod(WITH_TOKEN, node="node-1"), pod_token()],
+            host_has={("Secret", POD_TOKEN): {"data": {DEFAULT_TOKEN_KEY: b64("earlier-token")}}},
+            host_writes=[],
+            virtual_writes=["POST pods/web/binding"],  # no TokenRequest
         ),
         id="current-token-reused",
     ),
     pytest.param(
         Row(
             virtual=[DEFAULT_SA, WITH_TOKEN],
-            host=[sa_token(refresh_after=PAST)],
-            host_has={("Secret", SA_TOKEN): {"data": {"token": b64("fake-token.default.default.1")}}},
-            host_writes=[f"PUT secrets/{SA_TOKEN}", "POST pods"],
+            host=[hpod(WITH_TOKEN, node="node-1"), pod_token(refresh_after=PAST)],
+            host_has={
+                ("Secret", POD_TOKEN): {"data": {DEFAULT_TOKEN_KEY: b64("fake-token.default.default.1")}}
+            },
+            host_writes=[f"PUT secrets/{POD_TOKEN}"],
         ),
         id="token-due-for-refresh-issued-again",
     ),
     pytest.param(
         Row(
             virtual=[DEFAULT_SA, WITH_TOKEN],
-            host=[sa_token(with_meta(DEFAULT_SA, uid="old-uid"))],
+            host=[hpod(WITH_TOKEN, node="node-1"), pod_token(with_meta(WITH_TOKEN, uid="old-uid"))],
             host_has={
-                ("Secret", SA_TOKEN): {
-                    "data": {"token": b64("fake-token.default.default.1")},
-                    "metadata": {"annotations": {ANNOTATION_UID: "default-uid"}},
+                ("Secret", POD_TOKEN): {
+                    "data": {DEFAULT_TOKEN_KEY: b64("fake-token.default.default.1")},
+                    "metadata": {"annotations": {ANNOTATION_UID: "web-uid"}},
                 }
             },
-            host_writes=[f"PUT secrets/{SA_TOKEN}", "POST pods"],
+            host_writes=[f"PUT secrets/{POD_TOKEN}"],
         ),
-        id="service-account-replaced-token-issued-again",
-        # The old token names the old account's uid: the API server refuses it.
+        id="pod-replaced-token-issued-again",
+        # The old token names the old pod's uid: the API server refuses it.
+    ),
+    pytest.param(
+        Row(
+            host=[hpod(WITH_TOKEN), pod_token()],
+            host_lacks=[("Pod", hn("web")), ("Secret", POD_TOKEN)],
+        ),
+        id="virtual-gone-token-secret-goes-with-the-copy",
+    ),
+    pytest.param(
+        Row(host=[pod_token()], host_lacks=[("Secret", POD_TOKEN)]),
+        id="orphan-token-secret-removed",
+        # Neither side has the pod (both went while the syncer was down): the Secret's own event
+        # names the pod, which is gone.
     ),
     pytest.param(
         Row(
@@ -422,31 +548,48 @@ ROWS = [
             host_has={("Pod", hn("web")): {}},
             host_lacks=[("Secret", SA_TOKEN)],
         ),
-        id="no-pod-mounts-the-token-secret-goes",
+        id="shared-token-secret-of-earlier-versions-removed",
     ),
     pytest.param(
         Row(
-            host=[hpod(WITH_TOKEN), token_secret(WITH_TOKEN)],
-            host_lacks=[("Pod", hn("web")), ("Secret", OLD_TOKEN)],
-            host_writes=[f"DELETE pods/{hn('web')}", f"DELETE secrets/{OLD_TOKEN}"],
+            virtual=[NAMED_NODE],
+            host=[_unschedulable(NAMED_NODE, PORTS_TAKEN)],
+            virtual_has={
+                ("Pod", "default/web"): {
+                    "status": {
+                        "phase": "Failed",
+                        "reason": "NodePorts",
+                        "message": "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free "
+                        "ports for the requested pod ports",
+                    }
+                }
+            },
+            host_lacks=[("Pod", hn("web"))],
+            events=[("NodePorts", "didn't have free ports", "web")],
+            host_writes=[f"DELETE pods/{hn('web')}"],
         ),
-        id="virtual-gone-old-token-secret-goes-with-the-copy",
+        id="named-node-cannot-take-it-failed-as-its-kubelet-would",
     ),
     pytest.param(
         Row(
-            virtual=[_deleting(WITH_TOKEN)],
-            host=[token_secret(WITH_TOKEN)],
-            host_lacks=[("Secret", OLD_TOKEN)],
-            virtual_lacks=[("Pod", "default/web")],
-            host_writes=[f"DELETE secrets/{OLD_TOKEN}"],
+            virtual=[with_meta(NAMED_NODE, uid="web-uid")],
+            host=[
+                _unschedulable(
+                    NAMED_NODE, "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+                )
+            ],
+            host_has={("Pod", hn("web")): {}},
+            virtual_has={("Pod", "default/web"): {"status": {"phase": "Pending"}}},
         ),
-        id="deleting-without-a-copy-old-token-secret-goes",
+        id="named-node-waits-for-what-a-kubelet-waits-for",
     ),
     pytest.param(
-        Row(host=[token_secret(WITH_TOKEN)], host_lacks=[("Secret", OLD_TOKEN)]),
-        id="orphan-old-token-secret-removed",
-        # Neither side has the pod (both went while the syncer was down): no key names it, so the
-        # token Secret (the virtual API server's credential) stays on the host for good.
+        Row(
+            virtual=[{**NAMED_NODE, "status": {"phase": "Failed", "reason": "NodePorts"}}],
+            host_lacks=[("Pod", hn("web"))],
+            host_writes=[],
+        ),
+        id="rejected-pod-never-goes-to-the-host-again",
     ),
     pytest.param(
         Row(

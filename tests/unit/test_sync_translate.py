@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import pathlib
+import subprocess
 from typing import Any
 
 import pytest
@@ -18,13 +20,12 @@ from vnest.syncer.resources.endpoints import (
     translate_endpoint,
     translate_slice,
 )
-from vnest.syncer.resources.pods import PodSyncer, pin_to_node
+from vnest.syncer.resources.pods import REWRITE_HOSTS_CONTAINER, PodSyncer, pin_to_node, virtual_status
 from vnest.syncer.resources.serviceaccounts import (
     host_service_account,
     pod_service_account,
     translate_service_account,
 )
-from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +45,7 @@ class _NoNodes:
 
 
 def _pods(ctx: SyncContext) -> PodSyncer:
-    return PodSyncer(ctx, None, _NoNodes(), {}, ServiceAccountTokens(ctx))
+    return PodSyncer(ctx, None, _NoNodes(), {})
 
 
 def _host_pod(ns: str, name: str) -> str | None:
@@ -268,7 +269,7 @@ def test_host_pod_runs_as_the_copy_of_its_service_account_only_with_the_sync(syn
     assert spec["automountServiceAccountToken"] is False
     sources = spec["volumes"][0]["projected"]["sources"]
     assert not any("serviceAccountToken" in s for s in sources)
-    assert sources[0]["secret"]["name"] == naming.host_name("vnest-sa-token-runner", "ci", VC)
+    assert sources[0]["secret"]["name"] == naming.host_name("vnest-token-p", "ci", VC)  # the pod's own
 
 
 # --- Pods with their node named ------------------------------------------------------------
@@ -486,3 +487,126 @@ def test_kwoks_completion_stage_for_virtual_jobs_selects_by_the_annotation():
     keys = [e["key"] for e in stage["spec"]["selector"]["matchExpressions"]]
     assert keys == [".status.phase", '.metadata.annotations["vnest.io/owner-set-kind"]']
     assert upstream["spec"]["selector"]["matchExpressions"][1]["key"].startswith(".metadata.ownerReferences")
+
+
+# --- a StatefulSet pod's /etc/hosts --------------------------------------------------------
+
+
+def _stateful_pod(**spec: Any) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-0", "namespace": "team", "uid": "u1"},
+        "spec": {
+            "hostname": "web-0",
+            "subdomain": "nginx",
+            "containers": [{"name": "c", "image": "nginx"}],
+            **spec,
+        },
+    }
+
+
+def test_a_pod_with_a_subdomain_gets_its_virtual_fqdn_written_into_etc_hosts():
+    spec = _pods(_ctx()).translate(_stateful_pod(initContainers=[{"name": "setup", "image": "x"}]))["spec"]
+    writer, setup = spec["initContainers"]
+    assert writer["name"] == REWRITE_HOSTS_CONTAINER and setup["name"] == "setup"
+    assert writer["image"] == "docker.io/library/busybox:1.37"
+    # The names are arguments of the script, never part of it.
+    assert writer["command"][-3:] == ["web-0", "nginx", "web-0.nginx.team.svc.cluster.local"]
+    assert writer["securityContext"]["runAsNonRoot"] is True
+    assert writer["resources"] == {
+        "limits": {"cpu": "30m", "memory": "64Mi"},
+        "requests": {"cpu": "30m", "memory": "64Mi"},
+    }
+    hosts = {"name": "vnest-hosts", "mountPath": "/etc/hosts", "subPath": "hosts", "readOnly": False}
+    assert hosts in setup["volumeMounts"] and hosts in spec["containers"][0]["volumeMounts"]
+    assert {"name": "vnest-hosts", "emptyDir": {}} in spec["volumes"]
+
+
+def _run_hosts_script(command: list[str], where: pathlib.Path, kubelets: str) -> str:
+    """Runs the init container's command here, on `kubelets` as /etc/hosts: the file it writes."""
+    (where / "etc-hosts").write_text(kubelets)
+    (where / "out").mkdir(exist_ok=True)
+    script = (
+        command[2].replace("/etc/hosts", str(where / "etc-hosts")).replace("/vnest-hosts", str(where / "out"))
+    )
+    subprocess.run([command[0], command[1], script, *command[3:]], check=True)
+    return (where / "out" / "hosts").read_text()
+
+
+def test_the_hosts_script_puts_the_virtual_fqdn_in_place_of_the_hosts(tmp_path):
+    spec = _pods(_ctx()).translate(_stateful_pod())["spec"]
+    kubelets = (
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
+        "10.1.2.3\tweb-0.nginx.vc-host.svc.cluster.local\tweb-0\n"
+        "# Entries added by HostAliases.\n10.96.0.1\tkubernetes\tkubernetes.default\n"
+    )
+    written = _run_hosts_script(spec["initContainers"][0]["command"], tmp_path, kubelets)
+    assert written == kubelets.replace(
+        "web-0.nginx.vc-host.svc.cluster.local", "web-0.nginx.team.svc.cluster.local"
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no-subdomain", "disabled", "tenant-mounts-its-own", "host-network"],
+)
+def test_etc_hosts_is_left_to_the_kubelet(case):
+    values = defaults()
+    vpod = _stateful_pod()
+    if case == "no-subdomain":
+        del vpod["spec"]["subdomain"]
+    if case == "disabled":
+        values["sync"]["toHost"]["pods"]["rewriteHosts"]["enabled"] = False
+    if case == "host-network":
+        vpod["spec"]["hostNetwork"] = True
+    if case == "tenant-mounts-its-own":
+        vpod["spec"]["containers"][0]["volumeMounts"] = [{"name": "h", "mountPath": "/etc/hosts"}]
+        vpod["spec"]["volumes"] = [{"name": "h", "configMap": {"name": "hosts"}}]
+    spec = _pods(_ctx(values)).translate(vpod)["spec"]
+    mounts = spec["containers"][0].get("volumeMounts") or []
+    if case == "tenant-mounts-its-own":
+        assert mounts == [{"name": "h", "mountPath": "/etc/hosts"}]  # only its container keeps its own
+        assert spec["initContainers"][0]["name"] == REWRITE_HOSTS_CONTAINER
+    else:
+        assert not spec.get("initContainers")
+        assert not any(m["mountPath"] == "/etc/hosts" for m in mounts)
+
+
+def test_the_virtual_pods_qos_class_stays_whatever_the_hosts_is():
+    vpod = _stateful_pod()
+    vpod["status"] = {"qosClass": "BestEffort"}
+    hpod: dict = {"metadata": {}, "spec": {}}
+    out = virtual_status({"phase": "Running", "qosClass": "Burstable"}, vpod, hpod)
+    assert out == {"phase": "Running", "qosClass": "BestEffort"}  # the API server refuses a change
+
+
+def test_the_hosts_writers_status_is_not_the_tenants():
+    vpod = _stateful_pod()
+    vpod["metadata"]["generation"] = 1
+    hpod = {"metadata": {"generation": 1}, "spec": {}}
+    status = {
+        "phase": "Running",
+        "initContainerStatuses": [{"name": REWRITE_HOSTS_CONTAINER, "ready": True}],
+        "containerStatuses": [{"name": "c", "ready": True}],
+    }
+    assert virtual_status(status, vpod, hpod) == {
+        "phase": "Running",
+        "containerStatuses": [{"name": "c", "ready": True}],
+    }
+
+
+def test_names_reach_the_hosts_script_as_data_never_as_shell(tmp_path):
+    """The API server validates hostname and subdomain as DNS labels, but the script does not rely
+    on it: a name that would run a command if it were part of the script is only compared."""
+    attack = f"$(touch {tmp_path}/pwned)"
+    spec = _pods(_ctx()).translate(_stateful_pod(hostname=attack, subdomain="`id`"))["spec"]
+    command = spec["initContainers"][0]["command"]
+    kubelets = "10.1.2.3\tweb-0.nginx.vc-host.svc.cluster.local\tweb-0\n"
+    assert _run_hosts_script(command, tmp_path, kubelets) == kubelets
+    assert not (tmp_path / "pwned").exists()
+    # The same name put into the script's text runs.
+    _run_hosts_script(
+        [*command[:2], command[2].replace('"$1"', f'"{attack}"'), *command[3:]], tmp_path, kubelets
+    )
+    assert (tmp_path / "pwned").exists()

@@ -68,7 +68,6 @@ UNSUPPORTED: dict[str, str] = {
     "sync.toHost.pods.translateImage": _POD_REWRITE,
     "sync.toHost.pods.enforceTolerations": _POD_REWRITE,
     "sync.toHost.pods.useSecretsForSATokens": _POD_REWRITE,
-    "sync.toHost.pods.rewriteHosts": _POD_REWRITE,
 }
 
 _SET_EXAMPLE = "expected KEY=VALUE, e.g. --set sync.toHost.ingresses.enabled=true"

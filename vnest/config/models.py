@@ -176,10 +176,62 @@ class CustomResourceSync(_Model):
         return value
 
 
+# The image of the init container that writes a pod's /etc/hosts with its virtual FQDN: a shell
+# and awk are all it needs (the local host serves it, vnest.host.images).
+REWRITE_HOSTS_IMAGE = "docker.io/library/busybox:1.37"
+
+
+class RewriteHostsResources(_Model):
+    """Compute resources of the hosts-file init container (it runs for milliseconds)."""
+
+    limits: dict[str, Quantity] = Field(
+        default_factory=lambda: {"cpu": "30m", "memory": "64Mi"}, description="Resource limits."
+    )
+    requests: dict[str, Quantity] = Field(
+        default_factory=lambda: {"cpu": "30m", "memory": "64Mi"}, description="Resource requests."
+    )
+
+
+class RewriteHostsInitContainer(_Model):
+    """The init container that writes the pod's hosts file."""
+
+    image: str = Field(REWRITE_HOSTS_IMAGE, description="Its image: any image with `sh` and `awk`.")
+    resources: RewriteHostsResources = Field(
+        default_factory=lambda: RewriteHostsResources(), description="Its resources."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value.strip() or any(c.isspace() for c in value):
+            raise FieldProblem(
+                None, f"expected an image reference such as {REWRITE_HOSTS_IMAGE}, got {show(value)}"
+            )
+        return value
+
+
+class RewriteHosts(_Model):
+    """The FQDN of a pod with a subdomain (a StatefulSet's) in its /etc/hosts: the virtual one.
+
+    The host's kubelet writes the pod's FQDN with the host namespace; an init container writes
+    the file again with the virtual namespace and cluster domain, which every container mounts."""
+
+    enabled: Bool = _enabled(True, "pods with a hostname and subdomain get their virtual FQDN in /etc/hosts")
+    init_container: RewriteHostsInitContainer = Field(
+        default_factory=RewriteHostsInitContainer, description="The init container that writes the file."
+    )
+
+
+class SyncPods(SyncOn):
+    """Pods: they run on the host."""
+
+    rewrite_hosts: RewriteHosts = Field(default_factory=RewriteHosts, description="Rewrite /etc/hosts.")
+
+
 class SyncToHost(_Model):
     """Virtual objects that vnest copies into the host namespace."""
 
-    pods: SyncOn = Field(default_factory=SyncOn, description="Pods run on the host.")
+    pods: SyncPods = Field(default_factory=SyncPods, description="Pods run on the host.")
     services: SyncOn = Field(default_factory=SyncOn, description="Services are copied to the host.")
     endpoints: SyncOn = Field(default_factory=SyncOn, description="Endpoints are copied to the host.")
     persistent_volume_claims: SyncOn = Field(

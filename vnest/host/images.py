@@ -185,6 +185,7 @@ def normalize(reference: str) -> str:
 
 def catalogue() -> list[Image]:
     """Every image the local host serves, in the order they are pushed."""
+    from vnest.config.models import REWRITE_HOSTS_IMAGE
     from vnest.dns.coredns import DEFAULT_IMAGE as COREDNS_IMAGE
 
     kube = binaries.pins()["kubernetes"]["version"]
@@ -196,6 +197,8 @@ def catalogue() -> list[Image]:
             "docker.io/library/nginx:latest", ("base",), cmd=("nginx", "-g", "daemon off;"), ports=("80/tcp",)
         ),
         Image("docker.io/library/busybox:latest", ("busybox",), cmd=("sh",)),
+        # What writes a StatefulSet pod's /etc/hosts (sync.toHost.pods.rewriteHosts).
+        Image(REWRITE_HOSTS_IMAGE, ("busybox",), cmd=("sh",)),
         Image(
             "docker.io/curlimages/curl:latest",
             ("base", "curl-entrypoint"),

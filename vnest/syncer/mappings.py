@@ -40,8 +40,9 @@ ANNOTATION_HOST_UID = naming.ANNOTATION_HOST_UID  # on a virtual pod: the uid of
 ANNOTATION_REPLICATED_FROM = naming.ANNOTATION_REPLICATED_FROM
 
 # The object-kind of a pod's service-account token Secret: the pod syncer's, not a Secret's copy.
-KIND_POD_TOKEN = "PodToken"  # a pod's own token Secret, as earlier vnest versions made them: only removed
-KIND_SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"  # vnest.syncer.resources.tokens
+KIND_POD_TOKEN = "PodToken"  # a pod's own token Secret (vnest.syncer.resources.tokens)
+# A ServiceAccount's token Secret shared by its pods, as earlier vnest versions made them: only removed.
+KIND_SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"
 ANNOTATION_REFRESH_AFTER = f"{naming.PREFIX}/refresh-after"  # on a token Secret: when to issue it again
 # On a virtual pod vnest made to show a host pod it did not copy (KubeVirt's launchers): that pod.
 ANNOTATION_REFLECTS = f"{naming.PREFIX}/reflects"

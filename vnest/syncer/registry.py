@@ -31,7 +31,7 @@ from vnest.syncer.resources.pvcs import PersistentVolumeClaimSyncer
 from vnest.syncer.resources.serviceaccounts import ServiceAccountSyncer
 from vnest.syncer.resources.services import ServiceSyncer
 from vnest.syncer.resources.storageclasses import StorageClassSyncer
-from vnest.syncer.resources.tokens import ServiceAccountTokens
+from vnest.syncer.resources.tokens import PodTokens
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ class Deps:
     nodes: Nodes  # where pods are bound: fake nodes, or the copies of real host nodes
     host_nodes: HostNodes | None  # real node sync, when on
     node_selector: dict[str, str]  # real node sync: pods stay on the selected host nodes
-    tokens: ServiceAccountTokens | None  # the pods' service-account token Secrets, when pods sync
 
 
 # to-host: namespaced copies in the host namespace; cluster: cluster-scoped host copies;
@@ -74,20 +73,15 @@ def _to_host(field: str) -> Callable[[VClusterConfig], bool]:
     return enabled
 
 
-def _tokens(deps: Deps) -> ServiceAccountTokens:
-    assert deps.tokens is not None  # made by the runner whenever pods sync
-    return deps.tokens
-
-
 KINDS: tuple[Kind, ...] = (
     Kind(
         "Pod",
         "to-host",
         _to_host("pods"),
-        lambda d: PodSyncer(d.ctx, d.pod_security, d.nodes, d.node_selector, _tokens(d)),
+        lambda d: PodSyncer(d.ctx, d.pod_security, d.nodes, d.node_selector),
         ("Pod",),
     ),
-    Kind("ServiceAccountToken", "to-host", _to_host("pods"), _tokens, ("Secret",)),
+    Kind("PodToken", "to-host", _to_host("pods"), lambda d: PodTokens(d.ctx), ("Secret",)),
     Kind("Service", "to-host", _to_host("services"), lambda d: ServiceSyncer(d.ctx), ("Service",)),
     Kind(
         "EndpointSlice",

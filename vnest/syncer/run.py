@@ -37,7 +37,6 @@ from vnest.syncer.resources import customresources
 from vnest.syncer.resources.configs import ConfigSyncer
 from vnest.syncer.resources.nodes import FakeNodes, HostNodes
 from vnest.syncer.resources.pods import PodSyncer
-from vnest.syncer.resources.tokens import ServiceAccountTokens
 
 _log = log.get("syncer")
 
@@ -104,7 +103,6 @@ class Syncer:
             nodes=self.host_nodes or self.nodes,
             host_nodes=self.host_nodes,
             node_selector=self.host_nodes.labels if self.host_nodes is not None else {},
-            tokens=ServiceAccountTokens(self.ctx) if config.sync.to_host.pods.enabled else None,
         )
         self.deps = deps
         self.syncers: list[Controller] = registry.build(config, deps)

@@ -5,8 +5,8 @@ What the host pod gets, compared with the virtual one:
   volumes, the Secrets of csi, cephfs, rbd, iscsi, flexVolume, scaleIO,
   storageos, cinder and azureFile volumes, env, envFrom, imagePullSecrets)
   rewritten to their host copies';
-- the service-account token volume replaced by a host Secret holding a token
-  the *virtual* API server issued, one per ServiceAccount (vnest.syncer.resources.tokens),
+- the service-account token projections replaced by a host Secret holding tokens
+  the *virtual* API server issued, bound to the pod (vnest.syncer.resources.tokens),
   so in-pod clients talk to the virtual API; the host's own token is never mounted;
 - KUBERNETES_SERVICE_HOST/PORT and a hostAlias for kubernetes.default that
   point at the virtual cluster's host Service; service links off, since the
@@ -51,7 +51,7 @@ from vnest import log, naming
 from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import Obj
 from vnest.syncer import mappings
-from vnest.syncer.engine import Handlers, Patcher, SyncContext, ToHostSyncer
+from vnest.syncer.engine import Handlers, SyncContext, ToHostSyncer
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
     LABEL_NAMESPACE,
@@ -64,7 +64,7 @@ from vnest.syncer.podsecurity import PodSecurityChecker
 from vnest.syncer.resources.priorityclasses import pod_priority_class
 from vnest.syncer.resources.runtimeclasses import RuntimeClasses
 from vnest.syncer.resources.serviceaccounts import host_service_account, pod_service_account
-from vnest.syncer.resources.tokens import ServiceAccountTokens, account_key, token_secret_name
+from vnest.syncer.resources.tokens import projection_of, token_key, token_secret_name
 
 _log = log.get("syncer.pods")
 
@@ -76,6 +76,56 @@ def pod_hostname(name: str) -> str | None:
     """The hostname kubelet gives a pod of this name (its first 63 characters), if a valid label."""
     hostname = name[:63].rstrip("-.")
     return hostname if _DNS_LABEL.match(hostname) else None
+
+
+# A pod with a subdomain (a StatefulSet's) has its FQDN in /etc/hosts. The host's kubelet writes it
+# as "<ip>\t<hostname>.<subdomain>.<host namespace>.svc.<host domain>\t<hostname>", and writes the
+# file again before each container starts (so a container cannot just edit it). An init container
+# reads the kubelet's file and writes it, with the virtual FQDN, into a volume every container
+# mounts at /etc/hosts, which the kubelet then leaves alone.
+REWRITE_HOSTS_CONTAINER = "vnest-rewrite-hosts"
+HOSTS_VOLUME = "vnest-hosts"
+_HOSTS_DIR = "/vnest-hosts"
+_REWRITE_HOSTS_SCRIPT = (
+    'awk -v h="$1" -v p="$1.$2." -v f="$3" \'BEGIN { OFS = "\\t" } '
+    "!/^#/ && NF == 3 && $3 == h && index($2, p) == 1 { $2 = f } { print }' "
+    f"/etc/hosts > {_HOSTS_DIR}/hosts"
+)
+
+
+def rewrite_hosts(spec: Obj, fqdn: str, image: str, resources: Obj) -> None:
+    """Gives a host pod spec the init container and mounts that put `fqdn` into its /etc/hosts
+    (its hostname and subdomain set). The names are passed as arguments, never into the script."""
+    hostname, subdomain = spec["hostname"], spec["subdomain"]
+    containers = [c for group in _CONTAINER_LISTS for c in spec.get(group) or []]
+    volumes = spec.setdefault("volumes", [])
+    if any(c["name"] == REWRITE_HOSTS_CONTAINER for c in containers) or any(
+        v["name"] == HOSTS_VOLUME for v in volumes
+    ):
+        return  # the tenant's own names: the kubelet's file, unchanged
+    mount = {"name": HOSTS_VOLUME, "mountPath": "/etc/hosts", "subPath": "hosts", "readOnly": False}
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if not any(m.get("mountPath") == "/etc/hosts" for m in c.get("volumeMounts") or []):
+            c["volumeMounts"] = [*(c.get("volumeMounts") or []), dict(mount)]
+    volumes.append({"name": HOSTS_VOLUME, "emptyDir": {}})
+    writer = {
+        "name": REWRITE_HOSTS_CONTAINER,
+        "image": image,
+        "command": ["sh", "-c", _REWRITE_HOSTS_SCRIPT, REWRITE_HOSTS_CONTAINER, hostname, subdomain, fqdn],
+        "resources": resources,
+        "volumeMounts": [{"name": HOSTS_VOLUME, "mountPath": _HOSTS_DIR}],
+        # Reads a world-readable file and writes an emptyDir: nothing a restricted pod may not.
+        "securityContext": {
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    spec["initContainers"] = [writer, *(spec.get("initContainers") or [])]
 
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
@@ -168,12 +218,6 @@ def owner_set_kind(vpod: Obj) -> str | None:
     return None
 
 
-def pod_token_secret_name(ctx: SyncContext, pod_key: str) -> str:
-    """The host Secret earlier vnest versions made for the token of virtual pod `pod_key` ("ns/name")."""
-    ns, name = split_key(pod_key)
-    return ctx.host_name(f"vnest-token-{name}", ns)
-
-
 # PodStatus's fields (Kubernetes 1.36); a newer one the host sets is copied, one only the virtual
 # side has (unknown here, and not in the cache yet) would stay until the next status change.
 POD_STATUS_FIELDS = (
@@ -252,6 +296,46 @@ def resize_patch(vpod: Obj, hpod: Obj) -> list[Obj]:
 
 
 TERMINAL = frozenset({"Succeeded", "Failed"})
+
+# What a kubelet refuses a pod bound to its node for, as the host scheduler words it when it
+# cannot place the pod on the node it named (vnest pins such a pod with node affinity): the
+# kubelet's reason and message for each (pkg/kubelet/lifecycle/predicate.go).
+_KUBELET_REJECTIONS = (
+    (
+        "didn't have free ports for the requested pod ports",
+        "NodePorts",
+        "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports",
+    ),
+    ("Insufficient cpu", "OutOfcpu", "Node didn't have enough resource: cpu"),
+    ("Insufficient memory", "OutOfmemory", "Node didn't have enough resource: memory"),
+    (
+        "Insufficient ephemeral-storage",
+        "OutOfephemeral-storage",
+        "Node didn't have enough resource: ephemeral-storage",
+    ),
+    ("Too many pods", "OutOfpods", "Node didn't have enough resource: pods"),
+)
+
+
+def kubelet_rejection(vpod: Obj, hpod: Obj) -> tuple[str, str] | None:
+    """The reason and message a kubelet would fail a pod with that names its node (no scheduler
+    places it) when the host scheduler says the node cannot take it; None while it may run.
+
+    A pod that names its node is admitted or refused by that node's kubelet at once, and a
+    refused one ends Failed (a StatefulSet then makes it again). On the host it is pending
+    instead, until the port or the resources come free; only what a kubelet refuses is turned
+    into that end, not what it would wait for (a volume, an image)."""
+    if not vpod["spec"].get("nodeName") or hpod["spec"].get("nodeName"):
+        return None
+    for condition in (hpod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            said = condition.get("message") or ""
+            for words, reason, message in _KUBELET_REJECTIONS:
+                if words in said:
+                    return reason, message
+    return None
+
+
 # Pod conditions the virtual control plane sets and the host never sees: an eviction through the
 # virtual API (or the virtual scheduler's preemption) marks the pod before it is deleted, and a
 # Job's podFailurePolicy reads the mark once the host copy's status says it failed.
@@ -269,6 +353,19 @@ def virtual_status(status: Obj, vpod: Obj, hpod: Obj) -> Obj:
     """
     if not status:
         return status
+    qos = (vpod.get("status") or {}).get("qosClass")
+    if qos and status.get("qosClass", qos) != qos:
+        # Set at create and immutable: the host copy's may differ (vnest's init container has
+        # resources, a host LimitRange adds some), and a status that changed it would be refused.
+        status = {**status, "qosClass": qos}
+    init = status.get("initContainerStatuses") or []
+    if any(s.get("name") == REWRITE_HOSTS_CONTAINER for s in init) and not any(
+        c["name"] == REWRITE_HOSTS_CONTAINER for c in vpod["spec"].get("initContainers") or []
+    ):
+        # vnest's own init container (rewrite_hosts) is not the tenant's.
+        status = {k: v for k, v in status.items() if k != "initContainerStatuses"}
+        if tenants := [s for s in init if s.get("name") != REWRITE_HOSTS_CONTAINER]:
+            status["initContainerStatuses"] = tenants
     host_types = {c.get("type") for c in status.get("conditions") or []}
     kept = [
         c
@@ -322,10 +419,8 @@ class PodSyncer(ToHostSyncer):
         security: PodSecurityChecker | None,
         nodes: Nodes,
         node_selector: dict[str, str],
-        tokens: ServiceAccountTokens,
     ) -> None:
         super().__init__(ctx)
-        self.tokens = tokens
         # This syncer's own writes the virtual cache may not show yet (client-go's MutationCache):
         # pods it bound (key -> uid), and statuses it wrote (key -> uid, revision, status).
         self._bound: dict[str, str] = {}
@@ -333,8 +428,6 @@ class PodSyncer(ToHostSyncer):
         self.security = security  # None: policies.podSecurityStandard is privileged
         self.nodes = nodes
         self.node_selector = node_selector  # with real node sync: pods stay on the selected nodes
-        self.host_secrets = ctx.informer("host", "Secret")  # where old per-pod token Secrets are seen
-        self.token_secrets = Patcher(ctx, "Secret", ctx.host, self.mapping.owns, ctx.host_namespace)
         self.namespaces = ctx.informer("virtual", "Namespace")
         self.services = ctx.informer("virtual", "Service")  # for the virtual kube-dns Service's IP
         self.runtime_classes = RuntimeClasses(ctx)
@@ -354,15 +447,6 @@ class PodSyncer(ToHostSyncer):
         for classes in (self.runtime_classes.offered, self.runtime_classes.virtual):
             if classes is not None:
                 classes.add_handlers(Handlers(on_add=self._on_runtime_class))
-
-    def resync(self) -> None:
-        super().resync()
-        # A pod gone on both sides while the syncer was down (or before vnest shared tokens per
-        # ServiceAccount) still has its own token Secret: its key, reconciled, finds neither pod and
-        # removes it (`forget`).
-        for secret in list(self.host_secrets.store.values()):
-            if mappings.is_pod_token(secret) and (vkey := mappings.virtual_key_of(secret)):
-                self.queue.add(vkey)
 
     def _on_namespace_update(self, old: Obj, new: Obj) -> None:
         # Its labels ride on every pod of it: relabel them all.
@@ -503,6 +587,12 @@ class PodSyncer(ToHostSyncer):
         if not spec.get("hostname") and (hostname := pod_hostname(vpod["metadata"]["name"])):
             # Inside its containers the pod is called by its virtual name, not the host copy's.
             spec["hostname"] = hostname
+        rewrite = ctx.config.sync.to_host.pods.rewrite_hosts
+        if rewrite.enabled and spec.get("subdomain") and spec.get("hostname") and not spec.get("hostNetwork"):
+            domain = ctx.config.networking.advanced.cluster_domain
+            fqdn = f"{spec['hostname']}.{spec['subdomain']}.{ns}.svc.{domain}"
+            writer = rewrite.init_container
+            rewrite_hosts(spec, fqdn, writer.image, writer.resources.model_dump(by_alias=True))
         return {"apiVersion": "v1", "kind": "Pod", "metadata": self._host_metadata(vpod), "spec": spec}
 
     def _host_metadata(self, vpod: Obj) -> Obj:
@@ -551,11 +641,12 @@ class PodSyncer(ToHostSyncer):
         for src in sources:
             if "serviceAccountToken" in src:
                 # The token comes from the virtual API server, via a host Secret (tokens.py).
+                token = src["serviceAccountToken"]
                 out.append(
                     {
                         "secret": {
-                            "name": token_secret_name(self.ctx, account_key(vpod)),
-                            "items": [{"key": "token", "path": src["serviceAccountToken"]["path"]}],
+                            "name": token_secret_name(self.ctx, key_of(vpod)),
+                            "items": [{"key": token_key(projection_of(token)), "path": token["path"]}],
                         }
                     }
                 )
@@ -642,13 +733,11 @@ class PodSyncer(ToHostSyncer):
                 "Pod", meta["name"], {"status": {"phase": "Failed"}}, meta["namespace"], "status"
             )
         await self._delete_virtual(vpod)  # acting as its kubelet: nothing runs it any more
-        await self._delete_pod_token_secret(key_of(vpod))
         return True
 
     async def forget(self, key: str) -> None:
         self._bound.pop(key, None)
         self._status_written.pop(key, None)
-        await self._delete_pod_token_secret(key)
 
     async def replaced(self, vpod: Obj, hpod: Obj) -> None:
         # A host copy of an earlier pod of the same name: replaced; its DELETED event brings us back.
@@ -659,6 +748,8 @@ class PodSyncer(ToHostSyncer):
             # It ran on the host and its host pod is gone: so goes the virtual pod.
             await self._delete_virtual(vpod)
             return
+        if (vpod.get("status") or {}).get("phase") in TERMINAL:
+            return  # ended without running (rejected by its node): nothing runs it again
         if self.security is not None and (problem := await self.security.violation(vpod)):
             # Never on the host, whatever the tenant's namespace labels say; its next change
             # (or a new pod from its controller) is checked again.
@@ -668,12 +759,24 @@ class PodSyncer(ToHostSyncer):
         if runtime_class.problem:
             await self.ctx.warn_once(vpod, "RuntimeClass", runtime_class.problem)
             return
-        await self.tokens.ensure(vpod)
         await self.patcher.create(vpod, self.translate(vpod))
 
     async def sync(self, vpod: Obj, hpod: Obj) -> None:
+        if (rejection := kubelet_rejection(vpod, hpod)) is not None:
+            await self._reject(vpod, hpod, *rejection)
+            return
         hpod = await self._update_host(vpod, hpod)
         await self._sync_status(vpod, hpod)
+
+    async def _reject(self, vpod: Obj, hpod: Obj, reason: str, message: str) -> None:
+        """Ends a pod its node cannot take as that node's kubelet would: Failed, never started, for
+        its controller to replace (a StatefulSet's pod whose host port is taken)."""
+        meta = vpod["metadata"]
+        if (vpod.get("status") or {}).get("phase") not in TERMINAL:
+            status = {"phase": "Failed", "reason": reason, "message": f"Pod was rejected: {message}"}
+            await self.ctx.virtual.patch("Pod", meta["name"], {"status": status}, meta["namespace"], "status")
+            await self.ctx.event(vpod, reason, message)
+        await self.patcher.delete(hpod, grace=0)
 
     async def _delete_virtual(self, vpod: Obj) -> None:
         await self.ctx.virtual.delete_exact("Pod", vpod, grace=0)
@@ -807,11 +910,3 @@ class PodSyncer(ToHostSyncer):
             del self._status_written[key_of(vpod)]  # the cache caught up (or it is another pod now)
             return False
         return written == status
-
-    # ---- the service-account token ---------------------------------------------
-
-    async def _delete_pod_token_secret(self, vkey: str) -> None:
-        """The pod's own token Secret, as earlier vnest versions made one per pod: its pod is gone."""
-        existing = self.host_secrets.get(f"{self.ctx.host_namespace}/{pod_token_secret_name(self.ctx, vkey)}")
-        if existing is not None and mappings.is_pod_token(existing):
-            await self.token_secrets.delete(existing)
