@@ -394,6 +394,57 @@ def test_quota_limits_and_network_policies_hold_on_the_host(env):
         assert _host_obj(env, kind, f"vc-{name}", ns) is None
 
 
+def _cpu(requests: str, limits: str) -> dict:
+    return {"requests": {"cpu": requests, "memory": "64Mi"}, "limits": {"cpu": limits, "memory": "64Mi"}}
+
+
+def _host_cpu(hpod: dict) -> tuple[str, str]:
+    resources = hpod["spec"]["containers"][0]["resources"]
+    return resources["requests"]["cpu"], resources["limits"]["cpu"]
+
+
+def test_a_resize_past_the_hosts_quota_is_refused_and_the_tenant_told(env):
+    """An in-place resize is the host's to admit, quota included: the tenant cannot grow a running
+    pod past what the platform gave its cluster; without the quota the same resize goes through."""
+    name, ns = "resize", "resize-host"
+    values = env.root / "resize.yaml"
+    policy = {"resourceQuota": {"enabled": True, "quota": {"requests.cpu": "1", "limits.cpu": "1"}}}
+    values.write_text(json.dumps({"policies": policy}))
+    env.vnest("create", name, "-n", ns, "--no-connect", "-f", str(values))
+    vc = VirtualCluster(env, name, ns)
+    try:
+        vc.kubectl("create", "namespace", "attack")
+        vc.apply(
+            _pod("grow", {"containers": [{"name": "c", "image": "nginx", "resources": _cpu("100m", "200m")}]})
+        )
+        wait_until(lambda: _host_pod(env, vc, "grow"), 30, "the host copy")
+        wanted = json.dumps({"spec": {"containers": [{"name": "c", "resources": _cpu("1500m", "2")}]}})
+        vc.kubectl("patch", "pod", "grow", "-n", "attack", "--subresource", "resize", "--patch", wanted)
+
+        def refusals() -> list[dict]:
+            return [w for w in _warnings(vc, "grow") if w["reason"] == "SyncError"]
+
+        (refusal,) = wait_until(refusals, 30, "a SyncError event on the resized pod")
+        assert "the host refused the resize" in refusal["message"]
+        assert "exceeded quota" in refusal["message"]
+        assert naming.host_name("grow", "attack", name) not in refusal["message"]  # the tenant's name
+        hpod = _host_pod(env, vc, "grow")
+        assert hpod is not None and _host_cpu(hpod) == ("100m", "200m")
+
+        # The guard off (no quota on the host): the retried resize reaches the host copy.
+        policy["resourceQuota"]["enabled"] = False
+        values.write_text(json.dumps({"policies": policy}))
+        env.vnest("create", name, "-n", ns, "--no-connect", "--upgrade", "-f", str(values))
+
+        def resized() -> bool:
+            hpod = _host_pod(env, vc, "grow")
+            return hpod is not None and _host_cpu(hpod) == ("1500m", "2")
+
+        wait_until(resized, 60, "the resize on the host once no quota holds it")
+    finally:
+        env.vnest("delete", name, "-n", ns, check=False)
+
+
 def test_the_syncers_host_identity_has_only_what_the_syncers_use(env):
     name, ns = "rbac", "rbac-host"
     env.vnest("create", name, "-n", ns, "--no-connect")

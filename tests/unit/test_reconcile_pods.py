@@ -765,3 +765,17 @@ def test_a_resize_patch_tests_each_containers_name_and_sets_the_pod_level_resour
         {"op": "add", "path": "/spec/resources", "value": {"requests": {"cpu": "1"}}},
     ]
     assert resize_patch(vpod, vpod) == []
+
+
+def test_a_resize_changes_only_cpu_and_memory_and_keeps_what_a_host_limitrange_added() -> None:
+    vpod = pod(containers=[{"name": "c", "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "3"}}}])
+    host = {"requests": {"cpu": "1", "ephemeral-storage": "3Gi"}, "limits": {"cpu": "2", "memory": "512Mi"}}
+    hpod_ = pod(containers=[{"name": "c", "resources": host}])
+    resized = {
+        "requests": {"cpu": "2", "ephemeral-storage": "3Gi"},
+        "limits": {"cpu": "3", "memory": "512Mi"},
+    }
+    assert resize_patch(vpod, hpod_)[1]["value"] == resized
+    # The virtual pod as the host has it but for what it never set: nothing to resize.
+    same = pod(containers=[{"name": "c", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}}])
+    assert resize_patch(same, hpod_) == []

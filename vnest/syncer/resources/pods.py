@@ -49,9 +49,10 @@ from typing import Protocol
 
 from vnest import log, naming
 from vnest.dns.podconfig import pod_dns_config
-from vnest.kube.client import Obj
+from vnest.kube.client import ApiError, Obj
 from vnest.syncer import mappings
 from vnest.syncer.engine import Handlers, SyncContext, ToHostSyncer
+from vnest.syncer.engine.patcher import REFUSALS
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
     LABEL_NAMESPACE,
@@ -274,6 +275,21 @@ def service_link_env(svc: Obj) -> list[Obj]:
     return env
 
 
+RESIZABLE = ("cpu", "memory")  # what an in-place resize may change
+
+
+def _resized(host: Obj, virtual: Obj) -> Obj:
+    """A host container's resources with the virtual container's CPU and memory. The rest stays as
+    the host has it: a resize may change nothing else, and a host LimitRange's defaults (its
+    ephemeral storage, a limit the tenant did not set) are the host's."""
+    out = copy.deepcopy(host)
+    for kind in ("requests", "limits"):
+        mine = {k: v for k, v in (virtual.get(kind) or {}).items() if k in RESIZABLE}
+        if mine:
+            out[kind] = {**(out.get(kind) or {}), **mine}
+    return out
+
+
 def resize_patch(vpod: Obj, hpod: Obj) -> list[Obj]:
     """The JSON patch of the host pod's `resize` subresource that gives its containers (and the pod)
     the virtual pod's resources; empty when they match. Each replaced container is tested by name
@@ -283,9 +299,13 @@ def resize_patch(vpod: Obj, hpod: Obj) -> list[Obj]:
         wanted = {c["name"]: c.get("resources") or {} for c in vpod["spec"].get(field) or []}
         for i, container in enumerate(hpod["spec"].get(field) or []):
             name = container["name"]
-            if name in wanted and wanted[name] != (container.get("resources") or {}):
+            if name not in wanted:
+                continue
+            have = container.get("resources") or {}
+            resized = _resized(have, wanted[name])
+            if resized != have:
                 ops.append({"op": "test", "path": f"/spec/{field}/{i}/name", "value": name})
-                ops.append({"op": "add", "path": f"/spec/{field}/{i}/resources", "value": wanted[name]})
+                ops.append({"op": "add", "path": f"/spec/{field}/{i}/resources", "value": resized})
     pod_level = vpod["spec"].get("resources")
     if pod_level != hpod["spec"].get("resources"):
         if pod_level is None:
@@ -822,12 +842,19 @@ class PodSyncer(ToHostSyncer):
         if resize := resize_patch(vpod, hpod):
             # In-place resize: resources change only through the `resize` subresource, where the
             # host's quota and its kubelet decide, as for any pod of the host namespace.
-            hpod = await self.ctx.host.request(
-                "PATCH",
-                self.resource.path(self.ctx.host_namespace, hpod["metadata"]["name"], "resize"),
-                body=resize,
-                content_type="application/json-patch+json",
-            )
+            name = hpod["metadata"]["name"]
+            try:
+                hpod = await self.ctx.host.request(
+                    "PATCH",
+                    self.resource.path(self.ctx.host_namespace, name, "resize"),
+                    body=resize,
+                    content_type="application/json-patch+json",
+                )
+            except ApiError as e:
+                if e.status in REFUSALS:  # the host's quota, say: retried, and the tenant hears why
+                    message = e.detail.replace(name, vpod["metadata"]["name"])
+                    await self.ctx.warn_once(vpod, "SyncError", f"the host refused the resize: {message}")
+                raise
         await self._add_ephemeral_containers(vpod, hpod)
         return hpod
 
