@@ -683,3 +683,11 @@ def test_keys_not_built_yet_are_refused_unless_left_at_their_default(setting):
     if default is not None:  # the default itself is fine: a vCluster user's full file still loads
         load_config([], [f"{setting.split('=')[0]}={default}"])
     assert key
+
+
+def test_rewrite_hosts_image_must_be_one_reference():
+    err = _error([], ["sync.toHost.pods.rewriteHosts.initContainer.image=busybox; reboot"])
+    assert "sync.toHost.pods.rewriteHosts.initContainer.image" in str(err)
+    assert "expected an image reference such as docker.io/library/busybox:1.37" in str(err)
+    err = _error([], ["sync.toHost.pods.rewriteHosts.initContainer.resources.requests.cpu=lots"])
+    assert "sync.toHost.pods.rewriteHosts.initContainer.resources.requests.cpu" in str(err)

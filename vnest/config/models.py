@@ -56,10 +56,17 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# A Kubernetes quantity (apimachinery's resource.Quantity): a number, then a binary or decimal SI
+# suffix or an exponent.
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+
+
 def _quantity(value: Any) -> Any:
     # YAML reads `cpu: 1` or `memory: 2.5` as numbers; Kubernetes quantities are strings.
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, str) and not _QUANTITY.match(value):
+        raise FieldProblem(None, f"expected a Kubernetes quantity such as 500m, 2 or 1Gi, got {show(value)}")
     return value
 
 
