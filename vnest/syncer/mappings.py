@@ -112,10 +112,6 @@ def uid_matches(vobj: Obj, hobj: Obj) -> bool:
     return bool(annotations_of(hobj).get(ANNOTATION_UID) == vobj["metadata"]["uid"])
 
 
-def is_pod_token(hobj: Obj | None) -> bool:
-    return annotations_of(hobj).get(ANNOTATION_KIND) == KIND_POD_TOKEN
-
-
 def is_token_secret(hobj: Obj | None) -> bool:
     """A host Secret holding a token of the virtual API server (not a copy of a virtual Secret)."""
     return annotations_of(hobj).get(ANNOTATION_KIND) in (KIND_POD_TOKEN, KIND_SERVICE_ACCOUNT_TOKEN)

@@ -47,6 +47,15 @@ class Patcher:
     def path(self, name: str, subresource: str = "") -> str:
         return self.resource.path(self.namespace, name, subresource)
 
+    async def tell_refusal(
+        self, vobj: Obj, error: ApiError, name: str, what: str, refusals: frozenset[int] = REFUSALS
+    ) -> None:
+        """A host answer to a write of copy `name` that retrying alone will not fix, told to the
+        tenant on `vobj` (once, in its own names): "the host refused the <what>: ..."."""
+        if error.status in refusals:
+            message = error.detail.replace(name, vobj["metadata"]["name"])
+            await self.ctx.warn_once(vobj, "SyncError", f"the host refused the {what}: {message}")
+
     async def create(self, vobj: Obj, desired: Obj, refusals: frozenset[int] = REFUSALS) -> Obj | None:
         """Creates the copy; None when an object this cluster does not own holds the name.
 
@@ -56,9 +65,7 @@ class Patcher:
         try:
             created = await self.client.create(desired, namespace=self.namespace)
         except ApiError as e:
-            if e.status in refusals:
-                message = e.detail.replace(name, vobj["metadata"]["name"])
-                await self.ctx.warn_once(vobj, "SyncError", f"the host refused the {self.kind}: {message}")
+            await self.tell_refusal(vobj, e, name, self.kind, refusals)
             if not e.conflict:
                 raise
         else:

@@ -52,7 +52,6 @@ from vnest.dns.podconfig import pod_dns_config
 from vnest.kube.client import ApiError, Obj
 from vnest.syncer import mappings
 from vnest.syncer.engine import Handlers, SyncContext, ToHostSyncer
-from vnest.syncer.engine.patcher import REFUSALS
 from vnest.syncer.mappings import (
     ANNOTATION_HOST_UID,
     LABEL_NAMESPACE,
@@ -99,16 +98,15 @@ def rewrite_hosts(spec: Obj, fqdn: str, image: str, resources: Obj) -> None:
     (its hostname and subdomain set). The names are passed as arguments, never into the script."""
     hostname, subdomain = spec["hostname"], spec["subdomain"]
     containers = [c for group in _CONTAINER_LISTS for c in spec.get(group) or []]
-    volumes = spec.setdefault("volumes", [])
     if any(c["name"] == REWRITE_HOSTS_CONTAINER for c in containers) or any(
-        v["name"] == HOSTS_VOLUME for v in volumes
+        v["name"] == HOSTS_VOLUME for v in spec.get("volumes") or []
     ):
         return  # the tenant's own names: the kubelet's file, unchanged
     mount = {"name": HOSTS_VOLUME, "mountPath": "/etc/hosts", "subPath": "hosts", "readOnly": False}
     for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         if not any(m.get("mountPath") == "/etc/hosts" for m in c.get("volumeMounts") or []):
             c["volumeMounts"] = [*(c.get("volumeMounts") or []), dict(mount)]
-    volumes.append({"name": HOSTS_VOLUME, "emptyDir": {}})
+    spec["volumes"] = [*(spec.get("volumes") or []), {"name": HOSTS_VOLUME, "emptyDir": {}}]
     writer = {
         "name": REWRITE_HOSTS_CONTAINER,
         "image": image,
@@ -795,7 +793,8 @@ class PodSyncer(ToHostSyncer):
         if (vpod.get("status") or {}).get("phase") not in TERMINAL:
             status = {"phase": "Failed", "reason": reason, "message": f"Pod was rejected: {message}"}
             await self.ctx.virtual.patch("Pod", meta["name"], {"status": status}, meta["namespace"], "status")
-            await self.ctx.event(vpod, reason, message)
+            # Once per pod, though the cache may show it unended for another round.
+            await self.ctx.warn_once(vpod, reason, message)
         await self.patcher.delete(hpod, grace=0)
 
     async def _delete_virtual(self, vpod: Obj) -> None:
@@ -851,9 +850,8 @@ class PodSyncer(ToHostSyncer):
                     content_type="application/json-patch+json",
                 )
             except ApiError as e:
-                if e.status in REFUSALS:  # the host's quota, say: retried, and the tenant hears why
-                    message = e.detail.replace(name, vpod["metadata"]["name"])
-                    await self.ctx.warn_once(vpod, "SyncError", f"the host refused the resize: {message}")
+                # The host's quota, say: retried, and the tenant hears why.
+                await self.patcher.tell_refusal(vpod, e, name, "resize")
                 raise
         await self._add_ephemeral_containers(vpod, hpod)
         return hpod

@@ -28,7 +28,6 @@ A pod started before the upgrade keeps the token it has until it expires (24 hou
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime
 import hashlib
@@ -120,7 +119,6 @@ class PodTokens(Controller):
         # update of the pod right after the write must not issue its tokens again.
         self._written: dict[str, Obj] = {}
         self._refresh_at: dict[str, datetime.datetime] = {}  # the refresh each pod has a timer for
-        self._locks: dict[str, asyncio.Lock] = {}
 
     def ours(self, secret: Obj | None) -> bool:
         return self.ctx.namespaced.owns(secret) and mappings.is_token_secret(secret)
@@ -226,21 +224,20 @@ class PodTokens(Controller):
         if key.startswith(_SHARED):
             await self._remove_shared(key.removeprefix(_SHARED))
             return
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            vpod = self.pods.get(key)
+        # The work queue gives a key to one worker at a time: no two issues for one pod race.
+        vpod = self.pods.get(key)
+        secret = self._secret(key)
+        if vpod is None or not needs_token(vpod):
+            if secret is not None:
+                await self.patcher.delete(secret)
+            self._written.pop(key, None)
+            self._refresh_at.pop(key, None)
+            return
+        if not vpod["spec"].get("nodeName"):
+            return  # issued once bound: its update brings the key back
+        if not self._current(secret, vpod):
+            await self._issue(key, vpod, secret)
             secret = self._secret(key)
-            if vpod is None or not needs_token(vpod):
-                if secret is not None:
-                    await self.patcher.delete(secret)
-                self._written.pop(key, None)
-                self._refresh_at.pop(key, None)
-                self._locks.pop(key, None)
-                return
-            if not vpod["spec"].get("nodeName"):
-                return  # issued once bound: its update brings the key back
-            if not self._current(secret, vpod):
-                await self._issue(key, vpod, secret)
-                secret = self._secret(key)
         due = _parse(mappings.annotations_of(secret).get(mappings.ANNOTATION_REFRESH_AFTER))
         if due is not None and self._refresh_at.get(key) != due:  # then, even if nothing else happens
             self._refresh_at[key] = due
